@@ -1,0 +1,5 @@
+import sys
+
+from unistack.cli import main
+
+sys.exit(main())

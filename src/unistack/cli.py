@@ -1,0 +1,184 @@
+"""The operator's command line: `python -m unistack COMMAND` (scripts/manage_production.sh).
+
+Thin: parses arguments, calls the stack, prints, and maps domain errors to exit codes:
+0 ok, 1 the stack failed or is degraded, 2 bad configuration or arguments (or down).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from unistack import logs, stack
+from unistack.config import KEYS, ConfigError, Settings, load_settings
+from unistack.hub.client import HubClient, HubUnreachable
+from unistack.hub.status import EXIT_CODES
+from unistack.services import REGISTRY
+from unistack.supervisor import SupervisorError
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+def _print(text: str) -> None:
+    print(text, flush=True)
+
+
+def _urls(settings: Settings) -> None:
+    for spec in REGISTRY:
+        _print(f"  {spec.name:<12} {spec.url(settings)}")
+
+
+def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
+    settings = stack.start(settings, _print)
+    _print("unistack is ready:")
+    _urls(settings)
+    return 0
+
+
+def cmd_stop(settings: Settings, args: argparse.Namespace) -> int:
+    begun = time.monotonic()
+    if not stack.stop(settings, _print):
+        _print(f"unistack is not running (UNISTACK_HOME={settings.unistack_home}).")
+        return 0
+    _print(f"unistack stopped in {time.monotonic() - begun:.2f} s; no process left.")
+    return 0
+
+
+def cmd_restart(settings: Settings, args: argparse.Namespace) -> int:
+    if args.service:
+        stack.restart_service(settings, args.service, _print)
+        return 0
+    stack.stop(settings, _print)
+    return cmd_start(settings, args)
+
+
+def _age(since: float, now: float) -> str:
+    if not since:
+        return "-"
+    seconds = int(now - since)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def _status_table(document: dict[str, Any]) -> str:
+    rows = [f"{'SERVICE':<12} {'STATE':<10} {'READY':<6} {'PID':<8} {'SINCE':<9} DETAIL"]
+    for s in document["services"]:
+        rows.append(f"{s['name']:<12} {s['state']:<10} {'yes' if s['ready'] else 'no':<6} "
+                    f"{s['pid'] or '-'!s:<8} {_age(s['since'], document['ts']):<9} {s['detail']}")
+    rows.append(f"overall: {document['overall']}")
+    return "\n".join(rows)
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    document = stack.status(settings)
+    _print(json.dumps(document, indent=2) if args.json else _status_table(document))
+    return EXIT_CODES[document["overall"]]
+
+
+def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
+    client = HubClient(settings)
+    try:
+        health_code, health = client.get("/health")
+        ready_code, ready = client.get("/ready")
+    except HubUnreachable as exc:
+        _print(json.dumps({"alive": False, "ready": False, "error": str(exc)})
+               if args.json else f"hub: down ({exc})")
+        return 2
+    if args.json:
+        _print(json.dumps({**health, **ready}))
+    else:
+        _print(f"hub: {'alive' if health_code == 200 else 'stale'} "
+               f"(loop age {health['loop_age']} s); stack: {ready['overall']}")
+    if health_code != 200:
+        return 2
+    return 0 if ready_code == 200 else 1
+
+
+def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
+    files = logs.log_files(settings)
+    if args.service:
+        if args.service not in files:
+            known = ", ".join(sorted(files)) or "none yet"
+            raise stack.StackError(f"no log for {args.service!r} in {settings.log_dir} "
+                                   f"(logs there: {known})")
+        files = {args.service: files[args.service]}
+    prefix = len(files) > 1
+    for line in logs.recent(files, args.lines):
+        _print(f"[{line.service}] {line.text}" if prefix else line.text)
+    if args.follow:
+        for line in logs.follow(files):
+            _print(f"[{line.service}] {line.text}" if prefix else line.text)
+    return 0
+
+
+def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
+    values = {key.name: ("(set)" if getattr(settings, key.name.lower()) else "(not set)")
+              if key.secret else str(getattr(settings, key.name.lower())) for key in KEYS}
+    if args.json:
+        _print(json.dumps(values, indent=2))
+    else:
+        for name, value in values.items():
+            _print(f"{name}={value}")
+    return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number of lines, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unistack", description="Run and inspect the unistack service stack.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    names = [spec.name for spec in REGISTRY]
+    commands.add_parser("start", help="bootstrap if needed, start every service, wait until ready")
+    commands.add_parser("stop", help="stop every service in reverse dependency order")
+    restart = commands.add_parser("restart", help="restart one service, or the whole stack")
+    restart.add_argument("service", nargs="?", choices=names, help="service to restart")
+    status = commands.add_parser(
+        "status", help="one line per service; exit 0 healthy, 1 degraded, 2 down")
+    status.add_argument("--json", action="store_true", help="print the status document as JSON")
+    health = commands.add_parser("health", help="is the hub alive and the stack ready")
+    health.add_argument("--json", action="store_true", help="print JSON")
+    log = commands.add_parser("logs", help="recent log lines, all services interleaved by time")
+    log.add_argument("service", nargs="?", help="only this service's log (e.g. redis)")
+    log.add_argument("-n", "--lines", type=_positive, default=50, help="lines to show (50)")
+    log.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    config = commands.add_parser("config", help="the effective configuration (secrets hidden)")
+    config.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "start": cmd_start, "stop": cmd_stop, "restart": cmd_restart, "status": cmd_status,
+    "health": cmd_health, "logs": cmd_logs, "config": cmd_config,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"unistack: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return COMMANDS[args.command](settings, args)
+    except (stack.StackError, SupervisorError) as exc:
+        print(f"unistack {args.command}: {settings.redact(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130

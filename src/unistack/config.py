@@ -1,0 +1,312 @@
+"""Settings: the only reader of os.environ, config.env and .env.
+
+Precedence, lowest first: defaults in code < config.env < .env < process environment.
+Everything else in unistack receives the frozen `Settings` this module returns.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import secrets
+import stat
+from collections import ChainMap
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+LOOPBACK = "127.0.0.1"
+# sun_path in struct sockaddr_un holds 108 bytes including the terminating NUL.
+_MAX_SOCKET_PATH = 107
+
+
+class ConfigError(Exception):
+    """A configuration value is invalid; the message names the key, the value and what fits."""
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 65535:
+        raise ValueError
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError
+    return value
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in options:
+            raise ValueError
+        return raw
+
+    return parse
+
+
+def _pattern(regex: str) -> Callable[[str], str]:
+    compiled = re.compile(regex)
+
+    def parse(raw: str) -> str:
+        if not compiled.fullmatch(raw):
+            raise ValueError
+        return raw
+
+    return parse
+
+
+def _text(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError
+    return raw.strip()
+
+
+def _optional(raw: str) -> str:
+    return raw.strip()
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: its default, how it parses, and what fits."""
+
+    name: str
+    default: str
+    parse: Callable[[str], Any]
+    expected: str
+    secret: bool = False
+
+
+_DURATION = r"[0-9]+(ms|s|m|h|d|w|y)"
+_SIZE = r"[0-9]+(B|KB|MB|GB|TB)"
+
+KEYS: tuple[Key, ...] = (
+    Key("UNISTACK_MODE", "native", _choice("native", "docker"), "one of native, docker"),
+    Key("UNISTACK_HOME", "", _optional, "a directory path (empty: the checkout)"),
+    Key("REDIS_PORT", "6379", _port, "a TCP port 1-65535"),
+    Key("PROMETHEUS_PORT", "9090", _port, "a TCP port 1-65535"),
+    Key("HUB_PORT", "9180", _port, "a TCP port 1-65535"),
+    Key("REDIS_SERVER_BIN", "redis-server", _text, "a program name or path"),
+    Key("PROMETHEUS_BIN", "prometheus", _text, "a program name or path"),
+    Key("PROMETHEUS_SCRAPE_INTERVAL", "5s", _pattern(_DURATION), "a duration like 5s"),
+    Key("PROMETHEUS_RETENTION_TIME", "15d", _pattern(_DURATION), "a duration like 15d"),
+    Key("PROMETHEUS_RETENTION_SIZE", "1GB", _pattern(_SIZE), "a size like 1GB"),
+    Key("HUB_LOOP_INTERVAL", "0.5", _positive_float, "seconds > 0"),
+    Key("PROBE_TIMEOUT", "1.0", _positive_float, "seconds > 0"),
+    Key("SERVICE_READY_TIMEOUT", "20", _positive_float, "seconds > 0"),
+    Key("START_TIMEOUT", "30", _positive_float, "seconds > 0"),
+    Key("STOP_TIMEOUT", "8", _positive_float, "seconds > 0"),
+    Key("LOG_FORMAT", "text", _choice("text", "json"), "one of text, json"),
+    Key("LOG_LEVEL", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"),
+        "one of DEBUG, INFO, WARNING, ERROR"),
+    Key("LOG_MAX_BYTES", "10485760", _positive_int, "bytes > 0"),
+    Key("LOG_BACKUPS", "5", _positive_int, "a count > 0"),
+    Key("REDIS_PASSWORD", "", _optional, "a generated secret", secret=True),
+    Key("UNISTACK_OPERATOR_TOKEN", "", _optional, "a generated secret", secret=True),
+)
+KEYS_BY_NAME = {key.name: key for key in KEYS}
+PORT_KEYS = tuple(key.name for key in KEYS if key.name.endswith("_PORT"))
+SECRET_KEYS = tuple(key.name for key in KEYS if key.secret)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every port, path, interval and threshold of one stack, validated."""
+
+    unistack_mode: str
+    unistack_home: Path
+    redis_port: int
+    prometheus_port: int
+    hub_port: int
+    redis_server_bin: str
+    prometheus_bin: str
+    prometheus_scrape_interval: str
+    prometheus_retention_time: str
+    prometheus_retention_size: str
+    hub_loop_interval: float
+    probe_timeout: float
+    service_ready_timeout: float
+    start_timeout: float
+    stop_timeout: float
+    log_format: str
+    log_level: str
+    log_max_bytes: int
+    log_backups: int
+    redis_password: str
+    unistack_operator_token: str
+    root: Path = PROJECT_ROOT
+
+    @property
+    def var(self) -> Path:
+        return self.unistack_home / "var"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.var / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.var / "log"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.var / "data"
+
+    @property
+    def env_file(self) -> Path:
+        return self.unistack_home / ".env"
+
+    @property
+    def supervisor_socket(self) -> Path:
+        return self.run_dir / "supervisor.sock"
+
+    @property
+    def supervisord_conf(self) -> Path:
+        return self.root / "supervisord.conf"
+
+    @property
+    def hub_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.hub_port}"
+
+    def port(self, key: str) -> int:
+        """The port configured under KEY (e.g. "REDIS_PORT")."""
+        value: int = getattr(self, key.lower())
+        return value
+
+    def secret_values(self) -> tuple[str, ...]:
+        return tuple(v for v in (getattr(self, k.lower()) for k in SECRET_KEYS) if v)
+
+    def redact(self, text: str) -> str:
+        return redact(text, self.secret_values())
+
+    def to_env(self) -> dict[str, str]:
+        """The non-secret settings as environment variables for child processes."""
+        env = {key.name: str(getattr(self, key.name.lower())) for key in KEYS if not key.secret}
+        env["UNISTACK_ROOT"] = str(self.root)
+        return env
+
+
+_SECRET_PATTERNS = (
+    re.compile(r"https://hooks\.slack\.com/services/\S+"),
+    re.compile(r"xox[abpr]-[A-Za-z0-9-]+"),
+)
+
+
+def redact(text: str, values: Iterable[str]) -> str:
+    """Mask each secret value in TEXT, keeping its last 4 characters as a fingerprint."""
+    for value in sorted(values, key=len, reverse=True):
+        if len(value) >= 8:
+            text = text.replace(value, "****" + value[-4:])
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub("****", text)
+    return text
+
+
+def _check_env_file_mode(path: Path) -> None:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(
+            f"{path} is readable by group or others (mode {mode:04o}); it holds secrets. "
+            f"Expected mode 0600: run `chmod 600 {path}`."
+        )
+
+
+def _read_file(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def _parse(raw: Mapping[str, str], root: Path) -> Settings:
+    values: dict[str, Any] = {}
+    for key in KEYS:
+        text = raw[key.name]
+        try:
+            values[key.name.lower()] = key.parse(text)
+        except (ValueError, TypeError):
+            raise ConfigError(
+                f"{key.name}={text!r} is invalid: expected {key.expected}."
+            ) from None
+    values["unistack_home"] = Path(values["unistack_home"]).expanduser().resolve()
+    return Settings(root=root, **values)
+
+
+def _validate(settings: Settings) -> None:
+    seen: dict[int, str] = {}
+    for key in PORT_KEYS:
+        port = settings.port(key)
+        if port in seen:
+            raise ConfigError(
+                f"{key}={port} is invalid: port {port} is already used by {seen[port]}; "
+                "expected a distinct port for every service."
+            )
+        seen[port] = key
+    socket_path = str(settings.supervisor_socket)
+    if len(socket_path.encode()) > _MAX_SOCKET_PATH:
+        raise ConfigError(
+            f"UNISTACK_HOME={settings.unistack_home} is invalid: the supervisord socket path "
+            f"{socket_path} is {len(socket_path.encode())} bytes; expected at most "
+            f"{_MAX_SOCKET_PATH} (a unix socket limit). Choose a shorter UNISTACK_HOME."
+        )
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, root: Path = PROJECT_ROOT
+) -> Settings:
+    """Read defaults < ROOT/config.env < UNISTACK_HOME/.env < ENVIRON into validated Settings.
+
+    Reads only; never writes. Raises ConfigError naming the first bad key.
+    """
+    process_env = dict(os.environ if environ is None else environ)
+    defaults = {key.name: key.default for key in KEYS}
+    config_env = _read_file(root / "config.env")
+    home_raw = ChainMap(process_env, config_env, defaults)["UNISTACK_HOME"] or str(root)
+    home = Path(home_raw).expanduser()
+    env_file = home / ".env"
+    if env_file.is_file():
+        _check_env_file_mode(env_file)
+    dot_env = _read_file(env_file)
+    leaked = sorted(k for k in SECRET_KEYS if config_env.get(k))
+    if leaked:
+        raise ConfigError(
+            f"{', '.join(leaked)} found in {root / 'config.env'}: secrets belong in "
+            f"{env_file} (mode 0600), never in config.env."
+        )
+    merged = ChainMap({"UNISTACK_HOME": home_raw}, process_env, dot_env, config_env, defaults)
+    settings = _parse({key.name: merged[key.name] for key in KEYS}, root)
+    _validate(settings)
+    return settings
+
+
+def ensure_secrets(settings: Settings) -> Settings:
+    """Generate missing secrets into UNISTACK_HOME/.env (created 0600); return updated Settings."""
+    missing = [key for key in SECRET_KEYS if not getattr(settings, key.lower())]
+    if not missing:
+        return settings
+    generated = {key: secrets.token_urlsafe(32) for key in missing}
+    path = settings.env_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = "".join(f"{key}={value}\n" for key, value in generated.items())
+    existing = path.read_text() if path.is_file() else ""
+    if existing and not existing.endswith("\n"):
+        lines = "\n" + lines
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(lines)
+    changes: dict[str, Any] = {key.lower(): value for key, value in generated.items()}
+    return replace(settings, **changes)

@@ -1,0 +1,20 @@
+"""The health hub: factory, reconcile loop, HTTP API and events of one stack."""
+
+from __future__ import annotations
+
+import sys
+
+from unistack.config import ConfigError, ensure_secrets, load_settings
+from unistack.hub.factory import Hub
+from unistack.logs import setup_logging
+
+
+def main() -> int:
+    """Entry point of the `hub` supervisord program (scripts/start_system.py)."""
+    try:
+        settings = ensure_secrets(load_settings())
+    except ConfigError as exc:
+        print(f"unistack hub: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings, "hub")
+    return Hub(settings).run()

@@ -1,0 +1,100 @@
+"""Runtime files of one stack under var/: directories, Redis's secret config, Prometheus's
+config and its scrape targets, all derived from Settings and the service registry.
+
+Every write is atomic (temp file, fsync, rename), so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from unistack.config import LOOPBACK, Settings
+from unistack.services import REGISTRY, ServiceSpec
+
+
+def state_dirs(settings: Settings) -> dict[Path, int]:
+    """Every state directory with its mode; run/ holds secrets and the control socket."""
+    var = settings.var
+    return {
+        var: 0o755,
+        settings.run_dir: 0o700,
+        settings.run_dir / "prometheus": 0o700,
+        settings.run_dir / "prometheus" / "targets": 0o700,
+        settings.log_dir: 0o750,
+        settings.log_dir / "incidents": 0o700,
+        settings.data_dir / "redis": 0o700,
+        settings.data_dir / "prometheus": 0o700,
+        settings.data_dir / "market": 0o750,
+        var / "models": 0o750,
+        var / "backups": 0o700,
+    }
+
+
+def prepare_dirs(settings: Settings) -> None:
+    for path, mode in state_dirs(settings).items():
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, mode)
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
+    """Write TEXT to PATH with MODE so that readers see the old file or the new one."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def redis_conf(settings: Settings) -> str:
+    lines = [
+        "# Written by the unistack hub at start; holds the password: mode 0600.",
+        f"include {settings.root / 'redis.conf'}",
+        f"bind {LOOPBACK}",
+        f"port {settings.redis_port}",
+        f"dir {settings.data_dir / 'redis'}",
+        f"requirepass {settings.redis_password}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def prometheus_conf(settings: Settings) -> str:
+    config = yaml.safe_load((settings.root / "prometheus.yml").read_text())
+    config.setdefault("global", {})
+    config["global"]["scrape_interval"] = settings.prometheus_scrape_interval
+    config["global"]["evaluation_interval"] = settings.prometheus_scrape_interval
+    header = "# Written by the unistack hub from prometheus.yml and config.env.\n"
+    return header + yaml.safe_dump(config, sort_keys=False)
+
+
+def scrape_targets(settings: Settings, registry: tuple[ServiceSpec, ...] = REGISTRY) -> str:
+    """file_sd JSON: one target per registered service that exposes metrics."""
+    groups = [
+        {
+            "targets": [f"{LOOPBACK}:{spec.port(settings)}"],
+            "labels": {"service": spec.name, "group": spec.group,
+                       "__metrics_path__": spec.metrics_path},
+        }
+        for spec in registry
+        if spec.metrics_path
+    ]
+    return json.dumps(groups, indent=2) + "\n"
+
+
+def render(settings: Settings) -> None:
+    """Create the state directories and write every runtime file for SETTINGS."""
+    prepare_dirs(settings)
+    run = settings.run_dir
+    write_atomic(run / "redis.conf", redis_conf(settings))
+    write_atomic(run / "prometheus" / "prometheus.yml", prometheus_conf(settings))
+    write_atomic(run / "prometheus" / "targets" / "services.json", scrape_targets(settings))
