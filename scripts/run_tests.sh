@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need (scripts/bootstrap.sh, idempotent),
+# then runs ruff, mypy, promtool and the whole pytest suite (unit, integration).
+# Extra arguments go to pytest, e.g. `scripts/run_tests.sh tests/unit -k config`.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+scripts/bootstrap.sh --extras dev
+echo "== ruff"
+.venv/bin/ruff check .
+echo "== mypy"
+.venv/bin/mypy
+echo "== promtool"
+promtool check config prometheus.yml
+echo "== pytest"
+exec .venv/bin/pytest "$@"

@@ -1,0 +1,89 @@
+"""Fixtures shared by the integration tests: a whole stack in a temp UNISTACK_HOME on
+free loopback ports, driven through the real CLI, and always stopped afterwards."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PORT_KEYS = ("REDIS_PORT", "PROMETHEUS_PORT", "HUB_PORT")
+
+
+def free_ports(count: int) -> list[int]:
+    """COUNT distinct ports that were free on 127.0.0.1 a moment ago."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def stack_environment(home: Path) -> dict[str, str]:
+    """The process environment of a stack rooted at HOME on fresh ports."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("UNISTACK_", "REDIS_", "PROMETHEUS_", "HUB_"))}
+    env.update(dict(zip(PORT_KEYS, map(str, free_ports(len(PORT_KEYS))), strict=True)))
+    env["UNISTACK_HOME"] = str(home)
+    return env
+
+
+@dataclass
+class Stack:
+    home: Path
+    env: dict[str, str]
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "unistack", *args], env=self.env,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+    def port(self, key: str) -> int:
+        return int(self.env[key])
+
+    def processes(self) -> list[psutil.Process]:
+        """Every live process whose command line or cwd belongs to this stack's home."""
+        found = []
+        for proc in psutil.process_iter(["cmdline", "cwd"]):
+            try:
+                text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["cwd"] or "")
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            if str(self.home) in text and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        return found
+
+    def cleanup(self) -> None:
+        self.cli("stop", timeout=30)
+        for proc in self.processes():
+            proc.kill()
+
+
+def make_home() -> Path:
+    # Short paths: the supervisord socket path must fit in 107 bytes.
+    return Path(tempfile.mkdtemp(prefix="us-", dir="/tmp"))
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    home = make_home()
+    running = Stack(home, stack_environment(home))
+    try:
+        yield running
+    finally:
+        running.cleanup()
+        shutil.rmtree(home, ignore_errors=True)
