@@ -58,12 +58,10 @@ class Stack:
     def processes(self) -> list[psutil.Process]:
         """Every live process whose command line or cwd belongs to this stack's home."""
         found = []
-        for proc in psutil.process_iter(["cmdline", "cwd"]):
-            try:
-                text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["cwd"] or "")
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            if str(self.home) in text and proc.status() != psutil.STATUS_ZOMBIE:
+        for proc in psutil.process_iter(["cmdline", "cwd", "status"]):
+            info = proc.info
+            text = " ".join(info["cmdline"] or []) + " " + (info["cwd"] or "")
+            if str(self.home) in text and info["status"] != psutil.STATUS_ZOMBIE:
                 found.append(proc)
         return found
 

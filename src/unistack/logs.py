@@ -32,14 +32,14 @@ class _Formatter(logging.Formatter):
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + self.formatException(record.exc_info)
+        # Redact before encoding: JSON escaping would hide a secret from the match.
+        message = self._redact(message)
         stamp = datetime.fromtimestamp(record.created).strftime("%Y-%m-%d %H:%M:%S")
         stamp += f".{int(record.msecs):03d}"
         if self._json:
-            line = json.dumps({"ts": stamp, "level": record.levelname,
+            return json.dumps({"ts": stamp, "level": record.levelname,
                                "service": self._service, "message": message})
-        else:
-            line = f"{stamp} [{record.levelname}] [{self._service}] {message}"
-        return self._redact(line)
+        return f"{stamp} [{record.levelname}] [{self._service}] {message}"
 
 
 def setup_logging(settings: Settings, service: str) -> logging.Logger:

@@ -6,7 +6,6 @@ as `ok=False` with the reason. Each probe is bounded by its own timeout.
 
 from __future__ import annotations
 
-import http.client
 import socket
 import time
 from collections.abc import Callable
@@ -38,8 +37,9 @@ def _resp_command(*args: str) -> bytes:
     return b"".join(parts)
 
 
-class _RespReader:
-    """Reads RESP2 replies from a socket, each read bounded by the probe's deadline."""
+class _DeadlineReader:
+    """Reads lines and replies from a socket; every read is bounded by one deadline,
+    so a peer that trickles bytes cannot stretch a probe past its timeout."""
 
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         self._sock = sock
@@ -56,14 +56,15 @@ class _RespReader:
             raise ConnectionError("connection closed by server")
         self._buffer += chunk
 
-    def _line(self) -> bytes:
+    def line(self) -> bytes:
         while b"\r\n" not in self._buffer:
             self._fill()
         line, _, self._buffer = self._buffer.partition(b"\r\n")
         return line
 
     def reply(self) -> str:
-        line = self._line()
+        """One RESP2 reply: simple string, integer or bulk string; errors raise."""
+        line = self.line()
         kind, body = line[:1], line[1:].decode(errors="replace")
         if kind == b"-":
             raise _ReplyError(body)
@@ -114,7 +115,7 @@ class RedisProbe:
             if self._password:
                 request = _resp_command("AUTH", self._password) + request
             sock.sendall(request)
-            reader = _RespReader(sock, deadline)
+            reader = _DeadlineReader(sock, deadline)
             if self._password:
                 reader.reply()
             try:
@@ -138,28 +139,33 @@ def _persistence_verdict(info: dict[str, str]) -> str:
 
 
 class HttpProbe:
-    """GET a path on 127.0.0.1; ok only on HTTP 200."""
+    """GET a path on 127.0.0.1; ok only on HTTP 200 within the timeout."""
 
     def __init__(self, port: int, path: str, timeout: float) -> None:
-        self._port = port
+        self._address = (LOOPBACK, port)
         self._path = path
         self._timeout = timeout
         self._clock: Callable[[], float] = time.monotonic
 
     def check(self) -> ProbeResult:
         started = self._clock()
-        connection = http.client.HTTPConnection(LOOPBACK, self._port, timeout=self._timeout)
         try:
-            connection.request("GET", self._path)
-            response = connection.getresponse()
-            response.read(65536)
-            ok = response.status == 200
-            detail = "ready" if ok else f"GET {self._path} answered HTTP {response.status}"
-        except (OSError, http.client.HTTPException) as exc:
+            status = self._status_code(started + self._timeout)
+            ok = status == 200
+            detail = "ready" if ok else f"GET {self._path} answered HTTP {status}"
+        except (OSError, ValueError) as exc:
             ok, detail = False, f"GET {self._path}: {_describe(exc)}"
-        finally:
-            connection.close()
         return ProbeResult(ok, detail, self._clock() - started)
+
+    def _status_code(self, deadline: float) -> int:
+        with socket.create_connection(self._address, timeout=self._timeout) as sock:
+            sock.sendall(f"GET {self._path} HTTP/1.0\r\nHost: {LOOPBACK}\r\n"
+                         "Connection: close\r\n\r\n".encode())
+            status_line = _DeadlineReader(sock, deadline).line().decode(errors="replace")
+        parts = status_line.split()
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            raise ValueError(f"not an HTTP answer: {status_line[:40]!r}")
+        return int(parts[1])
 
 
 def _describe(exc: BaseException) -> str:

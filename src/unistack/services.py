@@ -7,7 +7,7 @@ status table all derive from `REGISTRY`. A service's name is its supervisord pro
 from __future__ import annotations
 
 from dataclasses import dataclass
-from graphlib import TopologicalSorter
+from graphlib import CycleError, TopologicalSorter
 
 from unistack.config import LOOPBACK, Settings
 
@@ -99,7 +99,10 @@ def start_order(registry: tuple[ServiceSpec, ...] = REGISTRY) -> list[ServiceSpe
         if unknown:
             raise RegistryError(f"{spec.name} depends on unknown service(s) {sorted(unknown)}")
         graph.add(spec.name, *spec.depends_on)
-    order = [specs[name] for name in graph.static_order()]
+    try:
+        order = [specs[name] for name in graph.static_order()]
+    except CycleError as exc:
+        raise RegistryError(f"dependency cycle: {' -> '.join(exc.args[1])}") from exc
     return [s for s in order if not s.autostart] + [s for s in order if s.autostart]
 
 
@@ -113,5 +116,6 @@ def priorities(registry: tuple[ServiceSpec, ...] = REGISTRY) -> dict[str, int]:
     """supervisord priorities: lower starts first and stops last."""
     managed = [s for s in start_order(registry) if not s.autostart]
     result = {spec.name: (i + 1) * _PRIORITY_STEP for i, spec in enumerate(managed)}
-    result.update({s.name: _AUTOSTART_PRIORITY for s in registry if s.autostart})
+    controller = max(_AUTOSTART_PRIORITY, (len(managed) + 1) * _PRIORITY_STEP)
+    result.update({s.name: controller for s in registry if s.autostart})
     return result

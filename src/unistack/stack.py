@@ -30,14 +30,14 @@ class StackError(Exception):
 
 
 def _poll(condition: Callable[[], bool], deadline: float, interval: float = 0.02) -> bool:
-    """Poll CONDITION until it holds or DEADLINE (monotonic) passes; backoff to 0.25 s."""
+    """Poll CONDITION until it holds or DEADLINE (monotonic) passes; backoff to 0.1 s."""
     while True:
         if condition():
             return True
         if time.monotonic() >= deadline:
             return False
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
-        interval = min(interval * 1.5, 0.25)
+        interval = min(interval * 1.5, 0.1)
 
 
 def check_programs(settings: Settings) -> None:
@@ -61,8 +61,13 @@ def supervisord_env(settings: Settings) -> dict[str, str]:
 def launch_supervisord(settings: Settings) -> None:
     command = [sys.executable, "-m", "supervisor.supervisord", "-c",
                str(settings.supervisord_conf)]
-    done = subprocess.run(command, env=supervisord_env(settings), capture_output=True,
-                          text=True, timeout=30, check=False, cwd=settings.unistack_home)
+    try:
+        done = subprocess.run(command, env=supervisord_env(settings), capture_output=True,
+                              text=True, timeout=30, check=False, cwd=settings.unistack_home)
+    except subprocess.TimeoutExpired as exc:
+        raise StackError(
+            f"supervisord did not daemonize within 30 s; see {settings.log_dir}/supervisord.log"
+        ) from exc
     if done.returncode != 0:
         output = settings.redact((done.stderr or done.stdout).strip())
         raise StackError(f"supervisord did not start (exit {done.returncode}): {output}")

@@ -284,7 +284,8 @@ def test_hub_stops_cleanly_on_sigterm_and_adopts_running_services(stack: Stack) 
     after = {s["name"]: s["pid"] for s in status(stack)["services"]}
     assert after["redis"] == before["redis"] and after["prometheus"] == before["prometheus"]
     supervisord_log = (stack.home / "var/log/supervisord.log").read_text()
-    assert "exited: hub (exit status 0; expected)" in supervisord_log
+    # "expected" or not depends only on whether the hub had passed startsecs yet.
+    assert "exited: hub (exit status 0;" in supervisord_log
     assert "hub stopped" in (stack.home / "var/log/hub.log").read_text()
 
 
@@ -299,5 +300,5 @@ def test_logs_interleave_every_service(stack: Stack) -> None:
     missing = stack.cli("logs", "nosuch")
     assert missing.returncode == 1 and "no log for 'nosuch'" in missing.stderr
     assert stack.cli("logs", "-n", "0").returncode == 2
-    hub_lines = [l for l in done.stdout.splitlines() if l.startswith("[hub]")]
+    hub_lines = [line for line in done.stdout.splitlines() if line.startswith("[hub]")]
     assert all(" [hub] " in line for line in hub_lines)

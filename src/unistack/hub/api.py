@@ -112,14 +112,18 @@ def _handler(api: HubApi) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64
+
+
 class HubServer:
     """Serves HubApi on 127.0.0.1 in a background thread."""
 
     def __init__(self, api: HubApi, port: int) -> None:
-        ThreadingHTTPServer.request_queue_size = 64
-        self._server = ThreadingHTTPServer((LOOPBACK, port), _handler(api))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever,
+        self._server = _Server((LOOPBACK, port), _handler(api))
+        # A short poll interval lets SIGTERM stop the hub in ~50 ms, not 0.5 s.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         name="hub-api", daemon=True)
 
     def start(self) -> None:

@@ -19,7 +19,15 @@ from dataclasses import dataclass, replace
 from unistack.config import Settings
 from unistack.hub.events import EventLog
 from unistack.hub.metrics import HubMetrics
-from unistack.hub.status import READY, STARTING, STOPPED, ServiceStatus, next_state
+from unistack.hub.status import (
+    FAILED,
+    READY,
+    STARTING,
+    STOPPED,
+    UNHEALTHY,
+    ServiceStatus,
+    next_state,
+)
 from unistack.probes import Probe, ProbeResult
 from unistack.services import ServiceSpec, start_order
 from unistack.supervisor import ProcessInfo, SupervisorClient, SupervisorError
@@ -27,8 +35,8 @@ from unistack.supervisor import ProcessInfo, SupervisorClient, SupervisorError
 log = logging.getLogger("unistack.hub")
 
 _FAST_ROUND = 0.02  # seconds between rounds while a service is settling
-_SEVERITY = {"READY": "info", "STARTING": "info", "STOPPED": "warning",
-             "UNHEALTHY": "critical", "FAILED": "critical"}
+_SEVERITY = {READY: "info", STARTING: "info", STOPPED: "warning",
+             UNHEALTHY: "critical", FAILED: "critical"}
 
 
 @dataclass

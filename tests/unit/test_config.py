@@ -1,0 +1,324 @@
+"""config: precedence of the four layers, refusal of every bad value, secrets in .env only."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from unistack import config
+from unistack.config import ConfigError, Settings, ensure_secrets, load_settings, redact
+
+ROOT = Path(__file__).resolve().parents[2]
+PORTS = "REDIS_PORT=7001\nPROMETHEUS_PORT=7002\nHUB_PORT=7003\n"
+URLSAFE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def write_env(path: Path, text: str, mode: int = 0o600) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def snapshot(*roots: Path) -> dict[Path, tuple[int, int, int]]:
+    """Every path under ROOTS with its size, mtime and mode, to prove nothing was written."""
+    seen = {}
+    for root in roots:
+        for path in [root, *root.rglob("*")] if root.exists() else []:
+            info = path.stat()
+            seen[path] = (info.st_size, info.st_mtime_ns, info.st_mode)
+    return seen
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A checkout holding only a config.env with distinct ports."""
+    checkout = tmp_path / "root"
+    checkout.mkdir()
+    (checkout / "config.env").write_text(PORTS)
+    return checkout
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    state = tmp_path / "home"
+    state.mkdir()
+    return state
+
+
+def load(root: Path, home: Path, **environ: str) -> Settings:
+    return load_settings(environ={"UNISTACK_HOME": str(home), **environ}, root=root)
+
+
+def refusal(root: Path, home: Path, **environ: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load(root, home, **environ)
+    return str(caught.value)
+
+
+# --- precedence ------------------------------------------------------------------
+
+
+def test_defaults_apply_when_no_layer_sets_a_key(root: Path, home: Path) -> None:
+    settings = load(root, home)
+    defaults = {key.name: key.default for key in config.KEYS}
+    assert settings.log_backups == int(defaults["LOG_BACKUPS"])
+    assert settings.hub_loop_interval == float(defaults["HUB_LOOP_INTERVAL"])
+    assert settings.unistack_mode == defaults["UNISTACK_MODE"]
+
+
+def test_precedence_is_defaults_then_config_env_then_dotenv_then_environ(
+    root: Path, home: Path
+) -> None:
+    (root / "config.env").write_text(PORTS + "LOG_LEVEL=DEBUG\nLOG_FORMAT=json\n")
+    write_env(home / ".env", "PROMETHEUS_PORT=7102\nHUB_PORT=7103\nLOG_FORMAT=text\n")
+    settings = load(root, home, HUB_PORT="7203")
+    assert settings.log_backups == 5  # default
+    assert settings.redis_port == 7001  # config.env over default
+    assert settings.log_level == "DEBUG"  # config.env over default
+    assert settings.prometheus_port == 7102  # .env over config.env
+    assert settings.log_format == "text"  # .env over config.env
+    assert settings.hub_port == 7203  # environ over .env
+
+
+def test_unistack_home_from_config_env_decides_which_dotenv_is_read(
+    root: Path, home: Path
+) -> None:
+    (root / "config.env").write_text(PORTS + f"UNISTACK_HOME={home}\n")
+    write_env(home / ".env", "LOG_LEVEL=ERROR\n")
+    settings = load_settings(environ={}, root=root)
+    assert settings.unistack_home == home.resolve()
+    assert settings.log_level == "ERROR"
+
+
+def test_empty_unistack_home_means_the_checkout(root: Path) -> None:
+    settings = load_settings(environ={"UNISTACK_HOME": ""}, root=root)
+    assert settings.unistack_home == root.resolve()
+    assert settings.env_file == root.resolve() / ".env"
+
+
+# --- refusals --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("REDIS_PORT", "abc", "1-65535"),
+        ("HUB_PORT", "70000", "1-65535"),
+        ("HUB_PORT", "0", "1-65535"),
+        ("HUB_LOOP_INTERVAL", "0", "seconds > 0"),
+        ("PROBE_TIMEOUT", "-1", "seconds > 0"),
+        ("PROBE_TIMEOUT", "nan", "seconds > 0"),
+        ("SERVICE_READY_TIMEOUT", "inf", "seconds > 0"),
+        ("STOP_TIMEOUT", "-inf", "seconds > 0"),
+        ("UNISTACK_MODE", "kubernetes", "one of native, docker"),
+        ("LOG_FORMAT", "xml", "one of text, json"),
+        ("LOG_MAX_BYTES", "0", "bytes > 0"),
+        ("PROMETHEUS_SCRAPE_INTERVAL", "5 seconds", "a duration like 5s"),
+    ],
+)
+def test_bad_value_is_refused_naming_key_value_and_expectation(
+    root: Path, home: Path, key: str, value: str, expected: str
+) -> None:
+    message = refusal(root, home, **{key: value})
+    assert key in message
+    assert value in message
+    assert expected in message
+
+
+def test_a_bad_value_in_config_env_is_refused_too(root: Path, home: Path) -> None:
+    (root / "config.env").write_text(PORTS + "REDIS_PORT=abc\n")
+    message = refusal(root, home)
+    assert "REDIS_PORT" in message
+    assert "abc" in message
+
+
+def test_port_used_twice_is_refused_naming_both_keys(root: Path, home: Path) -> None:
+    message = refusal(root, home, HUB_PORT="7001")
+    assert "HUB_PORT" in message
+    assert "REDIS_PORT" in message
+    assert "7001" in message
+    assert "distinct" in message
+
+
+def test_secret_in_config_env_is_refused_without_echoing_it(root: Path, home: Path) -> None:
+    (root / "config.env").write_text(PORTS + "REDIS_PASSWORD=hunter2-hunter2-hunter2\n")
+    message = refusal(root, home)
+    assert "REDIS_PASSWORD" in message
+    assert "config.env" in message
+    assert "hunter2" not in message
+
+
+def test_group_readable_dotenv_is_refused_with_chmod_advice(root: Path, home: Path) -> None:
+    env_file = write_env(home / ".env", "LOG_LEVEL=DEBUG\n", mode=0o644)
+    message = refusal(root, home)
+    assert str(env_file) in message
+    assert "chmod 600" in message
+    assert "0644" in message
+
+
+def test_unistack_home_too_long_for_the_socket_path_is_refused(root: Path) -> None:
+    # home + "/var/run/supervisor.sock" (24 bytes) must fit in 107 bytes.
+    fits, too_long = "/tmp/" + "h" * 78, "/tmp/" + "h" * 79
+    assert len(str(load(root, Path(fits)).supervisor_socket)) == 107
+    message = refusal(root, Path(too_long))
+    assert "UNISTACK_HOME" in message
+    assert too_long in message
+    assert "at most 107" in message
+
+
+# --- reading never writes ----------------------------------------------------------
+
+
+def test_load_settings_writes_nothing(root: Path, tmp_path: Path) -> None:
+    absent = tmp_path / "not-yet"
+    before = snapshot(tmp_path)
+    settings = load(root, absent)
+    assert snapshot(tmp_path) == before
+    assert not absent.exists()
+    assert settings.redis_password == ""
+
+
+# --- secrets -----------------------------------------------------------------------
+
+
+def dotenv_pairs(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+def test_ensure_secrets_creates_a_0600_dotenv_with_long_random_secrets(
+    root: Path, home: Path
+) -> None:
+    old_umask = os.umask(0)
+    try:
+        settings = ensure_secrets(load(root, home))
+    finally:
+        os.umask(old_umask)
+    env_file = home / ".env"
+    assert mode_of(env_file) == 0o600
+    written = dotenv_pairs(env_file)
+    assert set(written) == set(config.SECRET_KEYS)
+    for key in config.SECRET_KEYS:
+        value = getattr(settings, key.lower())
+        assert written[key] == value
+        assert len(value) >= 43  # token_urlsafe(32): 32 random bytes
+        assert URLSAFE.fullmatch(value)
+    assert len(set(written.values())) == len(written)
+
+
+def test_ensure_secrets_creates_home_when_missing(root: Path, tmp_path: Path) -> None:
+    home = tmp_path / "fresh" / "home"
+    settings = ensure_secrets(load(root, home))
+    assert mode_of(home / ".env") == 0o600
+    assert load(root, home).redis_password == settings.redis_password
+
+
+def test_ensure_secrets_appends_after_a_line_without_newline(root: Path, home: Path) -> None:
+    original = "# mine\nLOG_LEVEL=DEBUG"
+    env_file = write_env(home / ".env", original)
+    settings = ensure_secrets(load(root, home))
+    text = env_file.read_text()
+    assert text.startswith(original + "\n")
+    assert "LOG_LEVEL=DEBUG\n" in text
+    reloaded = load(root, home)
+    assert reloaded.log_level == "DEBUG"
+    assert reloaded.redis_password == settings.redis_password
+    assert reloaded.unistack_operator_token == settings.unistack_operator_token
+
+
+def test_ensure_secrets_keeps_an_existing_secret(root: Path, home: Path) -> None:
+    env_file = write_env(home / ".env", "REDIS_PASSWORD=chosen-by-the-operator\n")
+    settings = ensure_secrets(load(root, home))
+    assert settings.redis_password == "chosen-by-the-operator"
+    assert len(settings.unistack_operator_token) >= 43
+    assert env_file.read_text().count("REDIS_PASSWORD=") == 1
+
+
+def test_ensure_secrets_a_second_time_generates_nothing(root: Path, home: Path) -> None:
+    first = ensure_secrets(load(root, home))
+    content = (home / ".env").read_bytes()
+    assert ensure_secrets(first) == first
+    again = ensure_secrets(load(root, home))
+    assert (again.redis_password, again.unistack_operator_token) == (
+        first.redis_password, first.unistack_operator_token)
+    assert (home / ".env").read_bytes() == content
+
+
+# --- redaction ---------------------------------------------------------------------
+
+
+def test_redact_masks_every_secret_keeping_its_last_four_characters() -> None:
+    secrets = ("a-long-redis-password-1234", "operator-token-wxyz")
+    text = f"auth {secrets[0]} then {secrets[1]} and {secrets[0]} again"
+    masked = redact(text, secrets)
+    for secret in secrets:
+        assert secret not in masked
+    assert masked == "auth ****1234 then ****wxyz and ****1234 again"
+
+
+def test_redact_masks_a_secret_that_contains_another() -> None:
+    masked = redact("x outer-secret-inner-secret y", ("inner-secret", "outer-secret-inner-secret"))
+    assert "inner-secret" not in masked
+    assert "outer-secret" not in masked
+
+
+def test_redact_masks_slack_webhooks_and_tokens() -> None:
+    hook = "https://hooks.slack.com/services/T0AAAAAAA/B0BBBBBBB/cccccccccccccccccccccccc"
+    tokens = ("xoxb-1234-5678-abcdefABCDEF", "xoxp-11-22-33-aabbcc")
+    masked = redact(f"posting to {hook} with {tokens[0]} or {tokens[1]}.", ())
+    for secret in (hook, *tokens, "cccccccc", "abcdefABCDEF"):
+        assert secret not in masked
+    assert masked.startswith("posting to ****")
+
+
+def test_settings_redact_uses_its_own_secrets(root: Path, home: Path) -> None:
+    settings = ensure_secrets(load(root, home))
+    text = f"AUTH {settings.redis_password} token={settings.unistack_operator_token}"
+    masked = settings.redact(text)
+    assert settings.redis_password not in masked
+    assert settings.unistack_operator_token not in masked
+    assert "****" + settings.redis_password[-4:] in masked
+
+
+def test_to_env_holds_no_secret(root: Path, home: Path) -> None:
+    settings = ensure_secrets(load(root, home))
+    env: Mapping[str, str] = settings.to_env()
+    for key in config.SECRET_KEYS:
+        assert key not in env
+    blob = "\n".join(f"{k}={v}" for k, v in env.items())
+    for value in settings.secret_values():
+        assert value not in blob
+    assert env["REDIS_PORT"] == "7001"
+    assert env["UNISTACK_HOME"] == str(home.resolve())
+
+
+# --- the repository's own files ------------------------------------------------------
+
+
+def test_real_config_env_names_every_non_secret_key() -> None:
+    text = (ROOT / "config.env").read_text()
+    for key in config.KEYS:
+        named = re.search(rf"^#?\s*{key.name}=", text, re.MULTILINE)
+        assert bool(named) != key.secret, key.name
+
+
+def test_real_config_env_loads(home: Path) -> None:
+    settings = load_settings(environ={"UNISTACK_HOME": str(home)}, root=ROOT)
+    assert settings.root == ROOT
+
+
+def test_configuration_doc_mentions_every_key() -> None:
+    doc = ROOT / "docs" / "configuration.md"
+    assert doc.is_file(), f"{doc} is missing"
+    text = doc.read_text()
+    missing = [key.name for key in config.KEYS if not re.search(rf"\b{key.name}\b", text)]
+    assert missing == []

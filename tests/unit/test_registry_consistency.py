@@ -1,0 +1,192 @@
+"""The checked-in supervisord.conf, redis.conf and prometheus.yml agree with the registry."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from unistack import runtime, stack
+from unistack.config import SECRET_KEYS, Settings, load_settings
+from unistack.services import REGISTRY, ServiceSpec, priorities
+
+ROOT = Path(__file__).resolve().parents[2]
+PROGRAM = "program:"
+NAMES = sorted(s.name for s in REGISTRY)
+
+
+@pytest.fixture(scope="module")
+def supervisord() -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser(interpolation=None)
+    parser.read_string((ROOT / "supervisord.conf").read_text())
+    return parser
+
+
+def program(parser: configparser.RawConfigParser, name: str) -> configparser.SectionProxy:
+    return parser[PROGRAM + name]
+
+
+def is_true(value: str) -> bool:
+    return value.strip().lower() in ("true", "yes", "on", "1")
+
+
+def is_set_from_config(value: str, env_key: str) -> bool:
+    """A positive literal, or the variable that `start` exports from config.env."""
+    return value == f"%(ENV_{env_key})s" or (value.isdigit() and int(value) > 0)
+
+
+def test_programs_are_exactly_the_registry(supervisord: configparser.RawConfigParser) -> None:
+    programs = sorted(s[len(PROGRAM):] for s in supervisord.sections() if s.startswith(PROGRAM))
+    assert programs == NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_program_priority_matches_the_registry(
+    supervisord: configparser.RawConfigParser, name: str
+) -> None:
+    assert int(program(supervisord, name)["priority"]) == priorities()[name]
+
+
+@pytest.mark.parametrize("spec", REGISTRY, ids=[s.name for s in REGISTRY])
+def test_only_registry_autostart_services_autostart(
+    supervisord: configparser.RawConfigParser, spec: ServiceSpec
+) -> None:
+    # supervisord's own default is autostart=true, so a missing line counts as true.
+    assert is_true(program(supervisord, spec.name).get("autostart", "true")) == spec.autostart
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_program_is_stopped_as_a_group(
+    supervisord: configparser.RawConfigParser, name: str
+) -> None:
+    section = program(supervisord, name)
+    assert is_true(section["stopasgroup"])
+    assert is_true(section["killasgroup"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_program_logs_to_a_rotated_file_of_its_own(
+    supervisord: configparser.RawConfigParser, name: str
+) -> None:
+    section = program(supervisord, name)
+    assert section["stdout_logfile"] == f"%(ENV_UNISTACK_HOME)s/var/log/{name}.log"
+    assert is_set_from_config(section["stdout_logfile_maxbytes"], "LOG_MAX_BYTES")
+    assert is_set_from_config(section["stdout_logfile_backups"], "LOG_BACKUPS")
+
+
+def test_control_is_a_private_unix_socket_only(supervisord: configparser.RawConfigParser) -> None:
+    assert not supervisord.has_section("inet_http_server")
+    assert supervisord["unix_http_server"]["chmod"] == "0700"
+    assert supervisord["unix_http_server"]["file"].endswith("/var/run/supervisor.sock")
+
+
+def test_every_variable_supervisord_reads_is_exported_and_none_is_secret(tmp_path: Path) -> None:
+    settings = load_settings(environ={"UNISTACK_HOME": str(tmp_path)}, root=ROOT)
+    exported = stack.supervisord_env(settings)
+    used = set(re.findall(r"%\(ENV_([A-Z_]+)\)s", (ROOT / "supervisord.conf").read_text()))
+    assert used
+    assert used <= set(exported)
+    assert not used & set(SECRET_KEYS)
+
+
+# --- redis.conf ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_directives() -> dict[str, str]:
+    directives = {}
+    for line in (ROOT / "redis.conf").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.strip().partition(" ")
+            directives[name.lower()] = value.strip()
+    return directives
+
+
+@pytest.mark.parametrize(
+    ("directive", "value"),
+    [
+        ("appendonly", "yes"),
+        ("appendfsync", "everysec"),
+        ("stop-writes-on-bgsave-error", "yes"),
+        ("protected-mode", "yes"),
+        ("maxmemory-policy", "noeviction"),
+    ],
+)
+def test_redis_conf_sets(redis_directives: dict[str, str], directive: str, value: str) -> None:
+    assert redis_directives.get(directive) == value
+
+
+def test_redis_conf_bounds_memory(redis_directives: dict[str, str]) -> None:
+    assert re.fullmatch(r"[1-9][0-9]*([kmg]b?)?", redis_directives["maxmemory"].lower())
+
+
+@pytest.mark.parametrize("directive", ["requirepass", "port"])
+def test_redis_conf_leaves_secrets_and_ports_to_the_runtime_file(
+    redis_directives: dict[str, str], directive: str
+) -> None:
+    assert directive not in redis_directives
+
+
+# --- prometheus.yml ----------------------------------------------------------------------
+
+
+def promtool(config_file: Path) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("promtool")
+    if binary is None:
+        pytest.skip("promtool is not on PATH (Debian package prometheus installs it)")
+    return subprocess.run([binary, "check", "config", str(config_file)],
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    environ = {"UNISTACK_HOME": str(tmp_path), "PROMETHEUS_PORT": "19090", "HUB_PORT": "19180",
+               "REDIS_PORT": "16379"}
+    return load_settings(environ=environ, root=ROOT)
+
+
+def test_promtool_accepts_the_checked_in_prometheus_yml() -> None:
+    done = promtool(ROOT / "prometheus.yml")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_accepts_the_rendered_config_with_its_targets(
+    settings: Settings, tmp_path: Path
+) -> None:
+    directory = tmp_path / "prometheus"
+    (directory / "targets").mkdir(parents=True)
+    (directory / "prometheus.yml").write_text(runtime.prometheus_conf(settings))
+    (directory / "targets" / "services.json").write_text(runtime.scrape_targets(settings))
+    done = promtool(directory / "prometheus.yml")
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "SUCCESS" in output
+    assert "WARNING" not in output  # the targets file was found and checked
+
+
+def test_scrape_targets_are_the_registry_services_with_metrics(settings: Settings) -> None:
+    groups = json.loads(runtime.scrape_targets(settings))
+    expected = {s.name: s for s in REGISTRY if s.metrics_path}
+    assert sorted(g["labels"]["service"] for g in groups) == sorted(expected)
+    for group in groups:
+        spec = expected[group["labels"]["service"]]
+        assert group["targets"] == [f"127.0.0.1:{spec.port(settings)}"]
+        assert group["labels"]["__metrics_path__"] == spec.metrics_path
+        assert group["labels"]["group"] == spec.group
+    assert {"127.0.0.1:19090", "127.0.0.1:19180"} <= {g["targets"][0] for g in groups}
+
+
+def test_prometheus_command_keeps_its_loopback_and_retention_flags(
+    supervisord: configparser.RawConfigParser,
+) -> None:
+    # A lost continuation indent would run bare `prometheus` on 0.0.0.0:9090.
+    command = supervisord.get("program:prometheus", "command").split()
+    assert "--web.listen-address=127.0.0.1:%(ENV_PROMETHEUS_PORT)s" in command
+    assert any(flag.startswith("--storage.tsdb.retention.size=") for flag in command)
+    assert any(flag.startswith("--config.file=") for flag in command)
+    assert not any("enable-admin-api" in flag or "enable-lifecycle" in flag for flag in command)
