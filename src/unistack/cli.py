@@ -119,8 +119,8 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
-    values = {key.name: ("(set)" if getattr(settings, key.name.lower()) else "(not set)")
-              if key.secret else str(getattr(settings, key.name.lower())) for key in KEYS}
+    values = {key.name: ("(set)" if settings.value(key.name) else "(not set)")
+              if key.secret else str(settings.value(key.name)) for key in KEYS}
     if args.json:
         _print(json.dumps(values, indent=2))
     else:

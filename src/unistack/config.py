@@ -15,7 +15,7 @@ from collections import ChainMap
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from dotenv import dotenv_values
 
@@ -70,6 +70,20 @@ def _pattern(regex: str) -> Callable[[str], str]:
     return parse
 
 
+def _fraction(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value < 1:
+        raise ValueError
+    return value
+
+
+def _percent(raw: str) -> float:
+    value = float(raw)
+    if not 0 < value <= 100:
+        raise ValueError
+    return value
+
+
 def _text(raw: str) -> str:
     if not raw.strip():
         raise ValueError
@@ -92,6 +106,26 @@ class Key:
 
 
 _DURATION = r"[0-9]+(ms|s|m|h|d|w|y)"
+# Services the hub probes, each with its own liveness and readiness timings.
+PROBED_SERVICES = ("REDIS", "PROMETHEUS")
+_PROBE_DEFAULTS = {"INTERVAL": "0.3", "TIMEOUT": "0.4", "THRESHOLD": "2"}
+
+
+def _probe_keys() -> tuple[Key, ...]:
+    keys = []
+    for service in PROBED_SERVICES:
+        for kind in ("LIVENESS", "READINESS"):
+            prefix = f"{service}_{kind}"
+            keys += [
+                Key(f"{prefix}_INTERVAL", _PROBE_DEFAULTS["INTERVAL"], _positive_float,
+                    "seconds > 0"),
+                Key(f"{prefix}_TIMEOUT", _PROBE_DEFAULTS["TIMEOUT"], _positive_float,
+                    "seconds > 0"),
+                Key(f"{prefix}_THRESHOLD", _PROBE_DEFAULTS["THRESHOLD"], _positive_int,
+                    "a count > 0"),
+            ]
+    return tuple(keys)
+
 _SIZE = r"[0-9]+(B|KB|MB|GB|TB)"
 
 KEYS: tuple[Key, ...] = (
@@ -105,9 +139,25 @@ KEYS: tuple[Key, ...] = (
     Key("PROMETHEUS_SCRAPE_INTERVAL", "5s", _pattern(_DURATION), "a duration like 5s"),
     Key("PROMETHEUS_RETENTION_TIME", "15d", _pattern(_DURATION), "a duration like 15d"),
     Key("PROMETHEUS_RETENTION_SIZE", "1GB", _pattern(_SIZE), "a size like 1GB"),
-    Key("HUB_LOOP_INTERVAL", "0.5", _positive_float, "seconds > 0"),
-    Key("PROBE_TIMEOUT", "1.0", _positive_float, "seconds > 0"),
+    Key("HUB_LOOP_INTERVAL", "1.0", _positive_float, "seconds > 0"),
+    Key("HUB_STALE_AFTER", "5", _positive_float, "seconds > 0"),
     Key("SERVICE_READY_TIMEOUT", "20", _positive_float, "seconds > 0"),
+    Key("RESTART_BACKOFF_INITIAL", "1", _positive_float, "seconds > 0"),
+    Key("RESTART_BACKOFF_MAX", "300", _positive_float, "seconds > 0"),
+    Key("RESTART_BACKOFF_JITTER", "0.2", _fraction, "a fraction 0 <= x < 1"),
+    Key("RESTART_STABLE_PERIOD", "600", _positive_float, "seconds > 0"),
+    Key("FLAP_RESTARTS", "3", _positive_int, "a count > 0"),
+    Key("FLAP_WINDOW", "600", _positive_float, "seconds > 0"),
+    Key("INCIDENT_RESOLVE_AFTER", "3", _positive_float, "seconds > 0"),
+    Key("LOOP_RESOLVE_AFTER", "60", _positive_float, "seconds > 0"),
+    Key("INCIDENT_LOG_LINES", "50", _positive_int, "a count > 0"),
+    Key("RESOURCE_INTERVAL", "5", _positive_float, "seconds > 0"),
+    Key("CPU_WARN_PERCENT", "90", _percent, "a percentage 0 < x <= 100"),
+    Key("MEMORY_WARN_PERCENT", "90", _percent, "a percentage 0 < x <= 100"),
+    Key("DISK_FREE_WARN_PERCENT", "10", _percent, "a percentage 0 < x <= 100"),
+    Key("RESOURCE_HYSTERESIS_PERCENT", "5", _percent, "a percentage 0 < x <= 100"),
+    Key("EVENTS_STREAM_MAXLEN", "10000", _positive_int, "a count > 0"),
+    *_probe_keys(),
     Key("START_TIMEOUT", "30", _positive_float, "seconds > 0"),
     Key("STOP_TIMEOUT", "8", _positive_float, "seconds > 0"),
     Key("LOG_FORMAT", "text", _choice("text", "json"), "one of text, json"),
@@ -121,6 +171,14 @@ KEYS: tuple[Key, ...] = (
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 PORT_KEYS = tuple(key.name for key in KEYS if key.name.endswith("_PORT"))
 SECRET_KEYS = tuple(key.name for key in KEYS if key.secret)
+
+
+class ProbeTiming(NamedTuple):
+    """How often one probe runs, how long it may take, failures in a row that count."""
+
+    interval: float
+    timeout: float
+    threshold: int
 
 
 @dataclass(frozen=True)
@@ -138,8 +196,23 @@ class Settings:
     prometheus_retention_time: str
     prometheus_retention_size: str
     hub_loop_interval: float
-    probe_timeout: float
+    hub_stale_after: float
     service_ready_timeout: float
+    restart_backoff_initial: float
+    restart_backoff_max: float
+    restart_backoff_jitter: float
+    restart_stable_period: float
+    flap_restarts: int
+    flap_window: float
+    incident_resolve_after: float
+    loop_resolve_after: float
+    incident_log_lines: int
+    resource_interval: float
+    cpu_warn_percent: float
+    memory_warn_percent: float
+    disk_free_warn_percent: float
+    resource_hysteresis_percent: float
+    events_stream_maxlen: int
     start_timeout: float
     stop_timeout: float
     log_format: str
@@ -148,6 +221,7 @@ class Settings:
     log_backups: int
     redis_password: str
     unistack_operator_token: str
+    probes: Mapping[str, ProbeTiming]
     root: Path = PROJECT_ROOT
 
     @property
@@ -182,10 +256,21 @@ class Settings:
     def hub_url(self) -> str:
         return f"http://{LOOPBACK}:{self.hub_port}"
 
+    def probe_timing(self, service: str, kind: str) -> ProbeTiming:
+        """Timings of SERVICE's KIND ("liveness" or "readiness") probe."""
+        return self.probes[f"{service}_{kind}".upper()]
+
     def port(self, key: str) -> int:
         """The port configured under KEY (e.g. "REDIS_PORT")."""
         value: int = getattr(self, key.lower())
         return value
+
+    def value(self, key: str) -> Any:
+        """The parsed value of configuration KEY, e.g. "REDIS_LIVENESS_TIMEOUT"."""
+        prefix, _, field = key.rpartition("_")
+        if prefix in self.probes:
+            return getattr(self.probes[prefix], field.lower())
+        return getattr(self, key.lower())
 
     def secret_values(self) -> tuple[str, ...]:
         return tuple(v for v in (getattr(self, k.lower()) for k in SECRET_KEYS) if v)
@@ -195,7 +280,7 @@ class Settings:
 
     def to_env(self) -> dict[str, str]:
         """The non-secret settings as environment variables for child processes."""
-        env = {key.name: str(getattr(self, key.name.lower())) for key in KEYS if not key.secret}
+        env = {key.name: str(self.value(key.name)) for key in KEYS if not key.secret}
         env["UNISTACK_ROOT"] = str(self.root)
         return env
 
@@ -242,7 +327,13 @@ def _parse(raw: Mapping[str, str], root: Path) -> Settings:
                 f"{key.name}={text!r} is invalid: expected {key.expected}."
             ) from None
     values["unistack_home"] = Path(values["unistack_home"]).expanduser().resolve()
-    return Settings(root=root, **values)
+    probes = {}
+    for service in PROBED_SERVICES:
+        for kind in ("LIVENESS", "READINESS"):
+            prefix = f"{service}_{kind}"
+            probes[prefix] = ProbeTiming(*(values.pop(f"{prefix}_{field}".lower())
+                                           for field in ("INTERVAL", "TIMEOUT", "THRESHOLD")))
+    return Settings(root=root, probes=probes, **values)
 
 
 def _validate(settings: Settings) -> None:

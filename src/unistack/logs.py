@@ -92,8 +92,11 @@ def log_files(settings: Settings) -> dict[str, Path]:
     return {path.stem: path for path in sorted(settings.log_dir.glob("*.log"))}
 
 
-def _tail(path: Path, count: int) -> list[str]:
+def tail_lines(path: Path, count: int) -> list[str]:
+    """The last COUNT lines of PATH (none if it does not exist)."""
     block = 65536
+    if not path.exists():
+        return []
     with path.open("rb") as handle:
         handle.seek(0, 2)
         end = handle.tell()
@@ -119,7 +122,7 @@ def recent(files: dict[str, Path], count: int) -> list[LogLine]:
     """The last COUNT lines across FILES, interleaved in time order."""
     merged: list[LogLine] = []
     for service, path in files.items():
-        merged.extend(stamp_lines(service, _tail(path, count)))
+        merged.extend(stamp_lines(service, tail_lines(path, count)))
     merged.sort(key=lambda line: line.ts)
     return merged[-count:]
 

@@ -19,6 +19,7 @@ class ProbeResult(NamedTuple):
     ok: bool
     detail: str
     latency: float
+    answered: bool = True  # False: no reply at all (refused, timed out, closed)
 
 
 class Probe(Protocol):
@@ -102,12 +103,15 @@ class RedisProbe:
 
     def check(self) -> ProbeResult:
         started = self._clock()
+        answered = True
         try:
             detail = self._exchange(started + self._timeout)
             ok = detail == "ready" or (not self._require_ready and detail.startswith("alive"))
-        except (OSError, _ReplyError, ValueError) as exc:
+        except _ReplyError as exc:
             ok, detail = False, _describe(exc)
-        return ProbeResult(ok, detail, self._clock() - started)
+        except (OSError, ValueError) as exc:
+            ok, detail, answered = False, _describe(exc), False
+        return ProbeResult(ok, detail, self._clock() - started, answered)
 
     def _exchange(self, deadline: float) -> str:
         with socket.create_connection(self._address, timeout=self._timeout) as sock:
@@ -151,10 +155,11 @@ class HttpProbe:
         started = self._clock()
         try:
             status = self._status_code(started + self._timeout)
-            ok = status == 200
-            detail = "ready" if ok else f"GET {self._path} answered HTTP {status}"
         except (OSError, ValueError) as exc:
-            ok, detail = False, f"GET {self._path}: {_describe(exc)}"
+            return ProbeResult(False, f"GET {self._path}: {_describe(exc)}",
+                               self._clock() - started, answered=False)
+        ok = status == 200
+        detail = "ready" if ok else f"GET {self._path} answered HTTP {status}"
         return ProbeResult(ok, detail, self._clock() - started)
 
     def _status_code(self, deadline: float) -> int:
@@ -176,12 +181,10 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def build_probe(spec: ProbeSpec, service: ServiceSpec, settings: Settings) -> Probe:
+def build_probe(spec: ProbeSpec, service: ServiceSpec, settings: Settings, timeout: float) -> Probe:
     port = service.port(settings)
     if spec.kind in ("redis-alive", "redis-ready"):
-        return RedisProbe(
-            port, settings.redis_password, settings.probe_timeout, spec.kind == "redis-ready"
-        )
+        return RedisProbe(port, settings.redis_password, timeout, spec.kind == "redis-ready")
     if spec.kind == "http":
-        return HttpProbe(port, spec.path, settings.probe_timeout)
+        return HttpProbe(port, spec.path, timeout)
     raise ValueError(f"unknown probe kind {spec.kind!r} for service {service.name}")

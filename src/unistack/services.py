@@ -35,6 +35,8 @@ class ServiceSpec:
     metrics_path: str | None = None
     # supervisord starts an autostart service itself (the hub); the hub starts the rest.
     autostart: bool = False
+    # Our own Python services dump their stacks on SIGUSR1 (faulthandler) for incidents.
+    python: bool = False
 
     def port(self, settings: Settings) -> int:
         return settings.port(self.port_key)
@@ -71,6 +73,7 @@ REGISTRY: tuple[ServiceSpec, ...] = (
         readiness=ProbeSpec("http", "/health"),
         metrics_path="/metrics",
         autostart=True,
+        python=True,
     ),
 )
 

@@ -18,7 +18,8 @@ import psutil
 from unistack import runtime
 from unistack.config import SECRET_KEYS, Settings, ensure_secrets
 from unistack.hub.client import HubClient, HubUnreachable
-from unistack.hub.status import HEALTHY, STOPPED, ServiceStatus, status_document
+from unistack.hub.status import HEALTHY, ServiceStatus, status_document
+from unistack.policy import STOPPED
 from unistack.services import REGISTRY, stop_order
 from unistack.supervisor import SupervisorClient, SupervisorError
 

@@ -156,7 +156,7 @@ def snapshot(home: Path) -> dict[str, float]:
         ("HUB_PORT", "70000"),
         ("PROMETHEUS_PORT", "same-as-redis"),
         ("HUB_LOOP_INTERVAL", "0"),
-        ("PROBE_TIMEOUT", "-1"),
+        ("REDIS_LIVENESS_TIMEOUT", "-1"),
         ("UNISTACK_MODE", "kubernetes"),
     ],
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import faulthandler
+import signal
 import sys
 
 from unistack.config import ConfigError, ensure_secrets, load_settings
@@ -17,4 +19,6 @@ def main() -> int:
         print(f"unistack hub: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings, "hub")
+    # Incident capture asks our Python services for every thread's stack with SIGUSR1.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     return Hub(settings).run()

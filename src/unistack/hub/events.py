@@ -24,9 +24,10 @@ class EventLog:
     def subscribe(self, listener: Callable[[Event], None]) -> None:
         self._listeners.append(listener)
 
-    def emit(self, service: str, kind: str, severity: str, detail: str) -> Event:
+    def emit(self, service: str, kind: str, severity: str, detail: str, **extra: Any) -> Event:
+        """Record one event; EXTRA adds fields such as `incident` (a file) or `cause`."""
         event = {"ts": self._clock(), "service": service, "kind": kind,
-                 "severity": severity, "detail": detail}
+                 "severity": severity, "detail": detail, **extra}
         with self._lock:
             self._ring.append(event)
         for listener in self._listeners:

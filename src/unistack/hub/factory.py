@@ -4,48 +4,73 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 from unistack import runtime
 from unistack.config import Settings
 from unistack.hub.api import HubApi, HubServer, document_builder
 from unistack.hub.events import EventLog
+from unistack.hub.exits import ExitWatcher
+from unistack.hub.incidents import IncidentRecorder
 from unistack.hub.metrics import HubMetrics
-from unistack.hub.reconcile import Reconciler
+from unistack.hub.monitor import Monitor, Verdict
+from unistack.hub.reconcile import Exited, Reconciler, build_services
 from unistack.probes import build_probe
 from unistack.services import REGISTRY, ServiceSpec, by_name
 from unistack.supervisor import SupervisorClient, SupervisorError
 
 log = logging.getLogger("unistack.hub")
 
+_STALE_EXIT_CODE = 70  # the loop stopped turning: exit so supervisord restarts the hub
+
 
 class Hub:
-    """The reconcile loop plus its HTTP API, stopped by SIGTERM or SIGINT."""
+    """The reconcile loop, its monitors, exit watcher, watchdog and HTTP API."""
 
     def __init__(self, settings: Settings, registry: tuple[ServiceSpec, ...] = REGISTRY) -> None:
         self.settings = settings
         self.registry = registry
         self.events = EventLog()
         self.metrics = HubMetrics()
+        self.events.subscribe(lambda event: self.metrics.event(event["service"], event["kind"]))
         self.supervisor = SupervisorClient(settings.supervisor_socket)
-        probes = {spec.name: build_probe(spec.readiness, spec, settings)
-                  for spec in registry if not spec.autostart}
-        self.reconciler = Reconciler(settings, self.supervisor, probes, events=self.events,
-                                     metrics=self.metrics, registry=registry)
+        inbox: queue.SimpleQueue[Verdict | Exited] = queue.SimpleQueue()
+        self.services = build_services(settings, registry,
+                                       lambda spec, pid: self._monitor(spec, pid, inbox))
+        self.reconciler = Reconciler(
+            settings, self.supervisor, self.services, events=self.events, metrics=self.metrics,
+            incidents=IncidentRecorder(settings.log_dir / "incidents", settings.log_dir,
+                                       settings.incident_log_lines, settings.redact),
+            inbox=inbox)
+        self.exits = ExitWatcher(lambda service, pid: inbox.put(Exited(service, pid)))
+        self.reconciler.watch = self.exits.watch
         self.stop_event = threading.Event()
         api = HubApi(
             status=document_builder(self.reconciler.statuses, self.loop_age, os.getpid()),
             loop_age=self.loop_age,
-            stale_after=max(5 * settings.hub_loop_interval, 2.0) + settings.probe_timeout,
+            stale_after=settings.hub_stale_after,
             events=self.events,
             metrics=self.metrics,
             restart=self.restart,
             token=settings.unistack_operator_token,
         )
         self.server = HubServer(api, settings.hub_port)
+
+    def _monitor(
+        self, spec: ServiceSpec, pid: Callable[[], int], inbox: queue.SimpleQueue[Verdict | Exited]
+    ) -> Monitor | None:
+        if spec.autostart:
+            return None
+        live = self.settings.probe_timing(spec.name, "liveness")
+        ready = self.settings.probe_timing(spec.name, "readiness")
+        probes = (build_probe(spec.liveness, spec, self.settings, live.timeout),
+                  build_probe(spec.readiness, spec, self.settings, ready.timeout))
+        return Monitor(spec.name, probes, (live, ready), inbox.put, pid)
 
     def loop_age(self) -> float:
         return time.monotonic() - self.reconciler.last_round
@@ -56,6 +81,7 @@ class Hub:
         if spec is None or spec.autostart:
             return f"{name!r} is not a service the hub restarts"
         self.events.emit(name, "restart_requested", "info", "restart requested by an operator")
+        self.reconciler.expect_exit(name)
         threading.Thread(target=self._stop_quietly, args=(name,), daemon=True).start()
         return None
 
@@ -65,6 +91,15 @@ class Hub:
         except SupervisorError as exc:
             log.error("restart of %s failed: %s", name, exc)
 
+    def _watchdog(self) -> None:
+        """Exit when the reconcile loop is stale, so supervisord starts a fresh hub."""
+        while not self.stop_event.wait(min(1.0, self.settings.hub_stale_after / 2)):
+            age = self.loop_age()
+            if age > self.settings.hub_stale_after:
+                log.critical("reconcile loop stale for %.1f s (HUB_STALE_AFTER=%g); exiting so "
+                             "supervisord restarts the hub", age, self.settings.hub_stale_after)
+                os._exit(_STALE_EXIT_CODE)
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("received %s, stopping the hub", signal.Signals(signum).name)
         self.stop_event.set()
@@ -73,12 +108,18 @@ class Hub:
         runtime.render(self.settings)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        for service in self.services.values():
+            if service.monitor:
+                service.monitor.start()
+        self.exits.start()
         self.server.start()
+        threading.Thread(target=self._watchdog, name="watchdog", daemon=True).start()
         log.info("hub serving on %s (pid %d)", self.settings.hub_url, os.getpid())
         self.events.emit("hub", "started", "info", f"hub started, pid {os.getpid()}")
         try:
             self.reconciler.run(self.stop_event)
         finally:
+            self.exits.stop()
             self.server.stop()
         log.info("hub stopped")
         return 0

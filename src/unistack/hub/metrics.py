@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from unistack.hub.status import FAILED, READY, STARTING, STOPPED, UNHEALTHY, ServiceStatus
+from unistack.hub.status import ServiceStatus
+from unistack.policy import STATES
 
 
 class HubMetrics:
@@ -14,22 +15,21 @@ class HubMetrics:
                             "probe", ["service"], registry=self.registry)
         self._state = Gauge("unistack_service_state", "1 for the service's current hub state",
                             ["service", "state"], registry=self.registry)
-        self._probe = Gauge("unistack_probe_latency_seconds", "Latency of the last readiness "
-                            "probe", ["service"], registry=self.registry)
+        self._restarts = Gauge("unistack_service_restarts", "Restarts within the flap window",
+                               ["service"], registry=self.registry)
         self._rounds = Counter("unistack_hub_rounds", "Reconcile rounds completed",
                                registry=self.registry)
-        self._transitions = Counter("unistack_service_transitions", "State changes",
-                                    ["service", "to"], registry=self.registry)
+        self._events = Counter("unistack_events", "Events emitted", ["service", "kind"],
+                               registry=self.registry)
 
-    def observe(self, status: ServiceStatus, latency: float | None) -> None:
+    def observe(self, status: ServiceStatus) -> None:
         self._ready.labels(status.name).set(1 if status.ready else 0)
-        for state in (STOPPED, STARTING, READY, UNHEALTHY, FAILED):
+        self._restarts.labels(status.name).set(status.restarts)
+        for state in STATES:
             self._state.labels(status.name, state).set(1 if status.state == state else 0)
-        if latency is not None:
-            self._probe.labels(status.name).set(latency)
 
-    def transition(self, service: str, to: str) -> None:
-        self._transitions.labels(service, to).inc()
+    def event(self, service: str, kind: str) -> None:
+        self._events.labels(service, kind).inc()
 
     def round_done(self) -> None:
         self._rounds.inc()

@@ -1,167 +1,327 @@
-"""The hub's reconcile loop: observe supervisord and the probes, compare with the desired
-state (every service running and ready), act — safe to run again at any moment.
+"""The hub's reconcile loop: observe, compare with the desired state (every service
+running and ready), act — safe to run again at any moment.
 
-A service is started only once every dependency is READY. A restarted hub adopts what
-is running: a RUNNING program is never started again, only probed.
+Observations arrive on one queue: verdicts from each service's Monitor thread, exits
+from the ExitWatcher (pidfd), and a periodic resync with supervisord. Decisions come
+from each service's pure ServicePolicy; this module only applies them (`_apply`).
+A restarted hub adopts running programs: it probes them and restarts nothing healthy.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
+import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
+from unistack import policy
 from unistack.config import Settings
 from unistack.hub.events import EventLog
+from unistack.hub.incidents import IncidentRecorder
 from unistack.hub.metrics import HubMetrics
-from unistack.hub.status import (
-    FAILED,
-    READY,
-    STARTING,
-    STOPPED,
-    UNHEALTHY,
-    ServiceStatus,
-    next_state,
-)
-from unistack.probes import Probe, ProbeResult
+from unistack.hub.monitor import Monitor, Verdict
+from unistack.hub.status import ServiceStatus
 from unistack.services import ServiceSpec, start_order
 from unistack.supervisor import ProcessInfo, SupervisorClient, SupervisorError
 
 log = logging.getLogger("unistack.hub")
 
-_FAST_ROUND = 0.02  # seconds between rounds while a service is settling
-_SEVERITY = {READY: "info", STARTING: "info", STOPPED: "warning",
-             UNHEALTHY: "critical", FAILED: "critical"}
+_RESYNC_SOON = 0.01  # seconds: look at supervisord again right after an exit or a kill
+_RUNNING = ("STARTING", "RUNNING")
+
+
+class Exited(NamedTuple):
+    service: str
+    pid: int
 
 
 @dataclass
-class _Tracked:
-    status: ServiceStatus
-    started_at: float
+class _Service:
+    spec: ServiceSpec
+    policy: policy.ServicePolicy
+    monitor: Monitor | None
+    pid: int = 0
+    program: str = "UNKNOWN"
+    seen_running: bool = False  # supervisord said RUNNING for this pid (past startsecs)
+    detail: str = "not observed yet"
+    last_incident: str = ""
+    killed: set[int] = field(default_factory=set)
 
 
 class Reconciler:
-    """Owns the hub's view of every service and the actions that move it toward ready."""
+    """Owns the hub's view of every service and applies its policy's decisions."""
 
     def __init__(
         self,
         settings: Settings,
         supervisor: SupervisorClient,
-        probes: dict[str, Probe],
+        services: dict[str, _Service],
         *,
         events: EventLog,
         metrics: HubMetrics,
-        registry: tuple[ServiceSpec, ...],
+        incidents: IncidentRecorder,
+        inbox: queue.SimpleQueue[Verdict | Exited],
     ) -> None:
         self._settings = settings
         self._supervisor = supervisor
-        self._probes = probes
+        self._services = services
         self._events = events
         self._metrics = metrics
-        self._order = start_order(registry)
-        self._clock: Callable[[], float] = time.time
-        self._pool = ThreadPoolExecutor(max_workers=max(1, len(probes)),
-                                        thread_name_prefix="probe")
-        now = self._clock()
-        self._tracked = {
-            spec.name: _Tracked(ServiceStatus(
-                spec.name, spec.group, spec.critical, STOPPED, False, 0, now,
-                "not observed yet", spec.url(settings)), 0.0)
-            for spec in self._order
-        }
+        self._incidents = incidents
+        self.inbox = inbox
+        self._clock: Callable[[], float] = time.monotonic
+        self._wall_offset = time.time() - time.monotonic()
         self._lock = threading.Lock()
+        self._next_sync = 0.0
+        self._first_sync = True
         self.last_round = time.monotonic()
+        self.watch: Callable[[str, int], None] = lambda service, pid: None
+
+    # --- reading ------------------------------------------------------------------
 
     def statuses(self) -> list[ServiceStatus]:
         with self._lock:
-            return [tracked.status for tracked in self._tracked.values()]
+            return [self._status(s) for s in self._services.values()]
+
+    def _status(self, service: _Service) -> ServiceStatus:
+        p = service.policy
+        incident = p.incident or ""
+        return ServiceStatus(
+            service.spec.name, service.spec.group, service.spec.critical, p.state,
+            p.state == policy.READY, service.pid, p.since + self._wall_offset if p.since else 0.0,
+            service.detail, service.spec.url(self._settings), len(p.restarts), incident,
+            service.last_incident)
+
+    # --- the loop -----------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Reconcile until STOP is set; rounds come fast while anything is settling."""
         while not stop.is_set():
-            settling = self.round()
-            stop.wait(_FAST_ROUND if settling else self._settings.hub_loop_interval)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+            self.round(self._wait())
+        for service in self._services.values():
+            if service.monitor:
+                service.monitor.stop()
 
-    def round(self) -> bool:
-        """One observe-compare-act pass; True while some service is still starting."""
+    def _wait(self) -> float:
+        now = self._clock()
+        due = [self._next_sync] + [s.policy.next_start for s in self._services.values()
+                                   if s.policy.next_start is not None]
+        return max(0.0, min(min(due) - now, self._settings.hub_loop_interval))
+
+    def round(self, timeout: float = 0.0) -> None:
+        """Handle what arrived (waiting up to TIMEOUT for it), resync if due, tick."""
+        try:
+            message = self.inbox.get(timeout=timeout) if timeout > 0 else self.inbox.get_nowait()
+        except queue.Empty:
+            message = None
+        with self._lock:
+            while message is not None:
+                self._handle(message)
+                try:
+                    message = self.inbox.get_nowait()
+                except queue.Empty:
+                    message = None
+            now = self._clock()
+            if now >= self._next_sync:
+                self._sync(now)
+            for service in self._services.values():
+                self._apply(service, service.policy.tick(now))
+            for service in self._services.values():
+                self._metrics.observe(self._status(service))
+        self.last_round = time.monotonic()
+        self._metrics.round_done()
+
+    def _handle(self, message: Verdict | Exited) -> None:
+        service = self._services[message.service]
+        now = self._clock()
+        if isinstance(message, Exited):
+            self._exited(service, message.pid, now)
+            return
+        service.detail = message.detail
+        if message.kind == "ready":
+            self._apply(service, service.policy.ready(now))
+        elif message.kind == "not_ready":
+            self._apply(service, service.policy.not_ready(now, message.detail))
+        elif message.kind == "hung":
+            self._apply(service, service.policy.hung(now, message.detail))
+
+    def _exited(self, service: _Service, pid: int, now: float) -> None:
+        if pid in service.killed:
+            service.killed.discard(pid)  # our own kill: already counted as a restart
+        elif pid == service.pid and service.seen_running:
+            self._apply(service, service.policy.exited(now, f"process {pid} exited"))
+        if pid == service.pid and service.monitor:
+            service.monitor.pause()
+        self._next_sync = now + _RESYNC_SOON
+
+    def expect_exit(self, name: str) -> None:
+        """The current process of NAME is being stopped on purpose: not a crash."""
+        with self._lock:
+            service = self._services[name]
+            service.killed.add(service.pid)
+
+    # --- supervisord --------------------------------------------------------------
+
+    def _sync(self, now: float) -> None:
         try:
             processes = self._supervisor.processes()
         except SupervisorError as exc:
             log.warning("cannot observe supervisord: %s", exc)
             processes = {}
-        results = self._probe_all(processes)
-        now = self._clock()
-        for spec in self._order:
-            info = processes.get(spec.name)
-            self._observe(spec, info, results.get(spec.name), now)
-            self._act(spec, info, now)
-        self.last_round = time.monotonic()
-        self._metrics.round_done()
-        return any(s.state == STARTING for s in self.statuses())
+        settling = False
+        for service in self._services.values():
+            info = processes.get(service.spec.name)
+            if info is not None and service.monitor is not None:
+                self._observe(service, info, now)
+            settling |= service.policy.state != policy.READY
+        self._first_sync = False
+        interval = self._settings.hub_loop_interval
+        self._next_sync = now + (min(0.1, interval) if settling else interval)
 
-    def _probe_all(self, processes: dict[str, ProcessInfo]) -> dict[str, ProbeResult]:
-        futures: dict[str, Future[ProbeResult]] = {
-            name: self._pool.submit(probe.check)
-            for name, probe in self._probes.items()
-            if name in processes and processes[name].state in ("STARTING", "RUNNING")
-        }
-        results = {}
-        for name, future in futures.items():
-            try:
-                results[name] = future.result(timeout=self._settings.probe_timeout + 1.0)
-            except FutureTimeout:
-                results[name] = ProbeResult(False, "probe did not return in time", -1.0)
-        return results
+    def _observe(self, service: _Service, info: ProcessInfo, now: float) -> None:
+        p = service.policy
+        service.program = info.state
+        if info.state in _RUNNING and info.pid and info.pid != service.pid:
+            service.pid, service.seen_running = info.pid, False
+            self.watch(service.spec.name, info.pid)
+            if self._first_sync and p.state == policy.STOPPED:
+                self._apply(service, p.adopted(now, info.since - self._wall_offset))
+            else:
+                self._apply(service, p.started(now))
+            assert service.monitor is not None
+            service.monitor.resume()
+        service.seen_running |= info.state == "RUNNING"
+        if info.state == "FATAL":
+            service.detail = f"supervisord gave up: {info.description}"
+            self._apply(service, p.fatal(now, service.detail))
+        elif info.state == "STOPPED" and p.next_start is None:
+            self._start_when_ready(service, now)
 
-    def _observe(
-        self, spec: ServiceSpec, info: ProcessInfo | None, result: ProbeResult | None, now: float
-    ) -> None:
-        tracked = self._tracked[spec.name]
-        old = tracked.status
-        if spec.autostart:
-            # The hub itself: it is ready while this loop runs.
-            program, ok, detail, pid = "RUNNING", True, "ready", os.getpid()
-        else:
-            program = info.state if info else "UNKNOWN"
-            ok = bool(result and result.ok)
-            detail = result.detail if result else (info.description if info else "unknown")
-            pid = info.pid if info else 0
-            if info and not tracked.started_at and program in ("STARTING", "RUNNING"):
-                tracked.started_at = info.since  # adopted: running before this hub began
-        state = next_state(old.state, program, ok, started_at=tracked.started_at, now=now,
-                           ready_timeout=self._settings.service_ready_timeout)
-        new = replace(old, state=state, ready=state == READY, pid=pid, detail=detail,
-                      since=now if state != old.state else old.since)
-        with self._lock:
-            tracked.status = new
-        self._metrics.observe(new, result.latency if result else None)
-        if state != old.state:
-            self._transition(old, new, now - tracked.started_at if tracked.started_at else None)
-
-    def _transition(self, old: ServiceStatus, new: ServiceStatus, elapsed: float | None) -> None:
-        detail = f"{old.state} -> {new.state}: {new.detail}"
-        if new.state == READY and elapsed is not None:
-            detail += f" ({elapsed:.2f} s after start)"
-        log.info("%s %s", new.name, detail)
-        self._metrics.transition(new.name, new.state)
-        self._events.emit(new.name, new.state.lower(), _SEVERITY[new.state], detail)
-
-    def _act(self, spec: ServiceSpec, info: ProcessInfo | None, now: float) -> None:
-        if spec.autostart or info is None or info.state != "STOPPED":
-            return
-        waiting = [d for d in spec.depends_on if not self._tracked[d].status.ready]
+    def _start_when_ready(self, service: _Service, now: float) -> None:
+        waiting = [d for d in service.spec.depends_on
+                   if self._services[d].policy.state != policy.READY]
         if waiting:
+            service.detail = f"waiting for {', '.join(waiting)} to be ready"
             return
         try:
-            self._supervisor.start(spec.name)
+            self._supervisor.start(service.spec.name)
         except SupervisorError as exc:
-            log.error("%s could not be started: %s", spec.name, exc)
+            service.detail = str(exc)
+            log.error("%s could not be started: %s", service.spec.name, exc)
             return
-        log.info("%s started by the hub", spec.name)
-        self._tracked[spec.name].started_at = now
+        log.info("%s started by the hub", service.spec.name)
+        self._apply(service, service.policy.started(now))
+        self._next_sync = now + _RESYNC_SOON
+
+    # --- acting -------------------------------------------------------------------
+
+    def _apply(self, service: _Service, actions: list[policy.Action]) -> None:
+        name = service.spec.name
+        for action in actions:
+            if action.kind == policy.CAPTURE:
+                path = self._incidents.capture(name, service.pid, action.detail,
+                                               service.spec.python)
+                service.last_incident = str(path)
+                log.warning("%s %s: %s; incident %s", name, action.event, action.detail, path)
+            elif action.kind == policy.KILL:
+                self._kill(service)
+            elif action.kind == policy.STOP:
+                self._stop_for_backoff(service)
+            elif action.kind == policy.START:
+                self._start_when_ready(service, self._clock())
+            elif action.kind == policy.EVENT:
+                self._emit(service, action)
+
+    def _kill(self, service: _Service) -> None:
+        """SIGKILL the whole process group; supervisord sees the exit and respawns it."""
+        pid = service.pid
+        if pid <= 0:
+            return
+        service.killed.add(pid)
+        if service.monitor:
+            service.monitor.pause()
+        try:
+            os.killpg(pid, signal.SIGKILL)  # supervisord makes each program a group leader
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            os.kill(pid, signal.SIGKILL)
+        self._next_sync = self._clock() + _RESYNC_SOON
+
+    def _stop_for_backoff(self, service: _Service) -> None:
+        """Stop the program in supervisord so it stays down until the hub's backoff ends."""
+        if service.monitor:
+            service.monitor.pause()
+        name, pid = service.spec.name, service.pid
+
+        def stop() -> None:
+            try:
+                self._supervisor.stop(name)
+            except SupervisorError as exc:
+                log.error("cannot stop %s for backoff: %s", name, exc)
+
+        threading.Thread(target=stop, name=f"stop-{name}", daemon=True).start()
+        # A hung process may never act on SIGTERM: kill it so the stop completes now.
+        if pid > 0 and service.program in _RUNNING:
+            self._kill(service)
+
+    def _emit(self, service: _Service, action: policy.Action) -> None:
+        extra: dict[str, Any] = {}
+        severity, detail = action.severity, action.detail
+        cause = self._root_cause(service.spec)
+        if cause and action.event not in ("ready", "recovered"):
+            extra["cause"] = cause
+            severity = "info"
+            detail += f" (caused by {cause}: {self._services[cause].policy.incident})"
+        if service.last_incident and action.event not in ("ready", "recovered"):
+            extra["incident"] = service.last_incident
+        log.log(logging.INFO if severity == "info" else logging.WARNING, "%s %s: %s",
+                service.spec.name, action.event, detail)
+        self._events.emit(service.spec.name, action.event, severity, detail, **extra)
+
+    def _root_cause(self, spec: ServiceSpec) -> str | None:
+        """The first dependency (transitively) with an open incident."""
+        for name in spec.depends_on:
+            dependency = self._services[name]
+            if dependency.policy.incident:
+                return name
+            deeper = self._root_cause(dependency.spec)
+            if deeper:
+                return deeper
+        return None
+
+
+def _pid_of(service: _Service) -> Callable[[], int]:
+    return lambda: service.pid
+
+
+def build_services(
+    settings: Settings,
+    registry: tuple[ServiceSpec, ...],
+    make_monitor: Callable[[ServiceSpec, Callable[[], int]], Monitor | None],
+) -> dict[str, _Service]:
+    """A tracked service per registry entry, in start order, each with its policy."""
+    config = policy.PolicyConfig(
+        backoff_initial=settings.restart_backoff_initial,
+        backoff_max=settings.restart_backoff_max,
+        jitter=settings.restart_backoff_jitter,
+        stable_period=settings.restart_stable_period,
+        flap_restarts=settings.flap_restarts,
+        flap_window=settings.flap_window,
+        resolve_after=settings.incident_resolve_after,
+        loop_resolve_after=settings.loop_resolve_after,
+        ready_timeout=settings.service_ready_timeout,
+    )
+    services: dict[str, _Service] = {}
+    for spec in start_order(registry):
+        tracked = _Service(spec, policy.ServicePolicy(spec.name, config, spec.critical), None)
+        tracked.monitor = make_monitor(spec, _pid_of(tracked))
+        if spec.autostart:  # the hub itself: ready while this loop runs
+            tracked.policy.ready(time.monotonic())
+            tracked.pid, tracked.detail = os.getpid(), "ready"
+        services[spec.name] = tracked
+    return services

@@ -1,0 +1,115 @@
+"""Incident files: what a hung or failed service looked like just before the hub acted.
+
+Each file under var/log/incidents/ holds the verdict, the process's /proc state and
+wait channel, its children, the tail of its log, a Python stack dump for our own Python
+services (they register faulthandler on SIGUSR1), and GPU state where nvidia-smi exists.
+Every line is redacted; the file is written atomically with mode 0600. Capture is
+bounded (well under a second) because the hub waits for it before it kills.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from unistack.logs import tail_lines
+from unistack.runtime import write_atomic
+
+_STACK_DUMP_WAIT = 0.3  # seconds a Python service gets to write its stack dump
+_GPU_TIMEOUT = 2.0
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace").strip()
+    except OSError as exc:
+        return f"(unreadable: {exc.strerror or exc})"
+
+
+def process_report(pid: int, proc: Path = Path("/proc")) -> str:
+    """The kernel's view of PID: state, wait channel, kernel stack, children."""
+    if pid <= 0:
+        return "no process"
+    base = proc / str(pid)
+    status = _read(base / "status")
+    keep = ("Name", "State", "PPid", "Threads", "VmRSS", "voluntary_ctxt_switches",
+            "nonvoluntary_ctxt_switches")
+    lines = [line for line in status.splitlines() if line.split(":", 1)[0] in keep]
+    children = _read(base / "task" / str(pid) / "children")
+    return "\n".join([
+        *lines,
+        f"wchan: {_read(base / 'wchan')}",
+        f"children: {children or 'none'}",
+        "kernel stack:",
+        _read(base / "stack"),
+    ])
+
+
+def gpu_report() -> str:
+    if shutil.which("nvidia-smi") is None:
+        return "no GPU (nvidia-smi not found)"
+    try:
+        done = subprocess.run(["nvidia-smi"], capture_output=True, text=True,
+                              timeout=_GPU_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        return f"nvidia-smi did not answer within {_GPU_TIMEOUT:g} s"
+    return done.stdout.strip() or done.stderr.strip()
+
+
+class IncidentRecorder:
+    """Writes one incident file per capture, named by time and service."""
+
+    def __init__(self, directory: Path, log_dir: Path, lines: int,
+                 redact: Callable[[str], str]) -> None:
+        self._directory = directory
+        self._log_dir = log_dir
+        self._lines = lines
+        self._redact = redact
+        self._clock: Callable[[], float] = time.time
+
+    def capture(self, service: str, pid: int, verdict: str, python: bool) -> Path:
+        now = self._clock()
+        processes = process_report(pid)
+        log_file = self._log_dir / f"{service}.log"
+        dumped = python and pid > 0 and self._ask_for_stack_dump(log_file, pid)
+        log = "\n".join(tail_lines(log_file, self._lines))
+        stamp = datetime.fromtimestamp(now).strftime("%Y%m%dT%H%M%S.%f")[:-3]
+        sections = [
+            f"incident: {service} at {datetime.fromtimestamp(now).isoformat()}",
+            f"verdict: {verdict}",
+            f"pid: {pid}",
+            "",
+            "== process", processes,
+            "",
+            f"== last {self._lines} log lines of {service}"
+            + (" (a Python stack dump was requested with SIGUSR1)" if dumped else ""),
+            log,
+            "",
+            "== GPU", gpu_report(),
+        ]
+        path = self._directory / f"{stamp}-{service}.txt"
+        write_atomic(path, self._redact("\n".join(sections)) + "\n")
+        return path
+
+    def _ask_for_stack_dump(self, log: Path, pid: int) -> bool:
+        """SIGUSR1 makes faulthandler write every thread's stack to the service's log;
+        there is no acknowledgement, so wait (bounded) until the log stops growing."""
+        size = log.stat().st_size if log.exists() else 0
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except OSError:
+            return False
+        deadline = time.monotonic() + _STACK_DUMP_WAIT
+        while time.monotonic() < deadline:
+            grown = log.stat().st_size if log.exists() else 0
+            if grown > size:
+                size = grown
+                deadline = min(deadline, time.monotonic() + 0.05)
+            time.sleep(0.01)
+        return True

@@ -1,0 +1,224 @@
+"""Restart policy: pure decisions over one service's history. No I/O, no clock reads.
+
+The hub feeds each `ServicePolicy` what it observed, with a timestamp, and applies the
+actions it returns. This module owns the service states and every transition between
+them, exponential backoff with jitter, the flap guard, and incidents (one event when an
+incident opens, one when it escalates to LOOPING, one when it resolves).
+Like supervisor's states.py it depends on nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+# Service states.
+STOPPED = "STOPPED"  # not running, not wanted yet (dependencies not ready) or stopped
+STARTING = "STARTING"  # spawned, not ready yet
+READY = "READY"  # passes its readiness probe
+UNHEALTHY = "UNHEALTHY"  # alive (liveness passes) but failing readiness
+RESTARTING = "RESTARTING"  # crashed or killed as hung; supervisord is respawning it
+LOOPING = "LOOPING"  # restarted too often: the hub restarts it with backoff
+FAILED = "FAILED"  # supervisord gave up (FATAL); the hub restarts it with backoff
+STATES = (STOPPED, STARTING, READY, UNHEALTHY, RESTARTING, LOOPING, FAILED)
+
+# Action kinds.
+START = "start"  # ask supervisord to spawn the program
+KILL = "kill"  # SIGKILL the process group; supervisord respawns it
+STOP = "stop"  # stop the program in supervisord, so only the hub restarts it
+CAPTURE = "capture"  # write an incident file before acting
+EVENT = "event"  # tell the event log
+
+
+class Action(NamedTuple):
+    kind: str
+    event: str = ""  # for EVENT: ready, crashed, hung, unhealthy, failed, looping, recovered
+    severity: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    backoff_initial: float = 1.0
+    backoff_max: float = 300.0
+    jitter: float = 0.2
+    stable_period: float = 600.0  # ready this long: forget past restarts, reset backoff
+    flap_restarts: int = 3  # this many restarts ...
+    flap_window: float = 600.0  # ... within this window is a loop
+    resolve_after: float = 3.0  # ready this long resolves an incident
+    loop_resolve_after: float = 60.0  # ... or this long for a LOOPING incident
+    ready_timeout: float = 20.0  # a spawned service not ready by then is restarted
+
+
+class ServicePolicy:
+    """The state of one service and what to do next. Every method returns actions."""
+
+    def __init__(
+        self, name: str, config: PolicyConfig, critical: bool = True,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.name = name
+        self._config = config
+        self._critical = critical
+        self._rng = rng
+        self.state = STOPPED
+        self.since = 0.0
+        self.restarts: deque[float] = deque()
+        self.next_start: float | None = None  # a start the hub scheduled (backoff)
+        self.incident: str | None = None  # kind of the open incident
+        self.incident_since = 0.0
+        self._looping_announced = False
+        self._started_at = 0.0
+        self._ready_since: float | None = None
+        self._loop_failures = 0
+        self._last_detail = ""
+
+    # --- observations -------------------------------------------------------------
+
+    def started(self, now: float) -> list[Action]:
+        """The program was spawned (by the hub, or respawned by supervisord)."""
+        self._started_at = now
+        self._ready_since = None
+        if self.state in (STOPPED, FAILED):
+            self._move(STARTING, now)  # STOPPED/FAILED -> STARTING
+        return []
+
+    def adopted(self, now: float, running_since: float) -> list[Action]:
+        """A new hub found the program already running: probe it, restart nothing."""
+        self._started_at = running_since
+        self._move(STARTING, now)  # STOPPED -> STARTING, until its probe answers
+        return []
+
+    def ready(self, now: float) -> list[Action]:
+        if self._ready_since is None:
+            self._ready_since = now
+        if self.state == READY:
+            return []
+        first_start = self.state == STARTING and self.incident is None
+        self._move(READY, now)  # STARTING/RESTARTING/UNHEALTHY/LOOPING -> READY
+        if first_start:
+            return [Action(EVENT, "ready", "info", "ready")]
+        return []
+
+    def not_ready(self, now: float, detail: str) -> list[Action]:
+        """The readiness probe failed past its threshold while the process lives."""
+        self._ready_since = None
+        if self.state == READY:
+            self._move(UNHEALTHY, now)  # READY -> UNHEALTHY: alive, not serving
+            return self._open("unhealthy", "warning", f"not ready: {detail}", now)
+        self._last_detail = detail
+        return []
+
+    def hung(self, now: float, detail: str) -> list[Action]:
+        """The liveness probe failed past its threshold while the process lives."""
+        if self.state in (RESTARTING, STOPPED):
+            return []
+        return self._restart("hung", detail, now, capture=True)
+
+    def exited(self, now: float, detail: str) -> list[Action]:
+        """The process died without being asked to (crash, OOM kill, kill -9)."""
+        if self.state == STOPPED:
+            return []
+        return self._restart("crashed", detail, now, capture=False)
+
+    def fatal(self, now: float, detail: str) -> list[Action]:
+        """supervisord gave up spawning it (FATAL): the hub takes over with backoff."""
+        if self.next_start is not None:
+            return []
+        self._ready_since = None
+        self._record_restart(now)
+        actions = self._open("failed", "critical", detail, now)
+        self._move(FAILED, now)  # any -> FAILED: supervisord stopped trying
+        if self._flapping():
+            actions += self._announce_loop(detail, now)
+        return actions + self._schedule(now)
+
+    def stopped(self, now: float) -> list[Action]:
+        """An operator (or `stop`) stopped it: forget the incident, plan nothing."""
+        self._move(STOPPED, now)  # any -> STOPPED
+        self.next_start = None
+        self._ready_since = None
+        return []
+
+    def tick(self, now: float) -> list[Action]:
+        """Time passed: due starts, incident resolution, backoff reset."""
+        if self.next_start is not None and now >= self.next_start:
+            self.next_start = None
+            self._started_at = now
+            return [Action(START, detail="backoff elapsed")]
+        waiting = self.state in (STARTING, RESTARTING, LOOPING) and self._ready_since is None
+        if waiting and now - self._started_at > self._config.ready_timeout:
+            why = f"not ready {self._config.ready_timeout:g} s after start"
+            detail = f"{why}: {self._last_detail}" if self._last_detail else why
+            return self._restart("hung", detail, now, capture=True)
+        stable_for = now - self._ready_since if self._ready_since is not None else -1.0
+        actions: list[Action] = []
+        if self.incident and self.state == READY and stable_for >= self._resolve_period():
+            actions.append(Action(EVENT, "recovered", "info",
+                                  f"ready again after {self.incident}; stable {stable_for:.1f} s"))
+            self.incident = None
+            self._looping_announced = False
+        if stable_for >= self._config.stable_period:
+            self.restarts.clear()  # stable: forget old restarts, backoff starts over
+            self._loop_failures = 0
+        return actions
+
+    # --- decisions ----------------------------------------------------------------
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before hub-scheduled restart ATTEMPT (1, 2, ...): doubling, jittered, capped."""
+        base = self._config.backoff_initial * 2 ** (attempt - 1)
+        spread = 1 + self._config.jitter * (2 * self._rng() - 1)
+        return float(min(self._config.backoff_max, base * spread))
+
+    def _restart(self, kind: str, detail: str, now: float, capture: bool) -> list[Action]:
+        self._ready_since = None
+        self._record_restart(now)
+        severity = "critical" if self._critical else "warning"
+        actions = [Action(CAPTURE, kind, severity, detail)] if capture else []
+        actions += self._open(kind, severity, detail, now)
+        if self._flapping():
+            self._move(LOOPING, now)  # any -> LOOPING: too many restarts in the window
+            return actions + self._announce_loop(detail, now) + [Action(STOP)] + self._schedule(now)
+        self._move(RESTARTING, now)  # READY/UNHEALTHY/STARTING -> RESTARTING
+        return actions + ([Action(KILL, kind, severity, detail)] if kind == "hung" else [])
+
+    def _schedule(self, now: float) -> list[Action]:
+        self._loop_failures += 1
+        self.next_start = now + self.backoff(self._loop_failures)
+        return []
+
+    def _announce_loop(self, detail: str, now: float) -> list[Action]:
+        if self._looping_announced:
+            return []
+        self._looping_announced = True
+        window = self._config.flap_window
+        return [Action(EVENT, "looping", "critical",
+                       f"{len(self.restarts)} restarts within {window:g} s; restarting with "
+                       f"backoff (cap {self._config.backoff_max:g} s); last: {detail}")]
+
+    def _open(self, kind: str, severity: str, detail: str, now: float) -> list[Action]:
+        if self.incident is not None:
+            return []  # one event per incident, not one per failure
+        self.incident, self.incident_since = kind, now
+        return [Action(EVENT, kind, severity, detail)]
+
+    def _record_restart(self, now: float) -> None:
+        self.restarts.append(now)
+        while self.restarts and now - self.restarts[0] > self._config.flap_window:
+            self.restarts.popleft()
+
+    def _flapping(self) -> bool:
+        return self._looping_announced or len(self.restarts) >= self._config.flap_restarts
+
+    def _resolve_period(self) -> float:
+        if self._looping_announced:
+            return self._config.loop_resolve_after
+        return self._config.resolve_after
+
+    def _move(self, state: str, now: float) -> None:
+        if state != self.state:
+            self.state, self.since = state, now
