@@ -68,11 +68,19 @@ def _age(since: float, now: float) -> str:
 
 
 def _status_table(document: dict[str, Any]) -> str:
-    rows = [f"{'SERVICE':<12} {'STATE':<10} {'READY':<6} {'PID':<8} {'SINCE':<9} DETAIL"]
+    rows = [f"{'SERVICE':<12} {'STATE':<10} {'READY':<6} {'PID':<8} {'SINCE':<9} "
+            f"{'RESTARTS':<9} DETAIL"]
+    incidents = []
     for s in document["services"]:
         rows.append(f"{s['name']:<12} {s['state']:<10} {'yes' if s['ready'] else 'no':<6} "
-                    f"{s['pid'] or '-'!s:<8} {_age(s['since'], document['ts']):<9} {s['detail']}")
+                    f"{s['pid'] or '-'!s:<8} {_age(s['since'], document['ts']):<9} "
+                    f"{s.get('restarts', 0)!s:<9} {s['detail']}")
+        if s.get("last_incident"):
+            open_now = f" (open: {s['incident']})" if s.get("incident") else ""
+            incidents.append(f"  {s['name']}: {s['last_incident']}{open_now}")
     rows.append(f"overall: {document['overall']}")
+    if incidents:
+        rows += ["last incidents:", *incidents]
     return "\n".join(rows)
 
 

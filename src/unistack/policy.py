@@ -75,6 +75,7 @@ class ServicePolicy:
         self._ready_since: float | None = None
         self._loop_failures = 0
         self._last_detail = ""
+        self._adopting = False
 
     # --- observations -------------------------------------------------------------
 
@@ -89,6 +90,7 @@ class ServicePolicy:
     def adopted(self, now: float, running_since: float) -> list[Action]:
         """A new hub found the program already running: probe it, restart nothing."""
         self._started_at = running_since
+        self._adopting = True
         self._move(STARTING, now)  # STOPPED -> STARTING, until its probe answers
         return []
 
@@ -99,6 +101,9 @@ class ServicePolicy:
             return []
         first_start = self.state == STARTING and self.incident is None
         self._move(READY, now)  # STARTING/RESTARTING/UNHEALTHY/LOOPING -> READY
+        if first_start and self._adopting:
+            self._adopting = False
+            return [Action(EVENT, "adopted", "info", "running before this hub started; ready")]
         if first_start:
             return [Action(EVENT, "ready", "info", "ready")]
         return []
@@ -222,3 +227,27 @@ class ServicePolicy:
     def _move(self, state: str, now: float) -> None:
         if state != self.state:
             self.state, self.since = state, now
+
+
+class Threshold:
+    """A level with hysteresis: raised when VALUE crosses LIMIT, cleared only once it is
+    back past LIMIT by MARGIN, so a value hovering at the line raises one event, not many.
+    `above=False` watches for values falling below the limit (free disk)."""
+
+    def __init__(self, limit: float, margin: float, above: bool = True) -> None:
+        self.limit = limit
+        self.margin = margin
+        self.above = above
+        self.raised = False
+
+    def update(self, value: float) -> str | None:
+        """"raised" or "cleared" when the level changes, else None."""
+        sign = 1 if self.above else -1
+        over = sign * (value - self.limit)
+        if not self.raised and over >= 0:
+            self.raised = True  # OK -> RAISED: crossed the limit
+            return "raised"
+        if self.raised and over < -self.margin:
+            self.raised = False  # RAISED -> OK: back past the limit by the margin
+            return "cleared"
+        return None

@@ -34,6 +34,15 @@ class EventLog:
             listener(event)
         return event
 
+    def preload(self, history: list[Event]) -> None:
+        """Put events of earlier hubs before this hub's own (which are newer)."""
+        with self._lock:
+            current = list(self._ring)
+            known = {(e["ts"], e["service"], e["kind"]) for e in current}
+            older = [e for e in history if (e["ts"], e["service"], e["kind"]) not in known]
+            self._ring.clear()
+            self._ring.extend(sorted(older, key=lambda e: e["ts"]) + current)
+
     def recent(self, limit: int = 100) -> list[Event]:
         with self._lock:
             return list(self._ring)[-limit:]

@@ -14,12 +14,14 @@ from types import FrameType
 from unistack import runtime
 from unistack.config import Settings
 from unistack.hub.api import HubApi, HubServer, document_builder
-from unistack.hub.events import EventLog
+from unistack.hub.events import Event, EventLog
+from unistack.hub.eventstore import EventStore
 from unistack.hub.exits import ExitWatcher
 from unistack.hub.incidents import IncidentRecorder
 from unistack.hub.metrics import HubMetrics
 from unistack.hub.monitor import Monitor, Verdict
 from unistack.hub.reconcile import Exited, Reconciler, build_services
+from unistack.hub.resources import ResourceWatcher
 from unistack.probes import build_probe
 from unistack.services import REGISTRY, ServiceSpec, by_name
 from unistack.supervisor import SupervisorClient, SupervisorError
@@ -27,6 +29,11 @@ from unistack.supervisor import SupervisorClient, SupervisorError
 log = logging.getLogger("unistack.hub")
 
 _STALE_EXIT_CODE = 70  # the loop stopped turning: exit so supervisord restarts the hub
+
+
+def _log_event(event: Event) -> None:
+    level = logging.INFO if event["severity"] == "info" else logging.WARNING
+    log.log(level, "event %s %s: %s", event["service"], event["kind"], event["detail"])
 
 
 class Hub:
@@ -38,6 +45,8 @@ class Hub:
         self.events = EventLog()
         self.metrics = HubMetrics()
         self.events.subscribe(lambda event: self.metrics.event(event["service"], event["kind"]))
+        self.events.subscribe(_log_event)
+        self.store = EventStore(settings, self.events)
         self.supervisor = SupervisorClient(settings.supervisor_socket)
         inbox: queue.SimpleQueue[Verdict | Exited] = queue.SimpleQueue()
         self.services = build_services(settings, registry,
@@ -48,6 +57,9 @@ class Hub:
                                        settings.incident_log_lines, settings.redact),
             inbox=inbox)
         self.exits = ExitWatcher(lambda service, pid: inbox.put(Exited(service, pid)))
+        self.resources = ResourceWatcher(
+            settings, self._pids, self.events,
+            [settings.data_dir, settings.log_dir, settings.run_dir])
         self.reconciler.watch = self.exits.watch
         self.stop_event = threading.Event()
         api = HubApi(
@@ -71,6 +83,9 @@ class Hub:
         probes = (build_probe(spec.liveness, spec, self.settings, live.timeout),
                   build_probe(spec.readiness, spec, self.settings, ready.timeout))
         return Monitor(spec.name, probes, (live, ready), inbox.put, pid)
+
+    def _pids(self) -> dict[str, int]:
+        return {s.name: s.pid for s in self.reconciler.statuses() if s.pid > 0}
 
     def loop_age(self) -> float:
         return time.monotonic() - self.reconciler.last_round
@@ -112,6 +127,8 @@ class Hub:
             if service.monitor:
                 service.monitor.start()
         self.exits.start()
+        self.store.start()
+        self.resources.start()
         self.server.start()
         threading.Thread(target=self._watchdog, name="watchdog", daemon=True).start()
         log.info("hub serving on %s (pid %d)", self.settings.hub_url, os.getpid())
@@ -120,6 +137,8 @@ class Hub:
             self.reconciler.run(self.stop_event)
         finally:
             self.exits.stop()
+            self.resources.stop()
             self.server.stop()
+            self.store.stop()
         log.info("hub stopped")
         return 0

@@ -279,8 +279,6 @@ class Reconciler:
             detail += f" (caused by {cause}: {self._services[cause].policy.incident})"
         if service.last_incident and action.event not in ("ready", "recovered"):
             extra["incident"] = service.last_incident
-        log.log(logging.INFO if severity == "info" else logging.WARNING, "%s %s: %s",
-                service.spec.name, action.event, detail)
         self._events.emit(service.spec.name, action.event, severity, detail, **extra)
 
     def _root_cause(self, spec: ServiceSpec) -> str | None:
