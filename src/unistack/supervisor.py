@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import time
 import xmlrpc.client
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -99,13 +100,25 @@ class SupervisorClient:
             if fault.faultCode != _ALREADY_STARTED:
                 raise SupervisorError(f"cannot start {name}: {fault.faultString}") from fault
 
-    def stop(self, name: str) -> None:
-        """Stop NAME and wait until it is gone (supervisord escalates to SIGKILL)."""
-        try:
-            self._call("supervisor.stopProcess", name, True)
-        except xmlrpc.client.Fault as fault:
-            if fault.faultCode not in (_NOT_RUNNING, _BAD_NAME):
-                raise SupervisorError(f"cannot stop {name}: {fault.faultString}") from fault
+    def stop(self, name: str, settle: float = 10.0) -> None:
+        """Stop NAME and wait until supervisord reports it STOPPED (or FATAL).
+
+        A program that just EXITED is about to be respawned (autorestart): stopping it
+        then is refused as "not running", so keep asking until it is really down.
+        """
+        deadline = time.monotonic() + settle
+        while True:
+            try:
+                self._call("supervisor.stopProcess", name, True)
+            except xmlrpc.client.Fault as fault:
+                if fault.faultCode == _BAD_NAME:
+                    return
+                if fault.faultCode != _NOT_RUNNING:
+                    raise SupervisorError(f"cannot stop {name}: {fault.faultString}") from fault
+            state = self._call("supervisor.getProcessInfo", name)["statename"]
+            if state in ("STOPPED", "FATAL") or time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
 
     def shutdown(self) -> None:
         self._call("supervisor.shutdown")

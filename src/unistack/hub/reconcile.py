@@ -33,6 +33,9 @@ log = logging.getLogger("unistack.hub")
 
 _RESYNC_SOON = 0.01  # seconds: look at supervisord again right after an exit or a kill
 _RUNNING = ("STARTING", "RUNNING")
+# supervisord.conf's startsecs: an exit sooner is supervisord's to retry (BACKOFF, then
+# FATAL, which the hub takes over); an exit later is respawned at once, so it is a crash.
+_STARTSECS = 1.0
 
 
 class Exited(NamedTuple):
@@ -47,10 +50,11 @@ class _Service:
     monitor: Monitor | None
     pid: int = 0
     program: str = "UNKNOWN"
-    seen_running: bool = False  # supervisord said RUNNING for this pid (past startsecs)
+    spawned_at: float = 0.0  # wall-clock start of the current pid, from supervisord
     detail: str = "not observed yet"
     last_incident: str = ""
     killed: set[int] = field(default_factory=set)
+    stopping: threading.Thread | None = None  # a stop for backoff still in progress
 
 
 class Reconciler:
@@ -152,8 +156,12 @@ class Reconciler:
     def _exited(self, service: _Service, pid: int, now: float) -> None:
         if pid in service.killed:
             service.killed.discard(pid)  # our own kill: already counted as a restart
-        elif pid == service.pid and service.seen_running:
-            self._apply(service, service.policy.exited(now, f"process {pid} exited"))
+        elif service.policy.next_start is not None:
+            pass  # the hub is holding it down until its backoff ends: expected
+        elif pid == service.pid and time.time() - service.spawned_at >= _STARTSECS:
+            lived = time.time() - service.spawned_at
+            self._apply(service, service.policy.exited(
+                now, f"process {pid} exited unexpectedly after {lived:.1f} s"))
         if pid == service.pid and service.monitor:
             service.monitor.pause()
         self._next_sync = now + _RESYNC_SOON
@@ -185,21 +193,26 @@ class Reconciler:
     def _observe(self, service: _Service, info: ProcessInfo, now: float) -> None:
         p = service.policy
         service.program = info.state
+        holding = p.next_start is not None  # held down by the hub until its backoff ends
         if info.state in _RUNNING and info.pid and info.pid != service.pid:
-            service.pid, service.seen_running = info.pid, False
+            service.pid, service.spawned_at = info.pid, info.since
             self.watch(service.spec.name, info.pid)
-            if self._first_sync and p.state == policy.STOPPED:
-                self._apply(service, p.adopted(now, info.since - self._wall_offset))
-            else:
-                self._apply(service, p.started(now))
-            assert service.monitor is not None
-            service.monitor.resume()
-        service.seen_running |= info.state == "RUNNING"
+            if not holding:
+                self._track_new_process(service, info, now)
         if info.state == "FATAL":
             service.detail = f"supervisord gave up: {info.description}"
             self._apply(service, p.fatal(now, service.detail))
-        elif info.state == "STOPPED" and p.next_start is None:
+        elif info.state == "STOPPED" and not holding:
             self._start_when_ready(service, now)
+
+    def _track_new_process(self, service: _Service, info: ProcessInfo, now: float) -> None:
+        p = service.policy
+        if self._first_sync and p.state == policy.STOPPED:
+            self._apply(service, p.adopted(now, info.since - self._wall_offset))
+        else:
+            self._apply(service, p.started(now))
+        assert service.monitor is not None
+        service.monitor.resume()
 
     def _start_when_ready(self, service: _Service, now: float) -> None:
         waiting = [d for d in service.spec.depends_on
@@ -214,7 +227,6 @@ class Reconciler:
             log.error("%s could not be started: %s", service.spec.name, exc)
             return
         log.info("%s started by the hub", service.spec.name)
-        self._apply(service, service.policy.started(now))
         self._next_sync = now + _RESYNC_SOON
 
     # --- acting -------------------------------------------------------------------
@@ -232,9 +244,18 @@ class Reconciler:
             elif action.kind == policy.STOP:
                 self._stop_for_backoff(service)
             elif action.kind == policy.START:
-                self._start_when_ready(service, self._clock())
+                self._start_after_stop(service)
             elif action.kind == policy.EVENT:
+                service.detail = action.detail
                 self._emit(service, action)
+
+    def _start_after_stop(self, service: _Service) -> None:
+        """A backoff start must not race the stop that began the backoff."""
+        now = self._clock()
+        if service.stopping is not None and service.stopping.is_alive():
+            service.policy.next_start = now + _RESYNC_SOON * 5
+            return
+        self._start_when_ready(service, now)
 
     def _kill(self, service: _Service) -> None:
         """SIGKILL the whole process group; supervisord sees the exit and respawns it."""
@@ -264,7 +285,8 @@ class Reconciler:
             except SupervisorError as exc:
                 log.error("cannot stop %s for backoff: %s", name, exc)
 
-        threading.Thread(target=stop, name=f"stop-{name}", daemon=True).start()
+        service.stopping = threading.Thread(target=stop, name=f"stop-{name}", daemon=True)
+        service.stopping.start()
         # A hung process may never act on SIGTERM: kill it so the stop completes now.
         if pid > 0 and service.program in _RUNNING:
             self._kill(service)

@@ -1,0 +1,787 @@
+"""Recovery benchmark (issue 3): a crashed (kill -9) or hung (SIGSTOP) service under the
+unistack hub, against plain supervisord and Monit 5.33 supervising the same redis-server.
+
+1. unistack: a stack in a temp UNISTACK_HOME on free loopback ports, with FLAP_RESTARTS
+   raised so that no trial becomes a LOOPING incident. Trials on redis and prometheus;
+   the hub's GET /status is polled every 5 ms for detection and for ready-again.
+2. plain supervisord: the project's redis program without the hub; PING is polled.
+3. Monit, `set daemon 1`, TERM-then-KILL stop script, `with timeout 1 seconds`, under a
+   prompt-reaping subreaper; PING is polled and monit.log watched.
+4. CPU of the idle hub and of Monit over the same window; 5. a soak with both cores
+   saturated and a large Redis dataset saved again and again: the hub must restart nothing.
+
+Usage: .venv/bin/python benchmarks/recovery.py [--trials N] [--soak-seconds S]
+       [--cpu-seconds S] [--json]
+Progress goes to stderr; the Markdown tables (or JSON with --json) to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+import psutil
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+# The startup benchmark's helpers: same temp homes, ports, baseline conf and cleanup.
+from startup import (
+    BenchmarkError,
+    baseline_settings,
+    cleanup,
+    free_ports,
+    gone,
+    kill_leftovers,
+    measure_baseline_start,
+    measure_baseline_stop,
+    processes_of,
+    progress,
+    stack_environment,
+)
+
+from unistack.config import LOOPBACK, PROJECT_ROOT, Settings, load_settings
+from unistack.hub.client import HubClient, HubUnreachable
+from unistack.policy import READY
+
+POLL = 0.005  # seconds between two polls of /status or PING
+PING_TIMEOUT = 0.25  # one PING poll; a SIGSTOPped Redis accepts TCP and never answers
+RECOVER_LIMIT = 15.0  # not serving again from a new pid by then: a failed trial
+BASELINE_HANG_LIMIT = 10.0  # plain supervisord never recovers a hang: stop waiting here
+SETTLE = 1.5  # seconds a process must have lived: supervisord's startsecs=1, plus margin
+SETTLE_LIMIT = 60.0
+PHASE = 1.0  # a random U(0, PHASE) delay puts each signal at a random point of any cycle
+START_LIMIT = 60.0
+MONIT_START_TIMEOUT = 2  # `start program ... with timeout 2 seconds`: Monit's start grace
+MONIT_SETTLE = MONIT_START_TIMEOUT + 1.0  # Monit tests nothing while uptime < the grace
+CPU_SETTLE = 5.0  # seconds after healthy before the CPU window: start-up work is done
+DATASET_KEYS = 6000  # x VALUE_BYTES = 600 MB, under redis.conf's maxmemory 1gb
+VALUE_BYTES = 100_000
+LOAD_BATCH = 50  # keys per pipeline while loading (5 MB)
+OVERWRITE_KEYS = 10  # keys rewritten every OVERWRITE_PAUSE while a BGSAVE runs (10 MB/s)
+OVERWRITE_PAUSE = 0.1
+NO_LOOPS = {"FLAP_RESTARTS": "1000"}  # every trial a fresh recovery, never LOOPING
+QUIET_KINDS = ("ready", "started")  # events that are not a restart or a warning
+INFO_KINDS = ("resource", "resource_ok")  # resource warnings: an event, never a restart
+
+FAULTS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}
+FAULT_LABELS = {"kill": "crash (kill -9)", "stop": "hang (SIGSTOP)"}
+SYSTEM_LABELS = {"unistack": "unistack hub", "supervisord": "plain supervisord",
+                 "monit": "Monit `set daemon 1`"}
+SERVICES = ("redis", "prometheus")
+# Every row of the recovery table: fault, system, service.
+ROWS = tuple((fault, system, service) for fault in FAULTS
+             for system, service in (("unistack", "redis"), ("unistack", "prometheus"),
+                                     ("supervisord", "redis"), ("monit", "redis")))
+ACCEPT_HUNG_DETECTED = 1.5  # issue 3: hang detected within 1.5 s (median) ...
+ACCEPT_HUNG_READY = 2.0  # ... and serving again within 2 s, faster than Monit
+ACCEPT_CRASH_READY = 0.5
+ACCEPT_HUB_CPU = 1.0  # percent of one core
+
+T = TypeVar("T")
+
+
+class Trial(NamedTuple):
+    detected: float | None  # signal → the supervisor noticed (None: no sign of it seen)
+    ready: float | None  # signal → serving again from a new pid (None: not within the limit)
+    state: str = ""  # unistack: the service's state in the first /status that differed
+    counted: bool | None = None  # unistack: the hub counted the restart in `restarts`
+
+
+Samples = dict[str, list[Trial]]
+
+
+def key(fault: str, system: str, service: str) -> str:
+    return f"{system}:{service}:{fault}"
+
+
+# --- processes and probes -----------------------------------------------------------
+
+
+def wait_for(value: Callable[[], T | None], limit: float, what: str) -> T:
+    """Poll VALUE every 10 ms until it returns something truthy; return that."""
+    deadline = time.monotonic() + limit
+    while not (found := value()):
+        if time.monotonic() > deadline:
+            raise BenchmarkError(f"{what} did not happen within {limit:g} s")
+        time.sleep(0.01)
+    return found
+
+
+def uptime(pid: int) -> float:
+    try:
+        return time.time() - psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, ValueError):
+        return 0.0
+
+
+def end_process(pid: int) -> None:
+    """SIGCONT and SIGKILL PID if it still lives, so that a trial leaves nothing stopped."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        process = psutil.Process(pid)
+        if process.status() != psutil.STATUS_ZOMBIE:
+            process.resume()
+            process.kill()
+    wait_for(lambda: gone(pid), 10.0, f"end of process {pid}")
+
+
+def _resp(*args: str) -> bytes:
+    parts = [f"*{len(args)}\r\n".encode()]
+    parts += [f"${len(arg.encode())}\r\n{arg}\r\n".encode() for arg in args]
+    return b"".join(parts)
+
+
+def _read_replies(sock: socket.socket, deadline: float) -> bytes:
+    """Read until INFO's bulk reply is complete or an error reply arrived."""
+    data = b""
+    while not data.endswith(b"\r\n\r\n") and b"\r\n-" not in b"\r\n" + data:
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+def answering_pid(port: int, password: str) -> int | None:
+    """The pid of the Redis on PORT if it answers PING (after AUTH with PASSWORD), else None.
+
+    A raw socket with one deadline: no client library retries or connect-time extras.
+    """
+    commands = ([_resp("AUTH", password)] if password else []) + [_resp("PING"),
+                                                                  _resp("INFO", "server")]
+    deadline = time.monotonic() + PING_TIMEOUT
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=PING_TIMEOUT) as sock:
+            sock.sendall(b"".join(commands))
+            text = _read_replies(sock, deadline).decode(errors="replace")
+    except OSError:
+        return None
+    found = re.search(r"process_id:(\d+)", text)
+    if "+PONG" not in text or re.search(r"^-", text, re.MULTILINE) or not found:
+        return None
+    return int(found.group(1))
+
+
+class LogWatch:
+    """Notes when a log file first grows, checking its size every POLL in its own thread."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._size = self._current()
+        self.grew_at: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="log-watch", daemon=True)
+        self._thread.start()
+
+    def _current(self) -> int:
+        return self._path.stat().st_size if self._path.exists() else 0
+
+    def _run(self) -> None:
+        while self.grew_at is None and not self._stop.wait(POLL):
+            if self._current() > self._size:
+                self.grew_at = time.perf_counter()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# --- unistack -----------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    """One unistack stack started through the CLI, seen through the hub API."""
+
+    home: Path
+    env: dict[str, str]
+    settings: Settings
+
+    @classmethod
+    def start(cls, home: Path) -> Stack:
+        env = stack_environment(home) | NO_LOOPS
+        done = subprocess.run([sys.executable, "-m", "unistack", "start"], env=env,
+                              capture_output=True, text=True, timeout=START_LIMIT, check=False)
+        if done.returncode != 0:
+            raise BenchmarkError(f"unistack start exited {done.returncode}: "
+                                 f"{(done.stderr or done.stdout).strip()}")
+        return cls(home, env, load_settings(env))
+
+    def stop(self) -> None:
+        subprocess.run([sys.executable, "-m", "unistack", "stop"], env=self.env,
+                       capture_output=True, timeout=START_LIMIT, check=False)
+        wait_for(lambda: not processes_of(self.home), 30.0, f"stop of the stack in {self.home}")
+
+    def get(self, path: str) -> Any:
+        try:
+            code, document = HubClient(self.settings, timeout=1.0).get(path)
+        except HubUnreachable:
+            return {}
+        return document if code == 200 else {}
+
+    def services(self) -> dict[str, dict[str, Any]]:
+        return {s["name"]: s for s in self.get("/status").get("services", [])}
+
+    def settled(self, name: str) -> dict[str, Any]:
+        """NAME's /status once it is READY and its process is past supervisord's startsecs."""
+        def check() -> dict[str, Any] | None:
+            service = self.services().get(name)
+            if service and service["state"] == READY and service["ready"]:
+                return service if uptime(service["pid"]) >= SETTLE else None
+            return None
+
+        return wait_for(check, SETTLE_LIMIT, f"{name} READY for {SETTLE:g} s")
+
+
+def hub_trial(stack: Stack, name: str, fault: str) -> Trial:
+    """Signal NAME's process; poll /status until NAME is ready again with a new pid."""
+    before = stack.settled(name)
+    pid, detected, state = before["pid"], None, ""
+    time.sleep(random.uniform(0, PHASE))
+    began = time.perf_counter()
+    os.kill(pid, FAULTS[fault])
+    try:
+        while time.perf_counter() - began < RECOVER_LIMIT:
+            now = stack.services().get(name)
+            at = time.perf_counter() - began
+            if now and detected is None and (now["state"] != READY or now["pid"] != pid):
+                detected, state = at, now["state"]
+            if now and now["ready"] and now["pid"] not in (0, pid):
+                return Trial(detected, at, state, now["restarts"] > before["restarts"])
+            time.sleep(POLL)
+        return Trial(detected, None, state)
+    finally:
+        end_process(pid)
+
+
+def unistack_trials(home: Path, trials: int, samples: Samples) -> None:
+    progress(f"unistack: starting a stack in {home} (FLAP_RESTARTS=1000) ...")
+    stack = Stack.start(home)
+    for fault in FAULTS:
+        for name in SERVICES:
+            for index in range(trials):
+                trial = hub_trial(stack, name, fault)
+                samples[key(fault, "unistack", name)].append(trial)
+                progress(f"  unistack {name} {fault} {index + 1}/{trials}: {describe(trial)}")
+    stack.stop()
+
+
+def describe(trial: Trial) -> str:
+    detected = f"{trial.detected:.3f} s" if trial.detected is not None else "-"
+    ready = f"{trial.ready:.3f} s" if trial.ready is not None else "not recovered"
+    extra = f", {trial.state}, counted {trial.counted}" if trial.state else ""
+    return f"detected {detected}, ready {ready}{extra}"
+
+
+# --- baselines: plain supervisord and Monit -----------------------------------------
+
+
+def settled_redis(port: int, password: str, settle: float) -> int | None:
+    pid = answering_pid(port, password)
+    return pid if pid and uptime(pid) >= settle else None
+
+
+def redis_trial(port: int, password: str, fault: str, limit: float, settle: float,
+                log: Path | None = None) -> Trial:
+    """Signal the Redis on PORT; poll PING until a new pid answers or LIMIT passes."""
+    pid = wait_for(lambda: settled_redis(port, password, settle), SETTLE_LIMIT,
+                   f"redis on port {port} answering for {settle:g} s")
+    time.sleep(random.uniform(0, PHASE))
+    watch = LogWatch(log) if log else None
+    began = time.perf_counter()
+    os.kill(pid, FAULTS[fault])
+    ready = None
+    try:
+        while ready is None and time.perf_counter() - began < limit:
+            if answering_pid(port, password) not in (None, pid):
+                ready = time.perf_counter() - began
+            time.sleep(POLL)
+    finally:
+        if watch:
+            watch.stop()
+        end_process(pid)
+    noticed = watch.grew_at - began if watch and watch.grew_at else None
+    return Trial(noticed, ready)
+
+
+def baseline_trials(home: Path, trials: int, samples: Samples) -> None:
+    """The project's redis (and prometheus) programs under supervisord alone; redis trials."""
+    progress(f"plain supervisord: starting the same programs in {home} ...")
+    directory = home / "baseline"
+    settings, conf = baseline_settings(stack_environment(home), directory)
+    measure_baseline_start(settings, conf)
+    limits = {"kill": RECOVER_LIMIT, "stop": BASELINE_HANG_LIMIT}
+    for fault, limit in limits.items():
+        for index in range(trials):
+            trial = redis_trial(settings.redis_port, settings.redis_password, fault, limit,
+                                SETTLE)
+            samples[key(fault, "supervisord", "redis")].append(trial)
+            progress(f"  supervisord redis {fault} {index + 1}/{trials}: {describe(trial)}")
+    measure_baseline_stop(directory / "supervisor.sock", home)
+
+
+STOP_SCRIPT = """#!/bin/sh
+# Monit's stop program: TERM, then KILL if the process is stopped (state T) or is
+# still alive after 2 s. Monit 5.33 itself never escalates to SIGKILL.
+pid=$(cat "$1" 2>/dev/null) || exit 0
+kill -s TERM "$pid" 2>/dev/null || exit 0
+i=0
+while kill -0 "$pid" 2>/dev/null; do
+    if grep -q '^State:[[:space:]]*T' /proc/"$pid"/status 2>/dev/null || [ $i -ge 20 ]; then
+        kill -s KILL "$pid" 2>/dev/null
+        exit 0
+    fi
+    sleep 0.1
+    i=$((i + 1))
+done
+"""
+
+# Runs monit as its child under PR_SET_CHILD_SUBREAPER and reaps every orphan at once,
+# as systemd would: the daemonized redis is a grandchild, and a zombie blocks Monit.
+SUBREAPER = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+monit = os.posix_spawn(sys.argv[1], sys.argv[1:], dict(os.environ))
+signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(monit, signal.SIGTERM))
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        break
+"""
+
+
+def monit_files(directory: Path, port: int) -> Path:
+    """redis.conf, the stop script and the monitrc (0600) of a Monit-supervised Redis."""
+    directory.mkdir(mode=0o700)
+    conf, pidfile, stop = directory / "redis.conf", directory / "redis.pid", directory / "stop.sh"
+    conf.write_text(f'include "{PROJECT_ROOT / "redis.conf"}"\n'
+                    f"bind {LOOPBACK}\nport {port}\ndaemonize yes\npidfile {pidfile}\n"
+                    f"logfile {directory / 'redis.log'}\ndir {directory}\n")
+    stop.write_text(STOP_SCRIPT)
+    stop.chmod(0o700)
+    rc = directory / "monitrc"
+    rc.write_text(
+        f"set daemon 1\nset logfile {directory / 'monit.log'}\n"
+        f"set pidfile {directory / 'monit.pid'}\nset idfile {directory / 'monit.id'}\n"
+        f"set statefile {directory / 'monit.state'}\n\n"
+        f"check process bench-redis with pidfile {pidfile}\n"
+        f'  start program = "/usr/bin/redis-server {conf}" '
+        f"with timeout {MONIT_START_TIMEOUT} seconds\n"
+        f'  stop program = "{stop} {pidfile}"\n'
+        f"  if failed host {LOOPBACK} port {port} protocol redis with timeout 1 seconds "
+        "then restart\n")
+    rc.chmod(0o600)
+    return rc
+
+
+def monit_program() -> tuple[str | None, str]:
+    """The monit binary, installed with apt-get when missing; or None and the reason."""
+    if shutil.which("monit"):
+        return shutil.which("monit"), ""
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return None, "monit is not installed, and apt-get cannot run here (needs root)"
+    progress("monit is missing: apt-get install -y monit ...")
+    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "install", "-y", "monit"], ["apt-get", "update"],
+                    ["apt-get", "install", "-y", "monit"]):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600,
+                              check=False)
+        if done.returncode == 0 and shutil.which("monit"):
+            return shutil.which("monit"), ""
+    tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+    return None, f"apt-get install -y monit failed: {' '.join(tail)}"
+
+
+@dataclass
+class MonitRun:
+    """Monit in the foreground (`-I`) under the subreaper, supervising one Redis."""
+
+    directory: Path
+    port: int
+    wrapper: subprocess.Popen[bytes]
+
+    @classmethod
+    def start(cls, monit: str, directory: Path) -> MonitRun:
+        [port] = free_ports(1)
+        rc = monit_files(directory, port)
+        checked = subprocess.run([monit, "-t", "-c", str(rc)], capture_output=True, text=True,
+                                 check=False)
+        if checked.returncode != 0:
+            raise BenchmarkError(f"monit -t rejected {rc}: {checked.stderr.strip()}")
+        with (directory / "monit.out").open("wb") as out:
+            wrapper = subprocess.Popen([sys.executable, "-c", SUBREAPER, monit, "-c", str(rc),
+                                        "-I"], stdin=subprocess.DEVNULL, stdout=out,
+                                       stderr=subprocess.STDOUT)
+        run = cls(directory, port, wrapper)
+        wait_for(lambda: answering_pid(port, ""), START_LIMIT, "redis started by Monit")
+        return run
+
+    def monit_pid(self) -> int:
+        children = psutil.Process(self.wrapper.pid).children()
+        return next(c.pid for c in children if c.name() == "monit")
+
+    def stop(self) -> None:
+        """Monit first (so that it restarts nothing), then its Redis; the subreaper ends."""
+        with contextlib.suppress(psutil.Error, StopIteration):
+            psutil.Process(self.monit_pid()).terminate()
+        with contextlib.suppress(OSError, ValueError):
+            end_process(int((self.directory / "redis.pid").read_text()))
+        self.wrapper.wait(timeout=30)
+
+
+def monit_trials(run: MonitRun, trials: int, samples: Samples) -> None:
+    log = run.directory / "monit.log"
+    for fault in FAULTS:
+        for index in range(trials):
+            trial = redis_trial(run.port, "", fault, RECOVER_LIMIT, MONIT_SETTLE, log)
+            samples[key(fault, "monit", "redis")].append(trial)
+            progress(f"  monit redis {fault} {index + 1}/{trials}: {describe(trial)}")
+
+
+# --- CPU and soak -------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def cpu_window(pid: int, seconds: float) -> dict[str, float]:
+    """CPU use of PID over SECONDS, as % of one core. Nothing polls it meanwhile."""
+    processes = len(psutil.pids())
+    before, began = cpu_seconds(pid), time.perf_counter()
+    time.sleep(seconds)  # the window itself: any polling would add to the CPU measured
+    used, window = cpu_seconds(pid) - before, time.perf_counter() - began
+    return {"window": window, "cpu_seconds": used, "percent": 100 * used / window,
+            "processes": processes}
+
+
+def soak_client(settings: Settings) -> redis.Redis:
+    return redis.Redis(host=LOOPBACK, port=settings.redis_port, password=settings.redis_password,
+                       socket_timeout=30, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0))
+
+
+def load_dataset(client: redis.Redis, value: bytes, deadline: float) -> dict[str, float]:
+    """SET DATASET_KEYS keys of VALUE through pipelines; how much, how long."""
+    began, keys = time.perf_counter(), 0
+    while keys < DATASET_KEYS and time.monotonic() < deadline:
+        pipe = client.pipeline(transaction=False)
+        for index in range(keys, min(keys + LOAD_BATCH, DATASET_KEYS)):
+            pipe.set(f"soak:{index}", value)
+        pipe.execute()
+        keys = min(keys + LOAD_BATCH, DATASET_KEYS)
+    memory: Any = client.info("memory")
+    return {"keys": keys, "mb": keys * len(value) / 1e6, "seconds": time.perf_counter() - began,
+            "used_memory_mb": memory["used_memory"] / 1e6}
+
+
+def save_repeatedly(client: redis.Redis, value: bytes, deadline: float) -> dict[str, float]:
+    """Until DEADLINE: a new BGSAVE whenever none runs, and OVERWRITE_KEYS keys rewritten
+    every OVERWRITE_PAUSE, so that each fork copies pages while it saves."""
+    saves: Any = client.info("persistence")
+    first, overwritten, errors = saves["rdb_saves"], 0, 0
+    while time.monotonic() < deadline:
+        try:
+            if not client.info("persistence")["rdb_bgsave_in_progress"]:
+                client.bgsave(schedule=True)  # waits for an AOF rewrite instead of failing
+            pipe = client.pipeline(transaction=False)
+            for _ in range(OVERWRITE_KEYS):
+                pipe.set(f"soak:{random.randrange(DATASET_KEYS)}", value)
+            pipe.execute()
+            overwritten += OVERWRITE_KEYS
+        except redis.RedisError as exc:
+            errors += 1
+            progress(f"  soak writer: {exc}")
+        time.sleep(OVERWRITE_PAUSE)
+    saves = client.info("persistence")
+    return {"bgsaves": saves["rdb_saves"] - first, "aof_rewrites": saves["aof_rewrites"],
+            "overwritten_mb": overwritten * len(value) / 1e6, "errors": errors}
+
+
+BURNER = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\n" \
+         "while time.monotonic() < end:\n    pass\n"
+
+
+def soak(stack: Stack, seconds: float) -> dict[str, Any]:
+    """SECONDS with both cores busy while Redis loads a dataset and BGSAVEs; what the hub did."""
+    before, wall = stack.services(), time.time()
+    deadline = time.monotonic() + seconds
+    burners = [subprocess.Popen([sys.executable, "-c", BURNER, str(seconds), str(stack.home)])
+               for _ in range(psutil.cpu_count() or 2)]
+    client, value = soak_client(stack.settings), os.urandom(VALUE_BYTES)
+    try:
+        load = load_dataset(client, value, deadline)
+        progress(f"  loaded {load['mb']:.0f} MB in {load['seconds']:.1f} s; BGSAVE loop ...")
+        saves = save_repeatedly(client, value, deadline)
+    finally:
+        for burner in burners:
+            burner.wait(timeout=seconds + 30)
+    after = stack.services()
+    client.flushall()  # so that the final save at stop is quick
+    return {"seconds": seconds, "burners": len(burners), "load": load, **saves,
+            **restarts_between(before, after, stack.get("/events").get("events", []), wall)}
+
+
+def restarts_between(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]],
+                     events: list[dict[str, Any]], since: float) -> dict[str, Any]:
+    noisy = [e for e in events if e["ts"] >= since and e["kind"] not in QUIET_KINDS]
+    restart_events = [e for e in noisy if e["kind"] not in INFO_KINDS]
+    status = sum(after[n]["restarts"] - before[n]["restarts"] for n in after)
+    return {"status_restarts": status, "restart_events": len(restart_events),
+            "restarts": status + len(restart_events),
+            "pids_changed": sum(after[n]["pid"] != before[n]["pid"] for n in after),
+            "other_events": [f"{e['service']} {e['kind']}: {e['detail']}" for e in noisy]}
+
+
+def cpu_and_soak(home: Path, cpu_window_s: float, soak_s: float) -> dict[str, Any]:
+    progress(f"unistack: a fresh stack in {home} for the CPU window and the soak ...")
+    stack = Stack.start(home)
+    time.sleep(CPU_SETTLE)  # first scrapes and event persistence are start-up work
+    hub_pid = wait_for(lambda: stack.get("/status").get("hub", {}).get("pid"), 10.0, "hub pid")
+    progress(f"  hub CPU over {cpu_window_s:g} s ...")
+    cpu = cpu_window(hub_pid, cpu_window_s)
+    progress(f"  soak {soak_s:g} s: {psutil.cpu_count()} busy loops, dataset, BGSAVEs ...")
+    result = soak(stack, soak_s)
+    stack.stop()
+    return {"hub_cpu": cpu, "soak": result}
+
+
+# --- the run ------------------------------------------------------------------------
+
+
+def collect(args: argparse.Namespace) -> dict[str, Any]:
+    # Short paths: the supervisord socket path must fit in 107 bytes.
+    root = Path(tempfile.mkdtemp(prefix="usr-", dir="/tmp"))
+    samples: Samples = {key(*row): [] for row in ROWS}
+    monit_run: MonitRun | None = None
+    try:
+        unistack_trials(root / "t", args.trials, samples)
+        result = cpu_and_soak(root / "s", args.cpu_seconds, args.soak_seconds)
+        baseline_trials(root / "b", args.trials, samples)
+        monit, reason = monit_program()
+        if monit:
+            progress("Monit: set daemon 1, TERM→KILL stop script, under a subreaper ...")
+            monit_run = MonitRun.start(monit, root / "m")
+            monit_trials(monit_run, args.trials, samples)
+            wait_for(lambda: settled_redis(monit_run.port, "", MONIT_SETTLE), SETTLE_LIMIT,
+                     "redis under Monit")
+            progress(f"  Monit CPU over {args.cpu_seconds:g} s ...")
+            result["monit_cpu"] = cpu_window(monit_run.monit_pid(), args.cpu_seconds)
+        else:
+            progress(f"Monit baseline n/a: {reason}")
+        result["monit"] = {"available": bool(monit), "reason": reason}
+    finally:
+        if monit_run:
+            with contextlib.suppress(Exception):
+                monit_run.stop()
+        for home in (root / "t", root / "s", root / "b"):
+            if home.exists():
+                cleanup(home)
+        kill_leftovers(root)
+        shutil.rmtree(root, ignore_errors=True)
+    return {"samples": samples, **result}
+
+
+# --- the report ---------------------------------------------------------------------
+
+
+def summarize(trials: list[Trial]) -> dict[str, Any]:
+    ready = [t.ready for t in trials if t.ready is not None]
+    detected = [t.detected for t in trials if t.detected is not None]
+    counted = [t.counted for t in trials if t.counted is not None]
+    return {"n": len(trials), "failures": len(trials) - len(ready),
+            "ready_median": statistics.median(ready) if ready else None,
+            "ready_max": max(ready) if ready else None,
+            "detected_median": statistics.median(detected) if detected else None,
+            "detected_max": max(detected) if detected else None,
+            "counted": sum(counted) if counted else None}
+
+
+def summaries(samples: Samples) -> dict[str, dict[str, Any]]:
+    table = {k: summarize(v) for k, v in samples.items()}
+    for fault, system, service in ROWS:
+        row, monit = table[key(fault, system, service)], table[key(fault, "monit", "redis")]
+        for measure in ("ready", "detected"):
+            ours, theirs = row[f"{measure}_median"], monit[f"{measure}_median"]
+            ratio = ours / theirs if system == "unistack" and ours and theirs else None
+            row[f"{measure}_ratio"] = ratio
+    return table
+
+
+def fmt_s(value: float | None, n: int, empty: str = "-") -> str:
+    return f"{value:.3f}" if value is not None else (empty if n else "n/a")
+
+
+def ratio(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
+def trial_table(table: dict[str, dict[str, Any]], trials: int) -> list[str]:
+    rows = [f"Recovery, {trials} trials per row, signal at a random U(0, {PHASE:g} s) phase, "
+            f"poll every {POLL * 1000:g} ms (seconds from the signal; ratio = unistack median "
+            "/ Monit median on redis).", "",
+            "| Fault | System | Service | n | Detected median | Detected max | Ready median "
+            "| Ready max | Not recovered | Detected ratio | Ready ratio |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for fault, system, service in ROWS:
+        row = table[key(fault, system, service)]
+        n, never = row["n"], "never" if row["failures"] == row["n"] else "-"
+        rows.append(
+            f"| {FAULT_LABELS[fault]} | {SYSTEM_LABELS[system]} | {service} | {n} | "
+            f"{fmt_s(row['detected_median'], n)} | {fmt_s(row['detected_max'], n)} | "
+            f"{fmt_s(row['ready_median'], n, never)} | {fmt_s(row['ready_max'], n, never)} "
+            f"| {row['failures'] if n else 'n/a'} | {ratio(row['detected_ratio'])} | "
+            f"{ratio(row['ready_ratio'])} |")
+    counted = [table[key(f, "unistack", s)] for f in FAULTS for s in SERVICES]
+    rows += ["", f"The hub counted the restart in `restarts` in "
+             f"{sum(r['counted'] or 0 for r in counted)} of {sum(r['n'] for r in counted)} "
+             "unistack trials."]
+    return rows
+
+
+def cpu_table(result: dict[str, Any]) -> list[str]:
+    rows = ["| Supervisor | Setting | Window (s) | CPU seconds | CPU (% of one core) "
+            "| Processes on the machine |", "|---|---|---:|---:|---:|---:|"]
+    settings = {"hub_cpu": ("unistack hub", "probes every 0.3 s, loop 1 s"),
+                "monit_cpu": ("Monit", "`set daemon 1`")}
+    for name, (label, setting) in settings.items():
+        cpu = result.get(name)
+        if cpu is None:
+            rows.append(f"| {label} | {setting} | n/a | n/a | n/a | n/a |")
+        else:
+            rows.append(f"| {label} | {setting} | {cpu['window']:.1f} | "
+                        f"{cpu['cpu_seconds']:.2f} | {cpu['percent']:.2f} | {cpu['processes']} |")
+    return rows
+
+
+def soak_table(soak_result: dict[str, Any]) -> list[str]:
+    load = soak_result["load"]
+    others = "; ".join(soak_result["other_events"]) or "none"
+    return [
+        "| Soak | Value |", "|---|---:|",
+        f"| duration (s), busy loops | {soak_result['seconds']:g}, {soak_result['burners']} |",
+        f"| dataset loaded (MB in s) | {load['mb']:.0f} in {load['seconds']:.1f} |",
+        f"| Redis used_memory after the load (MB) | {load['used_memory_mb']:.0f} |",
+        f"| BGSAVEs completed | {soak_result['bgsaves']} |",
+        f"| BGREWRITEAOFs (automatic) | {soak_result['aof_rewrites']} |",
+        f"| MB overwritten meanwhile | {soak_result['overwritten_mb']:.0f} |",
+        f"| writer errors | {soak_result['errors']} |",
+        f"| hub restarts (`restarts` in /status + restart events) | {soak_result['restarts']} |",
+        f"| service pids changed | {soak_result['pids_changed']} |",
+        "", f"Events other than ready/started during the soak: {others}."]
+
+
+def acceptance(table: dict[str, dict[str, Any]], result: dict[str, Any]) -> list[tuple[bool, str]]:
+    lines = [hung_line(table, name) for name in SERVICES]
+    crash = [table[key("kill", "unistack", s)] for s in SERVICES]
+    passed = all(r["ready_median"] is not None and r["ready_median"] <= ACCEPT_CRASH_READY
+                 and r["failures"] == 0 for r in crash)
+    lines.append((passed, "crash: ready median " + ", ".join(
+        f"{s} {fmt_s(r['ready_median'], r['n'], 'never')} s" for s, r in zip(
+            SERVICES, crash, strict=True)) + f" ≤ {ACCEPT_CRASH_READY:g} s"))
+    cpu = result["hub_cpu"]["percent"]
+    lines.append((cpu <= ACCEPT_HUB_CPU, f"hub CPU {cpu:.2f} % ≤ {ACCEPT_HUB_CPU:g} %"))
+    soak_result = result["soak"]
+    quiet = soak_result["restarts"] == 0 and soak_result["pids_changed"] == 0
+    lines.append((quiet, f"soak: {soak_result['restarts']} restarts, "
+                         f"{soak_result['pids_changed']} pids changed (0 expected)"))
+    return lines
+
+
+def hung_line(table: dict[str, dict[str, Any]], service: str) -> tuple[bool, str]:
+    row, monit = table[key("stop", "unistack", service)], table[key("stop", "monit", "redis")]
+    detected, ready = row["detected_median"], row["ready_median"]
+    passed = (row["failures"] == 0 and detected is not None and ready is not None
+              and detected <= ACCEPT_HUNG_DETECTED and ready <= ACCEPT_HUNG_READY)
+    text = (f"hung {service}: detected median {fmt_s(detected, row['n'], 'never')} s ≤ "
+            f"{ACCEPT_HUNG_DETECTED:g} s, ready median {fmt_s(ready, row['n'], 'never')} s ≤ "
+            f"{ACCEPT_HUNG_READY:g} s, {row['n'] - row['failures']}/{row['n']} recovered")
+    if monit["n"] and monit["ready_median"] is not None and ready is not None:
+        faster = ready < monit["ready_median"] and (
+            monit["detected_median"] is None or (detected or 0) < monit["detected_median"])
+        passed = passed and faster
+        text += (f", faster than Monit (detected {fmt_s(monit['detected_median'], 1)} s, "
+                 f"ready {monit['ready_median']:.3f} s)")
+    else:
+        text += ", Monit comparison n/a"
+    return passed, text
+
+
+def markdown(report: dict[str, Any], trials: int) -> str:
+    table = report["summary"]
+    rows = trial_table(table, trials)
+    rows += ["", *cpu_table(report), "", *soak_table(report["soak"]), ""]
+    if not report["monit"]["available"]:
+        rows += [f"Monit baseline n/a: {report['monit']['reason']}", ""]
+    rows.append("Acceptance (issue 3):")
+    rows += [f"- {text} → {'PASS' if ok else 'FAIL'}" for ok, text in report["acceptance"]]
+    overall = all(ok for ok, _ in report["acceptance"])
+    rows.append(f"- overall → {'PASS' if overall else 'FAIL'}")
+    return "\n".join(rows)
+
+
+def positive(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Time detection and recovery of a kill -9'd or SIGSTOPped service under "
+                    "the unistack hub, plain supervisord and Monit; the hub's CPU; a soak "
+                    "under load that must restart nothing.")
+    parser.add_argument("--trials", type=positive, default=10,
+                        help="trials per service and fault (10)")
+    parser.add_argument("--soak-seconds", type=positive, default=300,
+                        help="length of the soak under load (300)")
+    parser.add_argument("--cpu-seconds", type=positive, default=60,
+                        help="CPU measurement window of the hub and of Monit (60)")
+    parser.add_argument("--json", action="store_true",
+                        help="print samples and summary as JSON instead of tables")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the finally in collect() stops what we started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        report = collect(args)
+    except BenchmarkError as exc:
+        print(f"recovery benchmark: {exc}", file=sys.stderr)
+        return 1
+    report["summary"] = summaries(report["samples"])
+    report["acceptance"] = acceptance(report["summary"], report)
+    if args.json:
+        samples = {k: [t._asdict() for t in v] for k, v in report.pop("samples").items()}
+        checks = [{"pass": ok, "text": text} for ok, text in report.pop("acceptance")]
+        print(json.dumps({"trials": args.trials, "poll_seconds": POLL, "samples": samples,
+                          "acceptance": checks, **report}, indent=2))
+    else:
+        print(markdown(report, args.trials))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
