@@ -89,7 +89,8 @@ class ServicePolicy:
 
     def adopted(self, now: float, running_since: float) -> list[Action]:
         """A new hub found the program already running: probe it, restart nothing."""
-        self._started_at = running_since
+        # Probe it before judging it: its ready timeout starts now, not when it was spawned.
+        self._started_at = max(now, running_since)
         self._adopting = True
         self._move(STARTING, now)  # STOPPED -> STARTING, until its probe answers
         return []
@@ -135,7 +136,7 @@ class ServicePolicy:
             return []
         self._ready_since = None
         self._record_restart(now)
-        actions = self._open("failed", "critical", detail, now)
+        actions = self._open("failed", self._severity, detail, now)
         self._move(FAILED, now)  # any -> FAILED: supervisord stopped trying
         if self._flapping():
             actions += self._announce_loop(detail, now)
@@ -154,7 +155,8 @@ class ServicePolicy:
             self.next_start = None
             self._started_at = now
             return [Action(START, detail="backoff elapsed")]
-        waiting = self.state in (STARTING, RESTARTING, LOOPING) and self._ready_since is None
+        waiting = (self.state in (STARTING, RESTARTING, LOOPING) and self._ready_since is None
+                   and self.next_start is None)
         if waiting and now - self._started_at > self._config.ready_timeout:
             why = f"not ready {self._config.ready_timeout:g} s after start"
             detail = f"{why}: {self._last_detail}" if self._last_detail else why
@@ -175,14 +177,15 @@ class ServicePolicy:
 
     def backoff(self, attempt: int) -> float:
         """Delay before hub-scheduled restart ATTEMPT (1, 2, ...): doubling, jittered, capped."""
-        base = self._config.backoff_initial * 2 ** (attempt - 1)
+        base = self._config.backoff_initial * 2.0 ** min(attempt - 1, 64)
         spread = 1 + self._config.jitter * (2 * self._rng() - 1)
         return float(min(self._config.backoff_max, base * spread))
 
     def _restart(self, kind: str, detail: str, now: float, capture: bool) -> list[Action]:
         self._ready_since = None
+        self._started_at = now  # a new process is on its way: its ready timeout starts now
         self._record_restart(now)
-        severity = "critical" if self._critical else "warning"
+        severity = self._severity
         actions = [Action(CAPTURE, kind, severity, detail)] if capture else []
         actions += self._open(kind, severity, detail, now)
         if self._flapping():
@@ -201,7 +204,7 @@ class ServicePolicy:
             return []
         self._looping_announced = True
         window = self._config.flap_window
-        return [Action(EVENT, "looping", "critical",
+        return [Action(EVENT, "looping", self._severity,
                        f"{len(self.restarts)} restarts within {window:g} s; restarting with "
                        f"backoff (cap {self._config.backoff_max:g} s); last: {detail}")]
 
@@ -210,6 +213,10 @@ class ServicePolicy:
             return []  # one event per incident, not one per failure
         self.incident, self.incident_since = kind, now
         return [Action(EVENT, kind, severity, detail)]
+
+    @property
+    def _severity(self) -> str:
+        return "critical" if self._critical else "warning"
 
     def _record_restart(self, now: float) -> None:
         self.restarts.append(now)

@@ -74,6 +74,43 @@ def test_defaults_apply_when_no_layer_sets_a_key(root: Path, home: Path) -> None
     assert settings.log_backups == int(defaults["LOG_BACKUPS"])
     assert settings.hub_loop_interval == float(defaults["HUB_LOOP_INTERVAL"])
     assert settings.unistack_mode == defaults["UNISTACK_MODE"]
+    assert settings.hub_loop_interval == 1.0
+    assert "PROBE_TIMEOUT" not in config.KEYS_BY_NAME
+
+
+def test_each_probed_service_has_its_own_probe_timings(root: Path, home: Path) -> None:
+    settings = load(root, home, REDIS_LIVENESS_INTERVAL="0.7", REDIS_LIVENESS_TIMEOUT="0.25",
+                    REDIS_LIVENESS_THRESHOLD="4", PROMETHEUS_READINESS_TIMEOUT="1.5")
+    assert settings.probe_timing("redis", "liveness") == config.ProbeTiming(0.7, 0.25, 4)
+    assert settings.probe_timing("REDIS", "LIVENESS") == config.ProbeTiming(0.7, 0.25, 4)
+    assert settings.probe_timing("redis", "readiness") == config.ProbeTiming(0.3, 0.4, 2)
+    assert settings.probe_timing("prometheus", "readiness").timeout == 1.5
+    assert settings.value("REDIS_LIVENESS_TIMEOUT") == 0.25
+    assert settings.value("REDIS_LIVENESS_THRESHOLD") == 4
+    assert settings.value("PROMETHEUS_READINESS_TIMEOUT") == 1.5
+    assert settings.value("REDIS_PORT") == 7001
+    assert settings.value("RESTART_BACKOFF_JITTER") == 0.2
+    assert settings.to_env()["REDIS_LIVENESS_TIMEOUT"] == "0.25"
+    for service in config.PROBED_SERVICES:
+        for kind in ("liveness", "readiness"):
+            assert isinstance(settings.probe_timing(service, kind), config.ProbeTiming)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "parsed"),
+    [
+        ("RESTART_BACKOFF_JITTER", "0", 0.0),
+        ("RESTART_BACKOFF_JITTER", "0.99", 0.99),
+        ("CPU_WARN_PERCENT", "100", 100.0),
+        ("MEMORY_WARN_PERCENT", "0.5", 0.5),
+        ("FLAP_RESTARTS", "1", 1),
+        ("LOOP_RESOLVE_AFTER", "0.1", 0.1),
+    ],
+)
+def test_edge_values_that_fit_are_accepted(
+    root: Path, home: Path, key: str, value: str, parsed: float
+) -> None:
+    assert load(root, home, **{key: value}).value(key) == parsed
 
 
 def test_precedence_is_defaults_then_config_env_then_dotenv_then_environ(
@@ -116,8 +153,15 @@ def test_empty_unistack_home_means_the_checkout(root: Path) -> None:
         ("HUB_PORT", "70000", "1-65535"),
         ("HUB_PORT", "0", "1-65535"),
         ("HUB_LOOP_INTERVAL", "0", "seconds > 0"),
-        ("PROBE_TIMEOUT", "-1", "seconds > 0"),
-        ("PROBE_TIMEOUT", "nan", "seconds > 0"),
+        ("REDIS_LIVENESS_TIMEOUT", "-1", "seconds > 0"),
+        ("PROMETHEUS_READINESS_INTERVAL", "nan", "seconds > 0"),
+        ("REDIS_READINESS_THRESHOLD", "0", "a count > 0"),
+        ("RESTART_BACKOFF_JITTER", "1", "a fraction 0 <= x < 1"),
+        ("RESTART_BACKOFF_JITTER", "-0.1", "a fraction 0 <= x < 1"),
+        ("CPU_WARN_PERCENT", "0", "a percentage 0 < x <= 100"),
+        ("DISK_FREE_WARN_PERCENT", "100.5", "a percentage 0 < x <= 100"),
+        ("FLAP_RESTARTS", "0", "a count > 0"),
+        ("FLAP_RESTARTS", "1.5", "a count > 0"),
         ("SERVICE_READY_TIMEOUT", "inf", "seconds > 0"),
         ("STOP_TIMEOUT", "-inf", "seconds > 0"),
         ("UNISTACK_MODE", "kubernetes", "one of native, docker"),

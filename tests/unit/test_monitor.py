@@ -102,7 +102,7 @@ def monitors() -> Iterator[Callable[..., Monitor]]:
     started: list[Monitor] = []
 
     def start(
-        liveness: ScriptedProbe, readiness: ScriptedProbe, post: Posts, pid: int,
+        liveness: ScriptedProbe, readiness: ScriptedProbe, post: Posts, pid: int, *,
         live: ProbeTiming = FAST, ready: ProbeTiming = FAST,
     ) -> Monitor:
         monitor = Monitor("redis", (liveness, readiness), (live, ready), post, lambda: pid)

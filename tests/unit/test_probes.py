@@ -137,7 +137,7 @@ def test_redis_ready(serve: Callable[..., _Server]) -> None:
     server = serve(FakeRedis())
     for require_ready in (True, False):
         result = redis_check(server.port, require_ready)
-        assert result == ProbeResult(True, "ready", result.latency)
+        assert result == ProbeResult(True, "ready", result.latency, answered=True)
         assert 0 <= result.latency < TIMEOUT
 
 
@@ -145,6 +145,7 @@ def test_redis_loading_is_alive_but_not_ready(serve: Callable[..., _Server]) -> 
     server = serve(FakeRedis(info=READY_INFO.replace("loading:0", "loading:1")))
     ready = redis_check(server.port, require_ready=True)
     assert not ready.ok
+    assert ready.answered
     assert "loading" in ready.detail
     assert redis_check(server.port, require_ready=False).ok
 
@@ -167,6 +168,7 @@ def test_redis_wrong_password_is_not_ok(serve: Callable[..., _Server]) -> None:
     for require_ready in (True, False):
         result = redis_check(server.port, require_ready, password="not-the-password")
         assert not result.ok
+        assert result.answered  # an error reply is an answer: Redis is alive
         assert "WRONGPASS" in result.detail
         assert "not-the-password" not in result.detail
 
@@ -177,6 +179,7 @@ def test_redis_other_error_reply_to_ping_is_not_ok_even_for_liveness(
     server = serve(FakeRedis(ping_reply=b"-MISCONF something broke\r\n"))
     result = redis_check(server.port, require_ready=False)
     assert not result.ok
+    assert result.answered
     assert "MISCONF" in result.detail
 
 
@@ -199,6 +202,7 @@ def test_redis_that_never_answers_times_out_in_bound(serve: Callable[..., _Serve
     server = serve(hang)
     result, elapsed = timed(lambda: redis_check(server.port))
     assert not result.ok
+    assert not result.answered
     assert result.detail == "timed out"
     assert TIMEOUT <= elapsed < TIMEOUT + SLACK
 
@@ -207,12 +211,14 @@ def test_redis_closing_the_connection_is_not_ok(serve: Callable[..., _Server]) -
     server = serve(lambda handler: None)
     result = redis_check(server.port)
     assert not result.ok
+    assert not result.answered
     assert result.detail
 
 
 def test_redis_connection_refused() -> None:
     result, elapsed = timed(lambda: redis_check(free_port()))
     assert not result.ok
+    assert not result.answered
     assert result.detail == "connection refused"
     assert elapsed < TIMEOUT
 
@@ -238,6 +244,7 @@ def http_check(port: int, path: str = "/-/ready") -> ProbeResult:
 def test_http_200_is_ok(serve: Callable[..., _Server]) -> None:
     result = http_check(serve(http_status(200, "OK")).port)
     assert result.ok
+    assert result.answered
     assert result.detail == "ready"
 
 
@@ -247,6 +254,7 @@ def test_http_other_status_is_not_ok(
 ) -> None:
     result = http_check(serve(http_status(code, reason)).port, "/-/ready")
     assert not result.ok
+    assert result.answered  # alive, only not ready
     assert str(code) in result.detail
     assert "/-/ready" in result.detail
 
@@ -255,6 +263,7 @@ def test_http_that_never_answers_times_out_in_bound(serve: Callable[..., _Server
     server = serve(hang)
     result, elapsed = timed(lambda: http_check(server.port))
     assert not result.ok
+    assert not result.answered
     assert "timed out" in result.detail
     assert TIMEOUT <= elapsed < TIMEOUT + SLACK
 
@@ -262,6 +271,7 @@ def test_http_that_never_answers_times_out_in_bound(serve: Callable[..., _Server
 def test_http_connection_refused() -> None:
     result = http_check(free_port())
     assert not result.ok
+    assert not result.answered
     assert "connection refused" in result.detail
 
 
@@ -282,6 +292,7 @@ def test_http_slow_answer_is_bounded_by_the_timeout(serve: Callable[..., _Server
     server.released.set()
     assert elapsed < TIMEOUT + SLACK
     assert not result.ok
+    assert not result.answered
     assert "timed out" in result.detail
 
 
@@ -292,7 +303,7 @@ def test_build_probe_builds_each_registry_probe(tmp_path: Path) -> None:
     settings = load_settings(environ={"UNISTACK_HOME": str(tmp_path)}, root=ROOT)
     for service in REGISTRY:
         for spec in (service.liveness, service.readiness):
-            probe = build_probe(spec, service, settings)
+            probe = build_probe(spec, service, settings, TIMEOUT)
             expected = RedisProbe if spec.kind.startswith("redis") else HttpProbe
             assert isinstance(probe, expected)
 
@@ -301,4 +312,19 @@ def test_build_probe_refuses_an_unknown_kind(tmp_path: Path) -> None:
     settings = load_settings(environ={"UNISTACK_HOME": str(tmp_path)}, root=ROOT)
     service = replace(REGISTRY[0], readiness=ProbeSpec("carrier-pigeon"))
     with pytest.raises(ValueError, match="carrier-pigeon"):
-        build_probe(service.readiness, service, settings)
+        build_probe(service.readiness, service, settings, TIMEOUT)
+
+
+@pytest.mark.parametrize("timeout", [0.15, 0.6])
+def test_build_probe_uses_the_timeout_it_is_given(
+    serve: Callable[..., _Server], tmp_path: Path, timeout: float
+) -> None:
+    server = serve(hang)
+    settings = load_settings(environ={"UNISTACK_HOME": str(tmp_path),
+                                      "PROMETHEUS_PORT": str(server.port)}, root=ROOT)
+    prometheus = next(s for s in REGISTRY if s.name == "prometheus")
+    probe = build_probe(prometheus.readiness, prometheus, settings, timeout)
+    result, elapsed = timed(probe.check)
+    assert not result.ok
+    assert not result.answered
+    assert timeout <= elapsed < timeout + SLACK

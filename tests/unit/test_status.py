@@ -1,4 +1,6 @@
-"""hub.status: every state arrow, the overall verdict and its exit code; hub.events: the ring."""
+"""hub.status: the overall verdict and its exit code; hub.events: the ring.
+
+The state arrows are policy's, tested in test_policy.py."""
 
 from __future__ import annotations
 
@@ -11,67 +13,12 @@ from unistack.hub.status import (
     DEGRADED,
     DOWN,
     EXIT_CODES,
-    FAILED,
     HEALTHY,
-    READY,
-    STARTING,
-    STOPPED,
-    UNHEALTHY,
     ServiceStatus,
-    next_state,
     overall,
     status_document,
 )
-
-HUB_STATES = (STOPPED, STARTING, READY, UNHEALTHY, FAILED)
-STARTED, TIMEOUT = 100.0, 20.0
-WITHIN, PAST = STARTED + TIMEOUT - 0.5, STARTED + TIMEOUT + 0.5
-
-
-def step(current: str, program: str, probe_ok: bool, now: float = WITHIN) -> str:
-    return next_state(current, program, probe_ok,
-                      started_at=STARTED, now=now, ready_timeout=TIMEOUT)
-
-
-@pytest.mark.parametrize("current", HUB_STATES)
-@pytest.mark.parametrize("probe_ok", [True, False])
-def test_fatal_is_failed_whatever_the_probe(current: str, probe_ok: bool) -> None:
-    assert step(current, "FATAL", probe_ok) == FAILED
-
-
-@pytest.mark.parametrize("current", HUB_STATES)
-@pytest.mark.parametrize("probe_ok", [True, False])
-def test_backoff_is_starting_whatever_the_probe(current: str, probe_ok: bool) -> None:
-    assert step(current, "BACKOFF", probe_ok, now=PAST) == STARTING
-
-
-@pytest.mark.parametrize("program", ["STOPPED", "EXITED", "STOPPING", "UNKNOWN"])
-@pytest.mark.parametrize("current", HUB_STATES)
-def test_not_running_is_stopped_even_if_a_probe_answers(program: str, current: str) -> None:
-    assert step(current, program, probe_ok=True) == STOPPED
-
-
-@pytest.mark.parametrize("program", ["STARTING", "RUNNING"])
-@pytest.mark.parametrize("current", HUB_STATES)
-def test_running_and_probe_ok_is_ready(program: str, current: str) -> None:
-    assert step(current, program, probe_ok=True, now=PAST) == READY
-
-
-@pytest.mark.parametrize("current", [READY, UNHEALTHY])
-@pytest.mark.parametrize("now", [WITHIN, PAST])
-def test_ready_then_failing_probe_is_unhealthy(current: str, now: float) -> None:
-    assert step(current, "RUNNING", probe_ok=False, now=now) == UNHEALTHY
-
-
-@pytest.mark.parametrize("current", [STOPPED, STARTING])
-def test_not_ready_within_timeout_is_starting(current: str) -> None:
-    assert step(current, "RUNNING", probe_ok=False, now=WITHIN) == STARTING
-    assert step(current, "STARTING", probe_ok=False, now=STARTED + TIMEOUT) == STARTING
-
-
-@pytest.mark.parametrize("current", [STOPPED, STARTING, FAILED])
-def test_not_ready_past_timeout_is_failed(current: str) -> None:
-    assert step(current, "RUNNING", probe_ok=False, now=PAST) == FAILED
+from unistack.policy import FAILED, READY
 
 
 def service(name: str, critical: bool, ready: bool) -> ServiceStatus:
@@ -107,6 +54,19 @@ def test_status_document() -> None:
     assert document["hub"] == {"pid": 7}
     assert [s["name"] for s in document["services"]] == ["redis", "prometheus"]
     assert document["services"][1]["ready"] is False
+    assert document["services"][1]["restarts"] == 0
+    assert document["services"][1]["incident"] == ""
+    assert document["services"][1]["last_incident"] == ""
+
+
+def test_status_carries_restarts_and_incidents() -> None:
+    status = ServiceStatus(name="redis", group="infrastructure", critical=True, state=READY,
+                           ready=True, pid=42, since=1.0, detail="ready", url="redis://x",
+                           restarts=2, incident="crashed",
+                           last_incident="/var/log/incidents/x-redis.txt")
+    assert status.to_json()["restarts"] == 2
+    assert status.to_json()["incident"] == "crashed"
+    assert status.to_json()["last_incident"] == "/var/log/incidents/x-redis.txt"
 
 
 # --- events ----------------------------------------------------------------------------
@@ -117,6 +77,16 @@ def test_event_carries_its_fields_and_the_injected_clock() -> None:
     event = log.emit("redis", "state", "warning", "READY -> UNHEALTHY")
     assert event == {"ts": 123.0, "service": "redis", "kind": "state",
                      "severity": "warning", "detail": "READY -> UNHEALTHY"}
+    assert log.recent() == [event]
+
+
+def test_event_carries_extra_fields() -> None:
+    log = EventLog(clock=lambda: 5.0)
+    event = log.emit("prometheus", "crashed", "info", "caused by redis", cause="redis",
+                     incident="/var/log/incidents/x.txt")
+    assert event == {"ts": 5.0, "service": "prometheus", "kind": "crashed", "severity": "info",
+                     "detail": "caused by redis", "cause": "redis",
+                     "incident": "/var/log/incidents/x.txt"}
     assert log.recent() == [event]
 
 
@@ -140,3 +110,18 @@ def test_every_subscriber_sees_every_event_in_order() -> None:
     assert first == emitted
     assert second == emitted
     assert log.recent() == emitted[-1:]
+
+
+def test_preload_puts_earlier_hubs_events_first_without_duplicates() -> None:
+    log = EventLog(capacity=4, clock=lambda: 10.0)
+    own = log.emit("hub", "started", "info", "hub started")
+    history: list[Event] = [
+        {"ts": 5.0, "service": "redis", "kind": "crashed", "severity": "critical", "detail": ""},
+        {"ts": 10.0, "service": "hub", "kind": "started", "severity": "info", "detail": "old"},
+        {"ts": 3.0, "service": "redis", "kind": "ready", "severity": "info", "detail": ""},
+        {"ts": 1.0, "service": "redis", "kind": "adopted", "severity": "info", "detail": ""},
+        {"ts": 2.0, "service": "redis", "kind": "hung", "severity": "critical", "detail": ""},
+    ]
+    log.preload(history)
+    assert [e["ts"] for e in log.recent()] == [2.0, 3.0, 5.0, 10.0]  # oldest dropped
+    assert log.recent()[-1] is own

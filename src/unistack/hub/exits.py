@@ -59,3 +59,7 @@ class ExitWatcher:
                 self._selector.unregister(key.fd)
                 os.close(key.fd)
                 self._post(*key.data)
+        for key in list(self._selector.get_map().values()):
+            os.close(key.fd)
+        self._selector.close()
+        os.close(self._wake_write)

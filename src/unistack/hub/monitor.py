@@ -116,7 +116,7 @@ class Monitor:
                 ready_failures += 1
                 if ready_failures >= self._ready_timing.threshold:
                     self._report(False, result)
-                if not result.answered:
+                if not result.answered and not self._settling:
                     # No answer at all is the first liveness failure; confirm at once.
                     live_failures, sample = self._judge(1, result, None)
                     self._sleep(_CONFIRM_DELAY)

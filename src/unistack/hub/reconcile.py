@@ -164,7 +164,7 @@ class Reconciler:
                 now, f"process {pid} exited unexpectedly after {lived:.1f} s"))
         if pid == service.pid and service.monitor:
             service.monitor.pause()
-        self._next_sync = now + _RESYNC_SOON
+        self._resync_soon(now)
 
     def expect_exit(self, name: str) -> None:
         """The current process of NAME is being stopped on purpose: not a crash."""
@@ -174,7 +174,11 @@ class Reconciler:
 
     # --- supervisord --------------------------------------------------------------
 
+    def _resync_soon(self, now: float) -> None:
+        self._next_sync = min(self._next_sync, now + _RESYNC_SOON)
+
     def _sync(self, now: float) -> None:
+        self._next_sync = float("inf")  # actions below may ask for an early resync
         try:
             processes = self._supervisor.processes()
         except SupervisorError as exc:
@@ -188,7 +192,8 @@ class Reconciler:
             settling |= service.policy.state != policy.READY
         self._first_sync = False
         interval = self._settings.hub_loop_interval
-        self._next_sync = now + (min(0.1, interval) if settling else interval)
+        self._next_sync = min(self._next_sync,
+                              now + (min(0.1, interval) if settling else interval))
 
     def _observe(self, service: _Service, info: ProcessInfo, now: float) -> None:
         p = service.policy
@@ -227,7 +232,7 @@ class Reconciler:
             log.error("%s could not be started: %s", service.spec.name, exc)
             return
         log.info("%s started by the hub", service.spec.name)
-        self._next_sync = now + _RESYNC_SOON
+        self._resync_soon(now)
 
     # --- acting -------------------------------------------------------------------
 
@@ -271,7 +276,7 @@ class Reconciler:
             pass
         except PermissionError:
             os.kill(pid, signal.SIGKILL)
-        self._next_sync = self._clock() + _RESYNC_SOON
+        self._resync_soon(self._clock())
 
     def _stop_for_backoff(self, service: _Service) -> None:
         """Stop the program in supervisord so it stays down until the hub's backoff ends."""
