@@ -32,6 +32,10 @@ class ServiceSpec:
     liveness: ProbeSpec
     readiness: ProbeSpec
     depends_on: tuple[str, ...] = ()
+    # What a dependency's restart means for this service: it waits for every dependency
+    # (it is never started before they are ready), and those named here also restart it
+    # once they are ready again (e.g. a client that cannot reconnect by itself).
+    restart_with: tuple[str, ...] = ()
     metrics_path: str | None = None
     # supervisord starts an autostart service itself (the hub); the hub starts the rest.
     autostart: bool = False
@@ -101,6 +105,9 @@ def start_order(registry: tuple[ServiceSpec, ...] = REGISTRY) -> list[ServiceSpe
         unknown = set(spec.depends_on) - specs.keys()
         if unknown:
             raise RegistryError(f"{spec.name} depends on unknown service(s) {sorted(unknown)}")
+        if not set(spec.restart_with) <= set(spec.depends_on):
+            raise RegistryError(f"{spec.name}: restart_with {list(spec.restart_with)} must "
+                                f"name dependencies, not {list(spec.depends_on)}")
         graph.add(spec.name, *spec.depends_on)
     try:
         order = [specs[name] for name in graph.static_order()]

@@ -11,7 +11,7 @@ import queue
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +167,7 @@ class Hub:
 def make_hub(tmp_path: Path) -> Iterator[Callable[..., Hub]]:
     supervisors: list[FakeSupervisor] = []
 
-    def build(**environ: str) -> Hub:
+    def build(registry: tuple[ServiceSpec, ...] = REGISTRY, **environ: str) -> Hub:
         settings = load_settings(
             environ={"UNISTACK_HOME": str(tmp_path), "HUB_LOOP_INTERVAL": "0.05",
                      "RESTART_BACKOFF_INITIAL": "0.05", **environ},
@@ -180,7 +180,7 @@ def make_hub(tmp_path: Path) -> Iterator[Callable[..., Hub]]:
             monitors[spec.name] = FakeMonitor(spec.name)
             return monitors[spec.name]
 
-        services = build_services(settings, REGISTRY, make_monitor)
+        services = build_services(settings, registry, make_monitor)
         incidents = tmp_path / "incidents"
         incidents.mkdir(exist_ok=True)
         (tmp_path / "log").mkdir(exist_ok=True)
@@ -462,3 +462,39 @@ def test_without_a_failing_dependency_there_is_no_cause(make_hub: Callable[..., 
     unhealthy = hub.event("app", "unhealthy")
     assert "cause" not in unhealthy
     assert unhealthy["severity"] == "warning"
+
+
+def test_a_restart_with_edge_restarts_the_dependent_when_the_dependency_is_back(
+    make_hub: Callable[..., Hub]
+) -> None:
+    hub = make_hub(registry=(replace(APP, restart_with=("db",)), DB, HUB))
+    children = running_and_ready(hub, "db", "app")
+    db, app = children["db"], children["app"]
+    db.kill()
+    db.wait(5)
+    hub.post(Exited("db", db.pid))
+    hub.until(lambda: hub.state("db") == policy.RESTARTING)
+    assert app.poll() is None  # waiting for db, not restarted yet
+    fresh = hub.supervisor.run("db")
+    hub.reconciler.round()
+    hub.ready("db")
+    assert app.wait(5) == -9  # db is back: app restarted with it
+    restarted = hub.event("app", "restarted_with")
+    assert restarted["cause"] == "db"
+    fresh.kill()
+
+
+def test_a_plain_dependency_edge_only_waits(make_hub: Callable[..., Hub]) -> None:
+    hub = make_hub()
+    children = running_and_ready(hub, "db", "app")
+    db, app = children["db"], children["app"]
+    db.kill()
+    db.wait(5)
+    hub.post(Exited("db", db.pid))
+    hub.until(lambda: hub.state("db") == policy.RESTARTING)
+    fresh = hub.supervisor.run("db")
+    hub.reconciler.round()
+    hub.ready("db")
+    assert app.poll() is None
+    assert "restarted_with" not in hub.kinds("app")
+    fresh.kill()

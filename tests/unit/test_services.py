@@ -117,3 +117,13 @@ def test_real_registry_names_are_unique_and_each_has_a_port_key() -> None:
     assert list(specs) == [s.name for s in REGISTRY]
     assert all(s.port_key.endswith("_PORT") for s in REGISTRY)
     assert [s.name for s in REGISTRY if s.autostart] == ["hub"]
+
+
+def test_restart_with_must_name_a_dependency() -> None:
+    from dataclasses import replace
+
+    broken = replace(spec("api", "db"), restart_with=("cache",))
+    with pytest.raises(RegistryError, match=r"restart_with \['cache'\] must name dependencies"):
+        start_order((spec("db"), spec("cache"), broken))
+    fine = replace(spec("api", "db"), restart_with=("db",))
+    assert [s.name for s in start_order((spec("db"), fine))] == ["db", "api"]

@@ -147,7 +147,10 @@ class Reconciler:
             return
         service.detail = message.detail
         if message.kind == "ready":
+            restarted = service.policy.state in (policy.RESTARTING, policy.LOOPING)
             self._apply(service, service.policy.ready(now))
+            if restarted:
+                self._restart_dependents(service.spec.name)
         elif message.kind == "not_ready":
             self._apply(service, service.policy.not_ready(now, message.detail))
         elif message.kind == "hung":
@@ -261,6 +264,14 @@ class Reconciler:
             service.policy.next_start = now + _RESYNC_SOON * 5
             return
         self._start_when_ready(service, now)
+
+    def _restart_dependents(self, name: str) -> None:
+        """Dependents whose edge says so restart once NAME is ready again after a restart."""
+        for dependent in self._services.values():
+            if name in dependent.spec.restart_with and dependent.pid > 0:
+                self._events.emit(dependent.spec.name, "restarted_with", "info",
+                                  f"restarted because {name} restarted", cause=name)
+                self._kill(dependent)
 
     def _kill(self, service: _Service) -> None:
         """SIGKILL the whole process group; supervisord sees the exit and respawns it."""
