@@ -31,6 +31,24 @@ log = logging.getLogger("unistack.hub")
 _STALE_EXIT_CODE = 70  # the loop stopped turning: exit so supervisord restarts the hub
 
 
+class Watchdog:
+    """Exits the hub when its reconcile loop is stale, so supervisord starts a fresh one
+    (a thread stuck inside the loop cannot be unstuck from outside)."""
+
+    def __init__(self, age: Callable[[], float], limit: float,
+                 exit: Callable[[int], None] = os._exit) -> None:
+        self._age = age
+        self._limit = limit
+        self._exit = exit
+
+    def check(self) -> None:
+        age = self._age()
+        if age > self._limit:
+            log.critical("reconcile loop stale for %.1f s (HUB_STALE_AFTER=%g); exiting so "
+                         "supervisord restarts the hub", age, self._limit)
+            self._exit(_STALE_EXIT_CODE)
+
+
 def _log_event(event: Event) -> None:
     level = logging.INFO if event["severity"] == "info" else logging.WARNING
     log.log(level, "event %s %s: %s", event["service"], event["kind"], event["detail"])
@@ -107,13 +125,9 @@ class Hub:
             log.error("restart of %s failed: %s", name, exc)
 
     def _watchdog(self) -> None:
-        """Exit when the reconcile loop is stale, so supervisord starts a fresh hub."""
+        watchdog = Watchdog(self.loop_age, self.settings.hub_stale_after)
         while not self.stop_event.wait(min(1.0, self.settings.hub_stale_after / 2)):
-            age = self.loop_age()
-            if age > self.settings.hub_stale_after:
-                log.critical("reconcile loop stale for %.1f s (HUB_STALE_AFTER=%g); exiting so "
-                             "supervisord restarts the hub", age, self.settings.hub_stale_after)
-                os._exit(_STALE_EXIT_CODE)
+            watchdog.check()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("received %s, stopping the hub", signal.Signals(signum).name)

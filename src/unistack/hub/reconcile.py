@@ -53,6 +53,7 @@ class _Service:
     spawned_at: float = 0.0  # wall-clock start of the current pid, from supervisord
     detail: str = "not observed yet"
     last_incident: str = ""
+    captured: str = ""  # incident file of the action list being applied
     killed: set[int] = field(default_factory=set)
     stopping: threading.Thread | None = None  # a stop for backoff still in progress
 
@@ -241,11 +242,12 @@ class Reconciler:
 
     def _apply(self, service: _Service, actions: list[policy.Action]) -> None:
         name = service.spec.name
+        service.captured = ""
         for action in actions:
             if action.kind == policy.CAPTURE:
                 path = self._incidents.capture(name, service.pid, action.detail,
                                                service.spec.python)
-                service.last_incident = str(path)
+                service.last_incident = service.captured = str(path)
                 log.warning("%s %s: %s; incident %s", name, action.event, action.detail, path)
             elif action.kind == policy.KILL:
                 self._kill(service)
@@ -315,8 +317,8 @@ class Reconciler:
             extra["cause"] = cause
             severity = "info"
             detail += f" (caused by {cause}: {self._services[cause].policy.incident})"
-        if service.last_incident and action.event not in ("ready", "recovered"):
-            extra["incident"] = service.last_incident
+        if service.captured:
+            extra["incident"] = service.captured
         self._events.emit(service.spec.name, action.event, severity, detail, **extra)
 
     def _root_cause(self, spec: ServiceSpec) -> str | None:
