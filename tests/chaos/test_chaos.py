@@ -290,3 +290,24 @@ def test_cpu_hogs_and_a_large_save_cause_no_restart(stack: Stack) -> None:
     assert all(s["restarts"] == 0 and s["ready"] for s in status.values()), status
     bad = [e for e in events(stack) if e["kind"] in ("hung", "crashed", "looping", "unhealthy")]
     assert bad == []
+
+
+def test_a_frozen_hub_is_replaced_by_its_guard_and_restarts_nothing(stack: Stack) -> None:
+    start(stack)
+    before = {name: s["pid"] for name, s in services(stack).items()}
+    wait_for(lambda: time.time() - psutil.Process(before["hub"]).create_time() > 6)
+    os.kill(before["hub"], signal.SIGSTOP)
+    frozen = time.monotonic()
+
+    def replaced() -> bool:
+        try:
+            now = services(stack)
+        except OSError:
+            return False
+        return now["hub"]["pid"] != before["hub"] and all(s["ready"] for s in now.values())
+
+    wait_for(replaced, timeout=15, interval=0.1)
+    assert time.monotonic() - frozen < 8.0
+    after = {name: s["pid"] for name, s in services(stack).items()}
+    assert after["redis"] == before["redis"] and after["prometheus"] == before["prometheus"]
+    assert "killing it" in (stack.home / "var/log/hubguard.log").read_text()

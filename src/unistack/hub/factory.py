@@ -19,8 +19,8 @@ from unistack.hub.eventstore import EventStore
 from unistack.hub.exits import ExitWatcher
 from unistack.hub.incidents import IncidentRecorder
 from unistack.hub.metrics import HubMetrics
-from unistack.hub.monitor import Monitor, Verdict
-from unistack.hub.reconcile import Exited, Reconciler, build_services
+from unistack.hub.monitor import Monitor
+from unistack.hub.reconcile import Exited, Message, Reconciler, Wake, build_services
 from unistack.hub.resources import ResourceWatcher
 from unistack.probes import build_probe
 from unistack.services import REGISTRY, ServiceSpec, by_name
@@ -66,7 +66,7 @@ class Hub:
         self.events.subscribe(_log_event)
         self.store = EventStore(settings, self.events)
         self.supervisor = SupervisorClient(settings.supervisor_socket)
-        inbox: queue.SimpleQueue[Verdict | Exited] = queue.SimpleQueue()
+        inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self.services = build_services(settings, registry,
                                        lambda spec, pid: self._monitor(spec, pid, inbox))
         self.reconciler = Reconciler(
@@ -92,7 +92,7 @@ class Hub:
         self.server = HubServer(api, settings.hub_port)
 
     def _monitor(
-        self, spec: ServiceSpec, pid: Callable[[], int], inbox: queue.SimpleQueue[Verdict | Exited]
+        self, spec: ServiceSpec, pid: Callable[[], int], inbox: queue.SimpleQueue[Message]
     ) -> Monitor | None:
         if spec.autostart:
             return None
@@ -132,6 +132,7 @@ class Hub:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("received %s, stopping the hub", signal.Signals(signum).name)
         self.stop_event.set()
+        self.reconciler.inbox.put(Wake("stop"))
 
     def run(self) -> int:
         runtime.render(self.settings)

@@ -43,6 +43,15 @@ class Exited(NamedTuple):
     pid: int
 
 
+class Wake(NamedTuple):
+    """Nothing happened to a service; the loop should look at its stop flag now."""
+
+    reason: str
+
+
+Message = Verdict | Exited | Wake
+
+
 @dataclass
 class _Service:
     spec: ServiceSpec
@@ -70,7 +79,7 @@ class Reconciler:
         events: EventLog,
         metrics: HubMetrics,
         incidents: IncidentRecorder,
-        inbox: queue.SimpleQueue[Verdict | Exited],
+        inbox: queue.SimpleQueue[Message],
     ) -> None:
         self._settings = settings
         self._supervisor = supervisor
@@ -140,7 +149,9 @@ class Reconciler:
         self.last_round = time.monotonic()
         self._metrics.round_done()
 
-    def _handle(self, message: Verdict | Exited) -> None:
+    def _handle(self, message: Message) -> None:
+        if isinstance(message, Wake):
+            return
         service = self._services[message.service]
         now = self._clock()
         if isinstance(message, Exited):
