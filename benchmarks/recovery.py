@@ -44,13 +44,13 @@ from redis.retry import Retry
 
 # The startup benchmark's helpers: same temp homes, ports, baseline conf and cleanup.
 from startup import (
+    SUPERVISORD,
     BenchmarkError,
     baseline_settings,
     cleanup,
     free_ports,
     gone,
     kill_leftovers,
-    measure_baseline_start,
     measure_baseline_stop,
     processes_of,
     progress,
@@ -60,6 +60,7 @@ from startup import (
 from unistack.config import LOOPBACK, PROJECT_ROOT, Settings, load_settings
 from unistack.hub.client import HubClient, HubUnreachable
 from unistack.policy import READY
+from unistack.stack import supervisord_env
 
 POLL = 0.005  # seconds between two polls of /status or PING
 PING_TIMEOUT = 0.25  # one PING poll; a SIGSTOPped Redis accepts TCP and never answers
@@ -75,7 +76,7 @@ CPU_SETTLE = 5.0  # seconds after healthy before the CPU window: start-up work i
 DATASET_KEYS = 6000  # x VALUE_BYTES = 600 MB, under redis.conf's maxmemory 1gb
 VALUE_BYTES = 100_000
 LOAD_BATCH = 50  # keys per pipeline while loading (5 MB)
-OVERWRITE_KEYS = 10  # keys rewritten every OVERWRITE_PAUSE while a BGSAVE runs (10 MB/s)
+OVERWRITE_KEYS = 10  # keys rewritten every OVERWRITE_PAUSE during the soak (10 MB/s)
 OVERWRITE_PAUSE = 0.1
 NO_LOOPS = {"FLAP_RESTARTS": "1000"}  # every trial a fresh recovery, never LOOPING
 QUIET_KINDS = ("ready", "started")  # events that are not a restart or a warning
@@ -299,13 +300,22 @@ def settled_redis(port: int, password: str, settle: float) -> int | None:
     return pid if pid and uptime(pid) >= settle else None
 
 
-def redis_trial(port: int, password: str, fault: str, limit: float, settle: float,
-                log: Path | None = None) -> Trial:
-    """Signal the Redis on PORT; poll PING until a new pid answers or LIMIT passes."""
-    pid = wait_for(lambda: settled_redis(port, password, settle), SETTLE_LIMIT,
-                   f"redis on port {port} answering for {settle:g} s")
+class Target(NamedTuple):
+    """A Redis under a baseline supervisor: where it answers, how long it must have lived."""
+
+    port: int
+    password: str
+    settle: float
+    log: Path | None = None  # the supervisor's log: its first new line is its reaction
+
+
+def redis_trial(target: Target, fault: str, limit: float) -> Trial:
+    """Signal TARGET's Redis; poll PING until a new pid answers or LIMIT passes."""
+    port, password = target.port, target.password
+    pid = wait_for(lambda: settled_redis(port, password, target.settle), SETTLE_LIMIT,
+                   f"redis on port {port} answering for {target.settle:g} s")
     time.sleep(random.uniform(0, PHASE))
-    watch = LogWatch(log) if log else None
+    watch = LogWatch(target.log) if target.log else None
     began = time.perf_counter()
     os.kill(pid, FAULTS[fault])
     ready = None
@@ -327,12 +337,17 @@ def baseline_trials(home: Path, trials: int, samples: Samples) -> None:
     progress(f"plain supervisord: starting the same programs in {home} ...")
     directory = home / "baseline"
     settings, conf = baseline_settings(stack_environment(home), directory)
-    measure_baseline_start(settings, conf)
+    daemon = subprocess.run([*SUPERVISORD, str(conf)], env=supervisord_env(settings),
+                            cwd=settings.unistack_home, capture_output=True, text=True,
+                            timeout=START_LIMIT, check=False)
+    if daemon.returncode != 0:
+        raise BenchmarkError(f"baseline supervisord exited {daemon.returncode}: "
+                             f"{(daemon.stderr or daemon.stdout).strip()}")
+    target = Target(settings.redis_port, settings.redis_password, SETTLE)
     limits = {"kill": RECOVER_LIMIT, "stop": BASELINE_HANG_LIMIT}
     for fault, limit in limits.items():
         for index in range(trials):
-            trial = redis_trial(settings.redis_port, settings.redis_password, fault, limit,
-                                SETTLE)
+            trial = redis_trial(target, fault, limit)
             samples[key(fault, "supervisord", "redis")].append(trial)
             progress(f"  supervisord redis {fault} {index + 1}/{trials}: {describe(trial)}")
     measure_baseline_stop(directory / "supervisor.sock", home)
@@ -449,10 +464,10 @@ class MonitRun:
 
 
 def monit_trials(run: MonitRun, trials: int, samples: Samples) -> None:
-    log = run.directory / "monit.log"
+    target = Target(run.port, "", MONIT_SETTLE, run.directory / "monit.log")
     for fault in FAULTS:
         for index in range(trials):
-            trial = redis_trial(run.port, "", fault, RECOVER_LIMIT, MONIT_SETTLE, log)
+            trial = redis_trial(target, fault, RECOVER_LIMIT)
             samples[key(fault, "monit", "redis")].append(trial)
             progress(f"  monit redis {fault} {index + 1}/{trials}: {describe(trial)}")
 
@@ -465,14 +480,20 @@ def cpu_seconds(pid: int) -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
-def cpu_window(pid: int, seconds: float) -> dict[str, float]:
+def cpu_window(pid: int, seconds: float, setting: str) -> dict[str, Any]:
     """CPU use of PID over SECONDS, as % of one core. Nothing polls it meanwhile."""
     processes = len(psutil.pids())
     before, began = cpu_seconds(pid), time.perf_counter()
     time.sleep(seconds)  # the window itself: any polling would add to the CPU measured
     used, window = cpu_seconds(pid) - before, time.perf_counter() - began
-    return {"window": window, "cpu_seconds": used, "percent": 100 * used / window,
-            "processes": processes}
+    return {"setting": setting, "window": window, "cpu_seconds": used,
+            "percent": 100 * used / window, "processes": processes}
+
+
+def hub_setting(settings: Settings) -> str:
+    probes = sorted({t.interval for t in settings.probes.values()})
+    return (f"probes every {'/'.join(f'{p:g}' for p in probes)} s, "
+            f"loop {settings.hub_loop_interval:g} s")
 
 
 def soak_client(settings: Settings) -> redis.Redis:
@@ -558,7 +579,7 @@ def cpu_and_soak(home: Path, cpu_window_s: float, soak_s: float) -> dict[str, An
     time.sleep(CPU_SETTLE)  # first scrapes and event persistence are start-up work
     hub_pid = wait_for(lambda: stack.get("/status").get("hub", {}).get("pid"), 10.0, "hub pid")
     progress(f"  hub CPU over {cpu_window_s:g} s ...")
-    cpu = cpu_window(hub_pid, cpu_window_s)
+    cpu = cpu_window(hub_pid, cpu_window_s, hub_setting(stack.settings))
     progress(f"  soak {soak_s:g} s: {psutil.cpu_count()} busy loops, dataset, BGSAVEs ...")
     result = soak(stack, soak_s)
     stack.stop()
@@ -573,6 +594,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="usr-", dir="/tmp"))
     samples: Samples = {key(*row): [] for row in ROWS}
     monit_run: MonitRun | None = None
+    load_before = os.getloadavg()[0]
     try:
         unistack_trials(root / "t", args.trials, samples)
         result = cpu_and_soak(root / "s", args.cpu_seconds, args.soak_seconds)
@@ -585,7 +607,8 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
             wait_for(lambda: settled_redis(monit_run.port, "", MONIT_SETTLE), SETTLE_LIMIT,
                      "redis under Monit")
             progress(f"  Monit CPU over {args.cpu_seconds:g} s ...")
-            result["monit_cpu"] = cpu_window(monit_run.monit_pid(), args.cpu_seconds)
+            result["monit_cpu"] = cpu_window(monit_run.monit_pid(), args.cpu_seconds,
+                                             "`set daemon 1`")
         else:
             progress(f"Monit baseline n/a: {reason}")
         result["monit"] = {"available": bool(monit), "reason": reason}
@@ -598,7 +621,9 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
                 cleanup(home)
         kill_leftovers(root)
         shutil.rmtree(root, ignore_errors=True)
-    return {"samples": samples, **result}
+    machine = {"cores": psutil.cpu_count(), "load_before": load_before,
+               "load_after": os.getloadavg()[0]}
+    return {"samples": samples, "machine": machine, **result}
 
 
 # --- the report ---------------------------------------------------------------------
@@ -661,14 +686,12 @@ def trial_table(table: dict[str, dict[str, Any]], trials: int) -> list[str]:
 def cpu_table(result: dict[str, Any]) -> list[str]:
     rows = ["| Supervisor | Setting | Window (s) | CPU seconds | CPU (% of one core) "
             "| Processes on the machine |", "|---|---|---:|---:|---:|---:|"]
-    settings = {"hub_cpu": ("unistack hub", "probes every 0.3 s, loop 1 s"),
-                "monit_cpu": ("Monit", "`set daemon 1`")}
-    for name, (label, setting) in settings.items():
+    for name, label in (("hub_cpu", "unistack hub"), ("monit_cpu", "Monit")):
         cpu = result.get(name)
         if cpu is None:
-            rows.append(f"| {label} | {setting} | n/a | n/a | n/a | n/a |")
+            rows.append(f"| {label} | n/a | n/a | n/a | n/a | n/a |")
         else:
-            rows.append(f"| {label} | {setting} | {cpu['window']:.1f} | "
+            rows.append(f"| {label} | {cpu['setting']} | {cpu['window']:.1f} | "
                         f"{cpu['cpu_seconds']:.2f} | {cpu['percent']:.2f} | {cpu['processes']} |")
     return rows
 
@@ -728,7 +751,10 @@ def hung_line(table: dict[str, dict[str, Any]], service: str) -> tuple[bool, str
 
 def markdown(report: dict[str, Any], trials: int) -> str:
     table = report["summary"]
-    rows = trial_table(table, trials)
+    machine = report["machine"]
+    rows = [f"Machine: {machine['cores']} cores, 1-minute load average "
+            f"{machine['load_before']:.2f} at the start, {machine['load_after']:.2f} at the end.",
+            "", *trial_table(table, trials)]
     rows += ["", *cpu_table(report), "", *soak_table(report["soak"]), ""]
     if not report["monit"]["available"]:
         rows += [f"Monit baseline n/a: {report['monit']['reason']}", ""]

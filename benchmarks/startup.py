@@ -229,7 +229,8 @@ def baseline_conf(settings: Settings, directory: Path) -> str:
 
 def measure_baseline_start(settings: Settings, conf: Path) -> float:
     """Exec supervisord; wait for the hub's own readiness probes of redis and prometheus."""
-    probes = {spec.name: build_probe(spec.readiness, spec, settings)
+    probes = {spec.name: build_probe(spec.readiness, spec, settings,
+                                     settings.probe_timing(spec.name, "readiness").timeout)
               for spec in REGISTRY if not spec.autostart}
     ready: set[str] = set()
 

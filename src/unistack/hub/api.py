@@ -122,15 +122,15 @@ class HubServer:
 
     def __init__(self, api: HubApi, port: int) -> None:
         self._server = _Server((LOOPBACK, port), _handler(api))
-        # A short poll interval lets SIGTERM stop the hub in ~50 ms, not 0.5 s.
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+        # An idle hub must cost next to nothing: poll for shutdown rarely. stop() does not
+        # wait for that poll; the thread is a daemon and the hub exits right after.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(5.0,),
                                         name="hub-api", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
         self._server.server_close()
 
 

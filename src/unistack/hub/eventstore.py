@@ -25,7 +25,7 @@ log = logging.getLogger("unistack.hub")
 
 STREAM = "unistack:events"
 _BUFFER = 10000  # events kept while Redis is down; the oldest go first
-_FLUSH_INTERVAL = 0.2
+_FLUSH_INTERVAL = 0.5  # retry interval while Redis is not there yet
 _HISTORY = 1000  # events read back at start
 
 
@@ -69,7 +69,10 @@ class EventStore:
     def _run(self) -> None:
         client = self._client()
         while True:
-            self._wake.wait(_FLUSH_INTERVAL)
+            with self._lock:
+                idle = self._loaded and not self._pending
+            # Idle: sleep until an event arrives. Otherwise retry until Redis takes them.
+            self._wake.wait(None if idle else _FLUSH_INTERVAL)
             self._wake.clear()
             try:
                 if not self._loaded:

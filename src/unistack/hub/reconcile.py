@@ -175,6 +175,8 @@ class Reconciler:
             pass  # the hub is holding it down until its backoff ends: expected
         elif pid == service.pid and time.time() - service.spawned_at >= _STARTSECS:
             lived = time.time() - service.spawned_at
+            log.warning("%s: process %d exited unexpectedly after %.1f s; supervisord "
+                        "respawns it", service.spec.name, pid, lived)
             self._apply(service, service.policy.exited(
                 now, f"process {pid} exited unexpectedly after {lived:.1f} s"))
         if pid == service.pid and service.monitor:
