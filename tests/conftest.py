@@ -9,15 +9,46 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PORT_KEYS = ("REDIS_PORT", "PROMETHEUS_PORT", "HUB_PORT")
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0,
+             interval: float = 0.005) -> Any:
+    """Poll CONDITION until it returns something truthy (returned) or TIMEOUT passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start child processes; every one is killed and reaped afterwards."""
+    children: list[subprocess.Popen[bytes]] = []
+
+    def start(*argv: str) -> subprocess.Popen[bytes]:
+        child = subprocess.Popen(argv)
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        child.kill()
+        child.wait(5)
 
 
 def free_ports(count: int) -> list[int]:

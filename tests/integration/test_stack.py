@@ -8,7 +8,6 @@ import os
 import signal
 import stat
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -16,19 +15,11 @@ import psutil
 import pytest
 import redis
 
-from tests.conftest import ROOT, Stack, make_home, stack_environment
+from tests.conftest import ROOT, Stack, make_home, stack_environment, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def wait_for(condition, timeout: float = 15.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def read_env_file(home: Path) -> dict[str, str]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import wait_for
 from unistack.hub.exits import ExitWatcher
 
 
@@ -22,12 +23,6 @@ class Posted:
         self.exits.append((service, pid))
 
 
-def wait_for(condition: Callable[[], object], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.005)
 
 
 @pytest.fixture

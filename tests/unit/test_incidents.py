@@ -9,11 +9,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_for
 from unistack.config import redact
 from unistack.hub.incidents import IncidentRecorder, process_report
 
@@ -31,27 +32,8 @@ STACK_DUMPER = textwrap.dedent("""
 """)
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.005)
 
 
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    children: list[subprocess.Popen[bytes]] = []
-
-    def start(*argv: str) -> subprocess.Popen[bytes]:
-        child = subprocess.Popen(argv)
-        children.append(child)
-        return child
-
-    yield start
-    for child in children:
-        child.kill()
-        child.wait(5)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import psutil
 import pytest
 
+from tests.conftest import wait_for
 from unistack.config import ProbeTiming
 from unistack.hub.monitor import Monitor, ProcessSample, Verdict, is_busy, sample_process
 from unistack.probes import ProbeResult
@@ -22,12 +23,6 @@ UNAVAILABLE = ProbeResult(False, "GET /-/ready answered HTTP 503", 0.001)
 FAST = ProbeTiming(interval=0.01, timeout=0.1, threshold=2)
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.005)
 
 
 def holds(condition: Callable[[], object], seconds: float) -> bool:
@@ -75,20 +70,6 @@ class Posts:
         return [v.kind for v in list(self.verdicts)]
 
 
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start child processes; every one is killed and reaped afterwards."""
-    children: list[subprocess.Popen[bytes]] = []
-
-    def start(*argv: str) -> subprocess.Popen[bytes]:
-        child = subprocess.Popen(argv)
-        children.append(child)
-        return child
-
-    yield start
-    for child in children:
-        child.kill()
-        child.wait(5)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from typing import Any
 import psutil
 import pytest
 
+from tests.conftest import wait_for
 from unistack import policy
 from unistack.config import load_settings
 from unistack.hub.events import Event, EventLog
@@ -42,12 +43,6 @@ SLEEPER = ("sleep", "60")
 UP_FOR = 5.0  # seconds a program has been running: past supervisord's startsecs
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.005)
 
 
 def gone(pid: int) -> bool:
