@@ -5,7 +5,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-scripts/bootstrap.sh --extras dev
+scripts/bootstrap.sh --extras dev,ml
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy"
