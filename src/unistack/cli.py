@@ -17,6 +17,8 @@ from unistack import logs, stack
 from unistack.config import KEYS, ConfigError, Settings, load_settings
 from unistack.hub.client import HubClient, HubUnreachable
 from unistack.hub.status import EXIT_CODES
+from unistack.ml import capability
+from unistack.ml.registry import ModelError, ModelRegistry
 from unistack.services import REGISTRY
 from unistack.supervisor import SupervisorError
 
@@ -137,6 +139,41 @@ def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ml(settings: Settings, args: argparse.Namespace) -> int:
+    return ML_COMMANDS[args.ml_command](settings, args)
+
+
+def cmd_ml_doctor(settings: Settings, args: argparse.Namespace) -> int:
+    caps = capability.probe_capabilities()
+    choices = capability.choose_all(caps, require_gpu=settings.ml_require_gpu == "1")
+    _print(capability.as_json(caps, choices) if args.json else capability.render(caps, choices))
+    return 0 if choices["xgboost"].device else EXIT_FAILED
+
+
+def cmd_ml_models(settings: Settings, args: argparse.Namespace) -> int:
+    models = ModelRegistry(settings.models_dir)
+    rows = [
+        {"name": v.name, "version": v.version, "backend": v.metadata["backend"],
+         "features": len(v.feature_names), "created": v.metadata.get("created"),
+         "metrics": v.metadata.get("metrics", {}), "path": str(v.directory)}
+        for name in models.names() for v in models.versions(name)
+    ]
+    if args.json:
+        _print(json.dumps(rows, indent=2))
+    elif not rows:
+        _print(f"no models in {settings.models_dir}; train one with `unistack ml train`")
+    for row in [] if args.json else rows:
+        metrics = " ".join(f"{k}={v:.4g}" for k, v in row["metrics"].items())
+        _print(f"{row['name']:<16} v{row['version']:<4} {row['backend']:<8} "
+               f"{row['features']:>3} features  {metrics}")
+    return 0
+
+
+ML_COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "doctor": cmd_ml_doctor, "models": cmd_ml_models,
+}
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -167,12 +204,19 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     config = commands.add_parser("config", help="the effective configuration (secrets hidden)")
     config.add_argument("--json", action="store_true", help="print JSON")
+    ml = commands.add_parser("ml", help="the ML engine: capability report, models")
+    ml_commands = ml.add_subparsers(dest="ml_command", required=True, metavar="ML_COMMAND")
+    doctor = ml_commands.add_parser(
+        "doctor", help="GPU libraries and devices, and which backend each model kind gets")
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+    models = ml_commands.add_parser("models", help="every registered model version")
+    models.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "start": cmd_start, "stop": cmd_stop, "restart": cmd_restart, "status": cmd_status,
-    "health": cmd_health, "logs": cmd_logs, "config": cmd_config,
+    "health": cmd_health, "logs": cmd_logs, "config": cmd_config, "ml": cmd_ml,
 }
 
 
@@ -185,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     try:
         return COMMANDS[args.command](settings, args)
-    except (stack.StackError, SupervisorError) as exc:
+    except (stack.StackError, SupervisorError, ModelError) as exc:
         print(f"unistack {args.command}: {settings.redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -157,6 +157,7 @@ KEYS: tuple[Key, ...] = (
     Key("DISK_FREE_WARN_PERCENT", "10", _percent, "a percentage 0 < x <= 100"),
     Key("RESOURCE_HYSTERESIS_PERCENT", "5", _percent, "a percentage 0 < x <= 100"),
     Key("EVENTS_STREAM_MAXLEN", "10000", _positive_int, "a count > 0"),
+    Key("ML_REQUIRE_GPU", "0", _choice("0", "1"), "0 or 1"),
     *_probe_keys(),
     Key("START_TIMEOUT", "30", _positive_float, "seconds > 0"),
     Key("STOP_TIMEOUT", "8", _positive_float, "seconds > 0"),
@@ -213,6 +214,7 @@ class Settings:
     disk_free_warn_percent: float
     resource_hysteresis_percent: float
     events_stream_maxlen: int
+    ml_require_gpu: str
     start_timeout: float
     stop_timeout: float
     log_format: str
@@ -239,6 +241,10 @@ class Settings:
     @property
     def data_dir(self) -> Path:
         return self.var / "data"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.var / "models"
 
     @property
     def env_file(self) -> Path:

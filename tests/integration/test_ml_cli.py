@@ -1,0 +1,44 @@
+"""`unistack ml doctor` and `unistack ml models` as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from unistack.ml.registry import ModelRegistry
+
+
+def run(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {"PATH": "/usr/bin:/bin", "UNISTACK_HOME": str(home), **env}
+    return subprocess.run([sys.executable, "-m", "unistack", *args], env=environ,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_doctor_explains_the_cpu_fallback(tmp_path: Path) -> None:
+    done = run(tmp_path, "ml", "doctor")
+    assert done.returncode == 0, done.stderr
+    assert "xgboost   cpu" in done.stdout
+    assert "cupy" in done.stdout and "not installed" in done.stdout
+    report = json.loads(run(tmp_path, "ml", "doctor", "--json").stdout)
+    assert report["backends"]["xgboost"]["device"] == "cpu"
+
+
+def test_doctor_with_a_required_gpu_refuses_the_cpu(tmp_path: Path) -> None:
+    done = run(tmp_path, "ml", "doctor", ML_REQUIRE_GPU="1")
+    assert done.returncode == 1
+    assert "GPU required" in done.stdout
+
+
+def test_models_lists_every_version(tmp_path: Path) -> None:
+    assert "no models" in run(tmp_path, "ml", "models").stdout
+    model = tmp_path / "model.ubj"
+    model.write_bytes(b"m")
+    registry = ModelRegistry(tmp_path / "var" / "models")
+    for _ in range(2):
+        registry.register("alpha", model, {"backend": "xgboost", "feature_names": ["a"],
+                                           "metrics": {"auc": 0.61}})
+    listed = json.loads(run(tmp_path, "ml", "models", "--json").stdout)
+    assert [(m["name"], m["version"]) for m in listed] == [("alpha", 1), ("alpha", 2)]
+    assert "auc=0.61" in run(tmp_path, "ml", "models").stdout
