@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from unistack import logs, stack
@@ -169,8 +170,27 @@ def cmd_ml_models(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ml_train(settings: Settings, args: argparse.Namespace) -> int:
+    # numpy and xgboost load only here: the rest of the CLI works without the ml extra.
+    from unistack.ml import market, training
+
+    if args.csv:
+        bars, source = market.load_csv(args.csv), str(args.csv)
+    else:
+        bars, source = market.synthetic_bars(args.synthetic, seed=args.seed), (
+            f"synthetic random walk, {args.synthetic} bars, seed {args.seed}")
+    _print(f"training {args.name!r} on {len(bars.close)} bars ({source}), "
+           f"{args.rounds} rounds ...")
+    version = training.train_and_register(ModelRegistry(settings.models_dir), args.name, bars,
+                                          source, rounds=args.rounds, seed=args.seed)
+    metrics = version.metadata["metrics"]
+    _print(f"registered {version.name} v{version.version} in {version.directory}: holdout "
+           f"AUC {metrics['holdout_auc']:.3f}, accuracy {metrics['holdout_accuracy']:.3f}")
+    return 0
+
+
 ML_COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
-    "doctor": cmd_ml_doctor, "models": cmd_ml_models,
+    "doctor": cmd_ml_doctor, "models": cmd_ml_models, "train": cmd_ml_train,
 }
 
 
@@ -211,6 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print JSON")
     models = ml_commands.add_parser("models", help="every registered model version")
     models.add_argument("--json", action="store_true", help="print JSON")
+    train = ml_commands.add_parser(
+        "train", help="train an XGBoost model from OHLCV bars and register a new version")
+    source = train.add_mutually_exclusive_group()
+    source.add_argument("--csv", type=Path, help="OHLCV CSV (timestamp,open,high,low,close,"
+                        "volume), e.g. from var/data/market/")
+    source.add_argument("--synthetic", type=_positive, default=20000, metavar="N",
+                        help="a generated random walk of N bars (default 20000)")
+    train.add_argument("--name", default="default", help="model name (default: default)")
+    train.add_argument("--rounds", type=_positive, default=200, help="boosting rounds (200)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (0)")
     return parser
 
 
@@ -229,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     try:
         return COMMANDS[args.command](settings, args)
-    except (stack.StackError, SupervisorError, ModelError) as exc:
+    except (stack.StackError, SupervisorError, ModelError, ValueError) as exc:
         print(f"unistack {args.command}: {settings.redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -44,7 +44,7 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 
-class MarketDataError(Exception):
+class MarketDataError(ValueError):
     """Market data is unreadable or invalid; the message names the file, line and expectation."""
 
 
