@@ -172,7 +172,7 @@ def cmd_ml_models(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_ml_train(settings: Settings, args: argparse.Namespace) -> int:
     # numpy and xgboost load only here: the rest of the CLI works without the ml extra.
-    from unistack.ml import market, training
+    from unistack.ml import market, training  # noqa: PLC0415 -- see above
 
     if args.csv:
         bars, source = market.load_csv(args.csv), str(args.csv)

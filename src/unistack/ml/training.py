@@ -54,7 +54,7 @@ def train(bars: Bars, rounds: int = 200, seed: int = 0, nthread: int = 2) -> Tra
 
 
 def train_and_register(
-    registry: ModelRegistry, name: str, bars: Bars, source: str, rounds: int = 200,
+    registry: ModelRegistry, name: str, bars: Bars, source: str, *, rounds: int = 200,
     seed: int = 0,
 ) -> ModelVersion:
     """Train on BARS and register the model as the next version of NAME."""
