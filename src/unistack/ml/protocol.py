@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 REPLY_PREFIX = "ml:reply:"
-_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _SHAPE = re.compile(r"([0-9]{1,9}),([0-9]{1,9})")
 REQUIRED = ("id", "model", "deadline_ms")
 OPTIONAL = ("version", "dtype", "shape", "data", "json")
@@ -119,7 +119,7 @@ def parse(fields: dict[bytes, bytes], limits: Limits = DEFAULT_LIMITS) -> Reques
     """Validate one stream entry into a Request, or raise RequestError saying why."""
     _check_fields(fields)
     request_id = _text(fields, "id")
-    if not _ID.fullmatch(request_id):
+    if not REQUEST_ID.fullmatch(request_id):
         raise RequestError(f"id {request_id[:40]!r} is invalid: expected 1-128 characters "
                            "from A-Z a-z 0-9 _ . : -")
     version_text = fields.get(b"version", b"").decode(errors="replace")

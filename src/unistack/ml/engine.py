@@ -1,0 +1,240 @@
+"""The engine's worker: reads requests from a Redis stream consumer group, micro-batches
+them, predicts once per model and answers each request on its reply list.
+
+No request is lost: an entry stays in the group's pending list until the transaction
+that pushes its reply also XACKs it (MULTI/EXEC), so a worker killed mid-batch leaves
+its entries pending; the next worker (the same consumer name) reads its own pending
+entries first, and XAUTOCLAIM takes entries of dead consumers idle past a threshold.
+An entry delivered MAX_DELIVERIES times (a poison request) goes to the dead-letter
+stream with the reason; an unparseable one goes there at once. Requests past their
+deadline get an `expired` reply and never reach the model. Bad input never ends the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+import redis
+
+from unistack.ml import protocol
+from unistack.ml.models import ModelStore
+from unistack.ml.protocol import Request, RequestError
+
+log = logging.getLogger("unistack.ml")
+
+STREAM = "ml:requests"
+GROUP = "ml-engine"
+DEAD_LETTERS = "ml:dead-letters"
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+class EngineConfig(NamedTuple):
+    consumer: str = "engine-1"
+    max_batch_rows: int = 1024
+    max_wait_us: int = 200  # how long a partial batch waits for more requests
+    block_ms: int = 100  # how long one read blocks when the stream is empty
+    claim_idle_ms: int = 2000  # pending this long in a dead consumer: claim it
+    claim_every_s: float = 1.0
+    max_deliveries: int = 3
+    reply_ttl_s: int = 60
+    dead_letter_maxlen: int = 10000
+
+
+class Outcome(NamedTuple):
+    entry_id: bytes
+    request_id: str
+    payload: bytes | None  # None: dead-lettered, no reply possible
+    status: str
+
+
+class Engine:
+    def __init__(self, client: redis.Redis, models: ModelStore, config: EngineConfig) -> None:
+        self._redis = client
+        self._models = models
+        self._config = config
+        self._clock: Callable[[], float] = time.time
+        self._next_claim = 0.0
+        self._own_pending = True  # first read our own pending entries (a restart)
+        self.progress = time.monotonic()  # the heartbeat: the loop turned
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def ensure_group(self) -> None:
+        try:
+            self._redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    # --- reading ------------------------------------------------------------------
+
+    def step(self) -> int:
+        """Read, answer and acknowledge one batch; the number of entries handled."""
+        self.progress = time.monotonic()
+        entries, suspects = self._read()
+        if not entries:
+            return 0
+        self._answer(entries, suspects)
+        self.progress = time.monotonic()
+        return len(entries)
+
+    def _read(self) -> tuple[list[Entry], set[bytes]]:
+        """Entries to handle, and those delivered before (their counts need a look)."""
+        if self._own_pending:
+            mine = self._group_read("0", block=None)
+            self._own_pending = bool(mine)
+            if mine:
+                return mine, {entry_id for entry_id, _ in mine}
+        if time.monotonic() >= self._next_claim:
+            self._next_claim = time.monotonic() + self._config.claim_every_s
+            claimed = self._claim()
+            if claimed:
+                return claimed, {entry_id for entry_id, _ in claimed}
+        return self._batch(), set()
+
+    def _group_read(self, start: str, block: int | None) -> list[Entry]:
+        reply: Any = self._redis.xreadgroup(GROUP, self._config.consumer, {STREAM: start},
+                                            count=self._config.max_batch_rows, block=block)
+        if not reply:
+            return []
+        return [(entry_id, fields) for entry_id, fields in reply[0][1] if fields]
+
+    def _batch(self) -> list[Entry]:
+        """Block for the first entries, then gather more for at most max_wait_us."""
+        entries = self._group_read(">", block=self._config.block_ms)
+        if not entries or len(entries) >= self._config.max_batch_rows:
+            return entries
+        deadline = time.monotonic() + self._config.max_wait_us / 1e6
+        while len(entries) < self._config.max_batch_rows and time.monotonic() < deadline:
+            more = self._group_read(">", block=None)
+            if not more:
+                break
+            entries += more
+        return entries
+
+    def _claim(self) -> list[Entry]:
+        reply: Any = self._redis.xautoclaim(STREAM, GROUP, self._config.consumer,
+                                            min_idle_time=self._config.claim_idle_ms,
+                                            start_id="0-0", count=self._config.max_batch_rows)
+        claimed = [(entry_id, fields) for entry_id, fields in reply[1] if fields]
+        if claimed:
+            self.counts["reclaimed"] += len(claimed)
+            log.warning("claimed %d requests left pending by a dead consumer", len(claimed))
+        return claimed
+
+    def _deliveries(self, suspects: set[bytes]) -> dict[bytes, int]:
+        if not suspects:
+            return {}
+        pending: Any = self._redis.xpending_range(STREAM, GROUP, min=min(suspects),
+                                                  max=max(suspects), count=len(suspects) * 4)
+        return {p["message_id"]: int(p["times_delivered"]) for p in pending
+                if p["message_id"] in suspects}
+
+    # --- answering ----------------------------------------------------------------
+
+    def _answer(self, entries: list[Entry], suspects: set[bytes]) -> None:
+        deliveries = self._deliveries(suspects)
+        outcomes: list[Outcome] = []
+        valid: list[tuple[bytes, Request]] = []
+        now_ms = int(self._clock() * 1000)
+        for entry_id, fields in entries:
+            outcome, request = self._screen(entry_id, fields, deliveries.get(entry_id, 1), now_ms)
+            if outcome:
+                outcomes.append(outcome)
+            elif request:
+                valid.append((entry_id, request))
+        outcomes += self._predict(valid)
+        self._commit(outcomes)
+
+    def _screen(self, entry_id: bytes, fields: dict[bytes, bytes], delivered: int,
+                now_ms: int) -> tuple[Outcome | None, Request | None]:
+        request_id = fields.get(b"id", b"").decode(errors="replace")
+        if delivered > self._config.max_deliveries:
+            why = f"delivered {delivered} times without an answer (a poison request?)"
+            return self._dead(entry_id, request_id, fields, why), None
+        try:
+            request = protocol.parse(fields)
+        except RequestError as exc:
+            if not protocol.REQUEST_ID.fullmatch(request_id):
+                return self._dead(entry_id, request_id, fields, str(exc)), None
+            return self._reject(entry_id, request_id, protocol.INVALID, str(exc)), None
+        if request.deadline_ms < now_ms:
+            late = now_ms - request.deadline_ms
+            return self._reject(entry_id, request_id, protocol.EXPIRED,
+                                f"deadline passed {late} ms before the engine read it"), None
+        return None, request
+
+    def _predict(self, valid: list[tuple[bytes, Request]]) -> list[Outcome]:
+        groups: dict[tuple[str, int | None], list[tuple[bytes, Request]]] = defaultdict(list)
+        for entry_id, request in valid:
+            groups[(request.model, request.version)].append((entry_id, request))
+        outcomes: list[Outcome] = []
+        for (model, version), members in groups.items():
+            outcomes += self._predict_group(model, version, members)
+        return outcomes
+
+    def _predict_group(self, model: str, version: int | None,
+                       members: list[tuple[bytes, Request]]) -> list[Outcome]:
+        loaded = self._models.get(model, version)
+        if loaded is None:
+            known = ", ".join(self._models.names()) or "none loaded"
+            pinned = f" version {version}" if version is not None else ""
+            why = f"unknown model {model!r}{pinned} (serving: {known})"
+            return [self._reject(e, r.id, protocol.INVALID, why) for e, r in members]
+        fit: list[tuple[bytes, Request]] = []
+        outcomes: list[Outcome] = []
+        for entry_id, request in members:
+            try:
+                protocol.check_features(request, loaded.n_features)
+                fit.append((entry_id, request))
+            except RequestError as exc:
+                outcomes.append(self._reject(entry_id, request.id, protocol.INVALID, str(exc)))
+        if not fit:
+            return outcomes
+        predictions = loaded.backend.predict(np.concatenate([r.rows for _, r in fit]))
+        header = {"status": protocol.OK, "model": model, "version": loaded.version.version}
+        offset = 0
+        for entry_id, request in fit:
+            rows = request.rows.shape[0]
+            payload = protocol.encode_reply({**header, "id": request.id},
+                                            predictions[offset:offset + rows], request.as_json)
+            outcomes.append(Outcome(entry_id, request.id, payload, protocol.OK))
+            offset += rows
+        self.counts["batches"] += 1
+        self.counts["rows"] += offset
+        return outcomes
+
+    def _reject(self, entry_id: bytes, request_id: str, status: str, why: str) -> Outcome:
+        payload = protocol.encode_reply({"id": request_id, "status": status, "error": why},
+                                        None, False)
+        return Outcome(entry_id, request_id, payload, status)
+
+    def _dead(self, entry_id: bytes, request_id: str, fields: dict[bytes, bytes],
+              why: str) -> Outcome:
+        log.warning("dead-lettering %s (request %r): %s", entry_id.decode(), request_id, why)
+        record: dict[Any, Any] = {**fields, b"reason": why.encode(), b"entry": entry_id}
+        self._redis.xadd(DEAD_LETTERS, record, maxlen=self._config.dead_letter_maxlen,
+                         approximate=True)
+        if protocol.REQUEST_ID.fullmatch(request_id):
+            return self._reject(entry_id, request_id, protocol.FAILED, why)
+        return Outcome(entry_id, request_id, None, "dead")
+
+    def _commit(self, outcomes: list[Outcome]) -> None:
+        """Replies and their acknowledgement in one transaction: all or nothing."""
+        pipe = self._redis.pipeline(transaction=True)
+        ttl = self._config.reply_ttl_s
+        for outcome in outcomes:
+            self.counts[outcome.status] += 1
+            if outcome.payload is not None:
+                key = protocol.REPLY_PREFIX + outcome.request_id
+                pipe.rpush(key, outcome.payload)
+                pipe.expire(key, ttl)
+        answered = [o.entry_id for o in outcomes]
+        pipe.xack(STREAM, GROUP, *answered)
+        pipe.xdel(STREAM, *answered)  # the stream holds only work not yet answered
+        pipe.execute()

@@ -1,0 +1,91 @@
+"""Loaded models: the newest (or a pinned) version of every registered model, each in a
+warmed-up backend, swapped for a newer version without failing a request.
+
+A new version is loaded and warmed up beside the old one and then replaces it in one
+assignment; a version that fails to load leaves the old one serving and is reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from unistack.ml.backends import Backend, BackendError, make_backend
+from unistack.ml.registry import ModelError, ModelRegistry, ModelVersion
+
+log = logging.getLogger("unistack.ml")
+
+
+class Loaded(NamedTuple):
+    version: ModelVersion
+    backend: Backend
+
+    @property
+    def n_features(self) -> int:
+        return len(self.version.feature_names)
+
+
+class ModelStore:
+    """Serves every model in the registry; `refresh()` picks up new versions."""
+
+    def __init__(self, registry: ModelRegistry, device: str,
+                 report: Callable[[str, str], None] = lambda kind, detail: None,
+                 pinned: dict[str, int] | None = None) -> None:
+        self._registry = registry
+        self._device = device
+        self._report = report
+        self._pinned = pinned or {}
+        self._loaded: dict[str, Loaded] = {}
+        self._failed: set[tuple[str, int]] = set()
+        self._lock = threading.Lock()
+
+    def get(self, name: str, version: int | None = None) -> Loaded | None:
+        loaded = self._loaded.get(name)
+        if loaded is None or version is None or loaded.version.version == version:
+            return loaded
+        return None
+
+    def names(self) -> list[str]:
+        return sorted(self._loaded)
+
+    def describe(self) -> dict[str, Any]:
+        return {name: {"version": loaded.version.version, **loaded.backend.describe()}
+                for name, loaded in sorted(self._loaded.items())}
+
+    def refresh(self) -> None:
+        """Load any newer version; keep serving the old one if the new one fails."""
+        with self._lock:
+            for name in self._registry.names():
+                try:
+                    wanted = self._registry.get(name, self._pinned.get(name))
+                except ModelError as exc:
+                    self._fail(name, 0, str(exc))
+                    continue
+                current = self._loaded.get(name)
+                key = (name, wanted.version)
+                if (current and current.version.version == wanted.version) or key in self._failed:
+                    continue
+                self._load(name, wanted, current)
+
+    def _load(self, name: str, wanted: ModelVersion, current: Loaded | None) -> None:
+        try:
+            self._registry.verify(wanted)
+            backend = make_backend(str(wanted.metadata["backend"]), self._device)
+            backend.load(wanted.model_file)
+            backend.warm_up(len(wanted.feature_names))
+        except (ModelError, BackendError, OSError, ValueError) as exc:
+            self._fail(name, wanted.version, str(exc))
+            return
+        self._loaded[name] = Loaded(wanted, backend)  # the swap: one assignment
+        before = f"v{current.version.version}" if current else "nothing"
+        log.info("model %s: serving v%d (was %s)", name, wanted.version, before)
+        self._report("model_loaded", f"{name} v{wanted.version} serving (was {before})")
+
+    def _fail(self, name: str, version: int, detail: str) -> None:
+        self._failed.add((name, version))
+        serving = self._loaded.get(name)
+        still = f"; still serving v{serving.version.version}" if serving else ""
+        log.error("model %s v%d failed to load: %s%s", name, version, detail, still)
+        self._report("model_load_failed", f"{name} v{version}: {detail}{still}")

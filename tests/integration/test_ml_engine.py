@@ -1,0 +1,207 @@
+"""The engine's worker loop against a real redis-server: exact predictions, every bad
+input answered with its reason, expiry, dead letters, a redis-cli JSON request."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+import xgboost as xgb
+
+from tests.conftest import free_ports, wait_for
+from unistack.config import load_settings
+from unistack.ml import protocol
+from unistack.ml.client import BacklogFull, Expired, Invalid, MLClient, PredictionTimeout
+from unistack.ml.engine import DEAD_LETTERS, GROUP, STREAM, Engine, EngineConfig
+from unistack.ml.features import features_and_labels
+from unistack.ml.market import synthetic_bars
+from unistack.ml.models import ModelStore
+from unistack.ml.registry import ModelRegistry
+from unistack.ml.training import train_and_register
+
+PASSWORD = "p" * 43
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[redis.Redis]:
+    port = free_ports(1)[0]
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path), "--requirepass", PASSWORD],
+        stdout=subprocess.DEVNULL)
+    client = redis.Redis(port=port, password=PASSWORD)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    wait_for(answers)
+    yield client
+    process.kill()
+    process.wait()
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> ModelRegistry:
+    models = ModelRegistry(tmp_path / "models")
+    train_and_register(models, "default", synthetic_bars(3000), "synthetic", rounds=20)
+    return models
+
+
+class Running:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self.run)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.engine.step()
+            except Exception as exc:  # the test asserts none happened
+                self.errors.append(exc)
+
+
+@pytest.fixture
+def engine(redis_server: redis.Redis, registry: ModelRegistry) -> Iterator[Running]:
+    store = ModelStore(registry, "cpu")
+    store.refresh()
+    worker = Engine(redis_server, store, EngineConfig(block_ms=20, claim_idle_ms=100,
+                                                      claim_every_s=0.05))
+    worker.ensure_group()
+    running = Running(worker)
+    running.thread.start()
+    yield running
+    running.stop.set()
+    running.thread.join(5)
+    assert running.errors == []
+
+
+def client_for(server: redis.Redis, tmp_path: Path, **options: Any) -> MLClient:
+    settings = load_settings(environ={"UNISTACK_HOME": str(tmp_path)})
+    return MLClient(settings, client=server, **options)
+
+
+def test_predictions_equal_in_process_predictions_exactly(
+    engine: Running, redis_server: redis.Redis, registry: ModelRegistry, tmp_path: Path
+) -> None:
+    x, _ = features_and_labels(synthetic_bars(500, seed=9))
+    booster = xgb.Booster(model_file=str(registry.get("default").model_file))
+    expected = booster.inplace_predict(x)
+    client = client_for(redis_server, tmp_path)
+    np.testing.assert_array_equal(client.predict(x, timeout=5), expected)
+    single = np.concatenate([client.predict(row, timeout=5) for row in x[:20]])
+    np.testing.assert_array_equal(single, expected[:20])
+    assert redis_server.xlen(STREAM) == 0  # answered entries leave the stream
+
+
+@pytest.mark.parametrize(("rows", "model", "message"), [
+    (np.zeros((2, 3)), "default", "3 features per row, but model 'default' expects 8"),
+    (np.full((1, 8), np.nan), "default", "row 0, column 0 is nan"),
+    (np.zeros((1, 8)), "nosuch", "unknown model 'nosuch'"),
+])
+def test_bad_input_gets_a_clear_error_and_the_engine_goes_on(  # noqa: PLR0917
+    engine: Running, redis_server: redis.Redis, tmp_path: Path, rows: Any, model: str,
+    message: str,
+) -> None:
+    client = client_for(redis_server, tmp_path)
+    with pytest.raises(Invalid, match=message):
+        client.predict(rows, model=model, timeout=5)
+    assert client.predict(np.zeros((1, 8)), timeout=5).shape == (1,)
+
+
+def test_a_request_past_its_deadline_is_expired_and_never_predicted(
+    engine: Running, redis_server: redis.Redis, tmp_path: Path
+) -> None:
+    rows_before = engine.engine.counts["rows"]
+    fields = protocol.encode_request("late-1", "default", np.zeros((1, 8)),
+                                     int(time.time() * 1000) - 50)
+    redis_server.xadd(STREAM, fields)
+    _, payload = redis_server.blpop([protocol.REPLY_PREFIX + "late-1"], timeout=5)
+    header, _ = protocol.decode_reply(payload)
+    assert header["status"] == "expired" and "deadline passed" in header["error"]
+    assert engine.engine.counts["rows"] == rows_before
+    client = client_for(redis_server, tmp_path)
+    redis_server.rpush(protocol.REPLY_PREFIX + "forged", protocol.encode_reply(
+        {"id": "forged", "status": "expired", "error": "deadline passed"}, None, False))
+    with pytest.raises(Expired, match="deadline passed"):
+        client._receive("forged", 1.0)
+
+
+def test_no_engine_means_a_timeout_that_says_so(redis_server: redis.Redis,
+                                                 tmp_path: Path) -> None:
+    client = client_for(redis_server, tmp_path)
+    with pytest.raises(PredictionTimeout, match="is the ml_engine running"):
+        client.predict(np.zeros((1, 8)), timeout=0.2)
+
+
+def test_a_full_backlog_is_refused_and_withdrawn(redis_server: redis.Redis,
+                                                  tmp_path: Path) -> None:
+    client = client_for(redis_server, tmp_path, max_backlog=2)
+    for n in range(2):
+        redis_server.xadd(STREAM, {"id": f"waiting-{n}"})
+    with pytest.raises(BacklogFull, match="2 requests are waiting"):
+        client.predict(np.zeros((1, 8)), timeout=0.2)
+    assert redis_server.xlen(STREAM) == 2
+
+
+def test_a_json_request_from_redis_cli_gets_a_json_answer(
+    engine: Running, redis_server: redis.Redis, registry: ModelRegistry
+) -> None:
+    x, _ = features_and_labels(synthetic_bars(100, seed=4))
+    rows = json.dumps({"rows": x[:2].astype(float).tolist()})
+    port = redis_server.connection_pool.connection_kwargs["port"]
+    deadline = str(int(time.time() * 1000) + 5000)
+    cli = ["redis-cli", "-p", str(port), "--no-auth-warning"]
+    env = {"REDISCLI_AUTH": PASSWORD, "PATH": "/usr/bin:/bin"}
+    subprocess.run([*cli, "XADD", STREAM, "*", "id", "cli-1", "model", "default",
+                    "deadline_ms", deadline, "json", rows], env=env, check=True,
+                   capture_output=True)
+    done = subprocess.run([*cli, "BLPOP", "ml:reply:cli-1", "5"], env=env, check=True,
+                          capture_output=True, text=True)
+    answer = json.loads(done.stdout.splitlines()[-1])
+    booster = xgb.Booster(model_file=str(registry.get("default").model_file))
+    expected = booster.inplace_predict(x[:2].astype(np.float32))
+    assert answer["status"] == "ok"
+    np.testing.assert_array_equal(np.asarray(answer["predictions"], np.float32), expected)
+
+
+def test_unparseable_and_poison_entries_go_to_the_dead_letter_stream(
+    engine: Running, redis_server: redis.Redis
+) -> None:
+    redis_server.xadd(STREAM, {"garbage": "x"})
+    wait_for(lambda: redis_server.xlen(DEAD_LETTERS) == 1)
+    reason = redis_server.xrange(DEAD_LETTERS)[0][1][b"reason"].decode()
+    assert "unknown field(s) ['garbage']" in reason
+    # A request some worker took three times and never answered (it died each time).
+    engine.stop.set()
+    engine.thread.join(5)
+    poison = redis_server.xadd(STREAM, protocol.encode_request(
+        "poison-1", "default", np.zeros((1, 8)), int(time.time() * 1000) + 60000))
+    redis_server.xreadgroup(GROUP, "doomed", {STREAM: ">"}, count=10)  # delivery 1
+    for _ in range(2):
+        redis_server.xclaim(STREAM, GROUP, "doomed", 0, [poison])  # deliveries 2 and 3
+    engine.engine._next_claim = 0.0
+    time.sleep(0.15)  # idle past claim_idle_ms, as a dead consumer's entry would be
+    engine.engine.step()
+    _, payload = redis_server.blpop([protocol.REPLY_PREFIX + "poison-1"], timeout=5)
+    header, _ = protocol.decode_reply(payload)
+    assert header["status"] == "failed" and "delivered" in header["error"]
+    assert redis_server.xlen(DEAD_LETTERS) == 2
+    assert redis_server.xpending(STREAM, GROUP)["pending"] == 0
+
+
+def test_redis_cli_is_installed() -> None:
+    assert shutil.which("redis-cli"), "redis-cli comes with redis-server (bootstrap.sh)"

@@ -1,0 +1,48 @@
+"""ModelStore: new versions are swapped in warmed up; a broken one leaves the old serving."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from unistack.ml.market import synthetic_bars
+from unistack.ml.models import ModelStore
+from unistack.ml.registry import ModelRegistry
+from unistack.ml.training import train_and_register
+
+
+def test_refresh_swaps_to_the_newest_version_and_survives_a_broken_one(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    train_and_register(registry, "alpha", synthetic_bars(800), "s", rounds=5)
+    reports: list[tuple[str, str]] = []
+    store = ModelStore(registry, "cpu", report=lambda kind, detail: reports.append((kind, detail)))
+    store.refresh()
+    first = store.get("alpha")
+    assert first is not None and first.version.version == 1
+    train_and_register(registry, "alpha", synthetic_bars(800, seed=2), "s", rounds=7)
+    store.refresh()
+    second = store.get("alpha")
+    assert second is not None and second.version.version == 2
+    assert second.backend.predict(np.zeros((2, 8), np.float32)).shape == (2,)
+    assert store.get("alpha", 1) is None  # only the serving version answers a pin
+    broken = train_and_register(registry, "alpha", synthetic_bars(800), "s", rounds=5)
+    broken.model_file.write_bytes(b"not a model")
+    store.refresh()
+    serving = store.get("alpha")
+    assert serving is not None and serving.version.version == 2
+    assert reports[-1][0] == "model_load_failed" and "still serving v2" in reports[-1][1]
+    store.refresh()  # a failed version is not retried on every refresh
+    assert [kind for kind, _ in reports].count("model_load_failed") == 1
+    assert json.dumps(store.describe())
+
+
+def test_a_pinned_version_is_served_instead_of_the_newest(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    for _ in range(2):
+        train_and_register(registry, "alpha", synthetic_bars(800), "s", rounds=5)
+    store = ModelStore(registry, "cpu", pinned={"alpha": 1})
+    store.refresh()
+    loaded = store.get("alpha")
+    assert loaded is not None and loaded.version.version == 1
