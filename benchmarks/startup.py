@@ -31,7 +31,7 @@ from typing import Any
 import psutil
 
 from unistack import runtime
-from unistack.config import Settings, ensure_secrets, load_settings
+from unistack.config import PORT_KEYS, Settings, ensure_secrets, load_settings
 from unistack.hub.client import HubClient, HubUnreachable
 from unistack.hub.status import HEALTHY
 from unistack.probes import build_probe
@@ -44,7 +44,6 @@ START_LIMIT = 60.0  # a run that takes longer than this is an error, not a sampl
 STOP_LIMIT = 30.0
 ACCEPT_START = 5.0  # issue 2: cold start median at most 5 s ...
 ACCEPT_STOP = 3.0  # ... and stop median at most 3 s
-PORT_KEYS = ("REDIS_PORT", "PROMETHEUS_PORT", "HUB_PORT")
 SUPERVISORD = (sys.executable, "-m", "supervisor.supervisord", "-c")
 
 # Every measure: key, table label, and the baseline measure its ratio is taken against.

@@ -4,5 +4,5 @@
 # and hands every command to `python -m unistack`. Run with --help for the commands.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-"$root/scripts/bootstrap.sh" --quiet
+"$root/scripts/bootstrap.sh" --quiet --extras ml
 exec "$root/.venv/bin/python" -m unistack "$@"

@@ -18,8 +18,9 @@ from typing import Any
 import psutil
 import pytest
 
+from unistack.config import PORT_KEYS
+
 ROOT = Path(__file__).resolve().parents[1]
-PORT_KEYS = ("REDIS_PORT", "PROMETHEUS_PORT", "HUB_PORT")
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0,

@@ -107,7 +107,7 @@ class Key:
 
 _DURATION = r"[0-9]+(ms|s|m|h|d|w|y)"
 # Services the hub probes, each with its own liveness and readiness timings.
-PROBED_SERVICES = ("REDIS", "PROMETHEUS")
+PROBED_SERVICES = ("REDIS", "PROMETHEUS", "ML_ENGINE")
 _PROBE_DEFAULTS = {"INTERVAL": "0.3", "TIMEOUT": "0.4", "THRESHOLD": "2"}
 
 
@@ -134,6 +134,7 @@ KEYS: tuple[Key, ...] = (
     Key("REDIS_PORT", "6379", _port, "a TCP port 1-65535"),
     Key("PROMETHEUS_PORT", "9090", _port, "a TCP port 1-65535"),
     Key("HUB_PORT", "9180", _port, "a TCP port 1-65535"),
+    Key("ML_ENGINE_PORT", "9181", _port, "a TCP port 1-65535"),
     Key("REDIS_SERVER_BIN", "redis-server", _text, "a program name or path"),
     Key("PROMETHEUS_BIN", "prometheus", _text, "a program name or path"),
     Key("PROMETHEUS_SCRAPE_INTERVAL", "5s", _pattern(_DURATION), "a duration like 5s"),
@@ -158,6 +159,12 @@ KEYS: tuple[Key, ...] = (
     Key("RESOURCE_HYSTERESIS_PERCENT", "5", _percent, "a percentage 0 < x <= 100"),
     Key("EVENTS_STREAM_MAXLEN", "10000", _positive_int, "a count > 0"),
     Key("ML_REQUIRE_GPU", "0", _choice("0", "1"), "0 or 1"),
+    Key("ML_MAX_BATCH_ROWS", "1024", _positive_int, "a count > 0"),
+    Key("ML_MAX_WAIT_US", "200", _positive_int, "microseconds > 0"),
+    Key("ML_CLAIM_IDLE_MS", "2000", _positive_int, "milliseconds > 0"),
+    Key("ML_MAX_DELIVERIES", "3", _positive_int, "a count > 0"),
+    Key("ML_REPLY_TTL", "60", _positive_int, "seconds > 0"),
+    Key("ML_MODEL_REFRESH_INTERVAL", "2", _positive_float, "seconds > 0"),
     *_probe_keys(),
     Key("START_TIMEOUT", "30", _positive_float, "seconds > 0"),
     Key("STOP_TIMEOUT", "8", _positive_float, "seconds > 0"),
@@ -191,6 +198,7 @@ class Settings:
     redis_port: int
     prometheus_port: int
     hub_port: int
+    ml_engine_port: int
     redis_server_bin: str
     prometheus_bin: str
     prometheus_scrape_interval: str
@@ -215,6 +223,12 @@ class Settings:
     resource_hysteresis_percent: float
     events_stream_maxlen: int
     ml_require_gpu: str
+    ml_max_batch_rows: int
+    ml_max_wait_us: int
+    ml_claim_idle_ms: int
+    ml_max_deliveries: int
+    ml_reply_ttl: int
+    ml_model_refresh_interval: float
     start_timeout: float
     stop_timeout: float
     log_format: str

@@ -69,6 +69,19 @@ REGISTRY: tuple[ServiceSpec, ...] = (
         metrics_path="/metrics",
     ),
     ServiceSpec(
+        name="ml_engine",
+        port_key="ML_ENGINE_PORT",
+        group="ml",
+        critical=True,
+        # Liveness is the worker loop's heartbeat, so a hung loop is caught even while
+        # the HTTP thread answers; readiness adds model loaded, warmed up and a canary.
+        liveness=ProbeSpec("http", "/health"),
+        readiness=ProbeSpec("http", "/ready"),
+        depends_on=("redis",),
+        metrics_path="/metrics",
+        python=True,
+    ),
+    ServiceSpec(
         name="hub",
         port_key="HUB_PORT",
         group="infrastructure",

@@ -71,7 +71,7 @@ def settle_past_startsecs(stack: Stack, name: str) -> int:
 NO_LOOPS = {"FLAP_RESTARTS": "1000"}
 
 
-@pytest.mark.parametrize("name", ["redis", "prometheus"])
+@pytest.mark.parametrize("name", ["redis", "prometheus", "ml_engine"])
 def test_kill_9_repeatedly_is_ready_again_every_time(stack: Stack, name: str) -> None:
     start(stack, **NO_LOOPS)
     for _ in range(3):
@@ -84,7 +84,7 @@ def test_kill_9_repeatedly_is_ready_again_every_time(stack: Stack, name: str) ->
     assert events(stack, "looping", name) == []
 
 
-@pytest.mark.parametrize("name", ["redis", "prometheus"])
+@pytest.mark.parametrize("name", ["redis", "prometheus", "ml_engine"])
 def test_sigstop_is_detected_captured_and_recovered(stack: Stack, name: str) -> None:
     start(stack, **NO_LOOPS)
     pid = settle_past_startsecs(stack, name)
@@ -303,3 +303,45 @@ def test_a_frozen_hub_is_replaced_by_its_guard_and_restarts_nothing(stack: Stack
     after = {name: s["pid"] for name, s in services(stack).items()}
     assert after["redis"] == before["redis"] and after["prometheus"] == before["prometheus"]
     assert "killing it" in (stack.home / "var/log/hubguard.log").read_text()
+
+
+def test_kill_9_engine_under_load_answers_every_request_exactly_once(stack: Stack) -> None:
+    import numpy as np
+
+    from unistack.config import load_settings
+    from unistack.ml.client import MLClient
+
+    start(stack, **NO_LOOPS)
+    pid = settle_past_startsecs(stack, "ml_engine")
+    settings = load_settings(environ=stack.env)
+    answered: list[str] = []
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def producer() -> None:
+        client = MLClient(settings)
+        while not stop.is_set():
+            try:
+                client.predict(np.zeros((1, 8), np.float32), timeout=15)
+                answered.append("ok")
+            except Exception as exc:  # the test asserts there were none
+                failures.append(exc)
+
+    threads = [threading.Thread(target=producer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: len(answered) > 500, timeout=20)
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: ready_with_new_pid(stack, "ml_engine", pid), timeout=15)
+        settled = len(answered)
+        wait_for(lambda: len(answered) > settled + 500, timeout=20)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(20)
+    assert failures == []
+    client = redis.Redis(port=stack.port("REDIS_PORT"), password=password(stack))
+    assert client.xlen("ml:requests") == 0
+    assert client.xpending("ml:requests", "ml-engine")["pending"] == 0
+    assert list(client.scan_iter("ml:reply:*")) == []  # no duplicate answer left behind

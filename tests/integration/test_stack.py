@@ -15,7 +15,7 @@ import psutil
 import pytest
 import redis
 
-from tests.conftest import ROOT, Stack, make_home, stack_environment, wait_for
+from tests.conftest import PORT_KEYS, ROOT, Stack, make_home, stack_environment, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ def test_start_status_stop_leaves_nothing_running(stack: Stack) -> None:
     document = status(stack)
     assert document["overall"] == "healthy"
     by_name = {s["name"]: s for s in document["services"]}
-    assert set(by_name) == {"redis", "prometheus", "hub"}
+    assert set(by_name) == {"redis", "prometheus", "ml_engine", "hub"}
     for service in by_name.values():
         assert service["ready"] is True and service["state"] == "READY"
         assert psutil.pid_exists(service["pid"])
@@ -90,7 +90,7 @@ def test_secrets_stay_secret_and_listeners_stay_on_loopback(stack: Stack) -> Non
     pids = {p.pid for p in stack.processes()}
     addresses = listening_addresses(pids)
     ports = {port for _, port, _ in addresses}
-    assert {stack.port(k) for k in ("REDIS_PORT", "PROMETHEUS_PORT", "HUB_PORT")} <= ports
+    assert {stack.port(k) for k in PORT_KEYS} <= ports
     assert all(ip == "127.0.0.1" for ip, _, _ in addresses), addresses
 
     # Nothing on this machine shows the password in its command line or environment.

@@ -1,0 +1,172 @@
+"""The `ml_engine` program: the worker loop plus its HTTP endpoints on ML_ENGINE_PORT.
+
+GET /health answers from the loop's heartbeat (a hung loop is caught even while this
+HTTP thread still answers), /ready only when a model is loaded, warmed up and a canary
+prediction succeeded (and a GPU is in use when ML_REQUIRE_GPU=1), /metrics for
+Prometheus. The loop reconnects to Redis with capped backoff and never exits on input.
+The first start trains and registers a default model when the registry is empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+import redis
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from unistack.config import LOOPBACK, ConfigError, Settings, load_settings
+from unistack.logs import setup_logging
+from unistack.ml import capability, market, training
+from unistack.ml.engine import STREAM, Engine, EngineConfig
+from unistack.ml.models import ModelStore
+from unistack.ml.registry import ModelRegistry
+
+log = logging.getLogger("unistack.ml")
+
+_STALE_AFTER = 2.0  # seconds without a loop turn: /health fails
+_BACKOFF_MAX = 5.0
+
+
+class EngineMetrics:
+    def __init__(self, engine: Engine, client: redis.Redis) -> None:
+        self.registry = CollectorRegistry()
+        self._engine, self._client = engine, client
+        self._outcomes = Counter("ml_engine_requests", "Requests by outcome", ["outcome"],
+                                 registry=self.registry)
+        self._backlog = Gauge("ml_engine_stream_length", "Requests not yet answered",
+                              registry=self.registry)
+        self._seen: dict[str, int] = {}
+
+    def render(self) -> bytes:
+        for outcome, count in list(self._engine.counts.items()):
+            self._outcomes.labels(outcome).inc(count - self._seen.get(outcome, 0))
+            self._seen[outcome] = count
+        with contextlib.suppress(redis.RedisError):  # Redis down: keep the last value
+            self._backlog.set(int(self._client.xlen(STREAM)))
+        return generate_latest(self.registry)
+
+
+class EngineService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        caps = capability.probe_capabilities()
+        require = settings.ml_require_gpu == "1"
+        self.choice = capability.choose_backend("xgboost", caps, require_gpu=require)
+        log.info("xgboost backend: %s (%s)", self.choice.device, self.choice.reason)
+        self.registry = ModelRegistry(settings.models_dir)
+        self.models = ModelStore(self.registry, self.choice.device or "cpu")
+        self.client = redis.Redis(host=LOOPBACK, port=settings.redis_port,
+                                  password=settings.redis_password, socket_timeout=5)
+        self.engine = Engine(self.client, self.models, EngineConfig(
+            max_batch_rows=settings.ml_max_batch_rows, max_wait_us=settings.ml_max_wait_us,
+            claim_idle_ms=settings.ml_claim_idle_ms, max_deliveries=settings.ml_max_deliveries,
+            reply_ttl_s=settings.ml_reply_ttl))
+        self.metrics = EngineMetrics(self.engine, self.client)
+        self.canary_ok = False
+        self.stop = threading.Event()
+
+    def ensure_default_model(self) -> None:
+        if self.registry.names():
+            return
+        log.info("no model registered: training 'default' on a synthetic random walk")
+        training.train_and_register(self.registry, "default", market.synthetic_bars(20000),
+                                    "synthetic random walk, 20000 bars (first start)")
+
+    def ready(self) -> tuple[bool, str]:
+        if self.choice.device is None:
+            return False, self.choice.reason
+        if not self.models.names():
+            return False, "no model loaded"
+        if not self.canary_ok:
+            return False, "canary prediction has not succeeded"
+        return time.monotonic() - self.engine.progress < _STALE_AFTER, "loop heartbeat"
+
+    def canary(self) -> None:
+        for name in self.models.names():
+            loaded = self.models.get(name)
+            if loaded is not None:
+                loaded.backend.predict(np.zeros((1, loaded.n_features), dtype=np.float32))
+        self.canary_ok = bool(self.models.names())
+
+    def run(self) -> None:
+        backoff = 0.1
+        next_refresh = 0.0
+        while not self.stop.is_set():
+            try:
+                if time.monotonic() >= next_refresh:
+                    self.models.refresh()
+                    self.canary()
+                    next_refresh = time.monotonic() + self.settings.ml_model_refresh_interval
+                self.engine.ensure_group()
+                while not self.stop.is_set() and time.monotonic() < next_refresh:
+                    self.engine.step()
+                backoff = 0.1
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+                log.warning("Redis unavailable (%s); retrying in %.1f s", exc, backoff)
+                self.engine.progress = time.monotonic()  # waiting on purpose, not hung
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+
+
+def _handler(service: EngineService) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug(format, *args)
+
+        def _send(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if self.path == "/health":
+                age = time.monotonic() - service.engine.progress
+                alive = age < _STALE_AFTER
+                body: dict[str, Any] = {"alive": alive, "loop_age": round(age, 3)}
+                self._send(200 if alive else 503, json.dumps(body).encode(), "application/json")
+            elif self.path == "/ready":
+                ok, why = service.ready()
+                body = {"ready": ok, "detail": why, "models": service.models.describe()}
+                self._send(200 if ok else 503, json.dumps(body).encode(), "application/json")
+            elif self.path == "/metrics":
+                self._send(200, service.metrics.render(), "text/plain; version=0.0.4")
+            else:
+                self._send(404, b'{"error": "not found"}', "application/json")
+
+    return Handler
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"unistack ml_engine: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings, "ml_engine")
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    service = EngineService(settings)
+    service.ensure_default_model()
+    server = ThreadingHTTPServer((LOOPBACK, settings.ml_engine_port), _handler(service))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(5.0,), daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda signum, frame: service.stop.set())
+    log.info("ml_engine serving on %s:%d", LOOPBACK, settings.ml_engine_port)
+    service.run()
+    server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
