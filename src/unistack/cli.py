@@ -189,8 +189,26 @@ def cmd_ml_train(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ml_predict(settings: Settings, args: argparse.Namespace) -> int:
+    from unistack.ml.client import MLClient, PredictionError  # noqa: PLC0415 -- numpy
+
+    try:
+        rows = json.loads(args.rows)
+    except ValueError as exc:
+        raise stack.StackError(f"--rows is not JSON ({exc}): expected [[number, ...], ...]") \
+            from None
+    try:
+        predictions = MLClient(settings).predict(rows, model=args.model, timeout=args.timeout,
+                                                 version=args.version)
+    except PredictionError as exc:
+        raise stack.StackError(str(exc)) from None
+    _print(json.dumps({"model": args.model, "predictions": predictions.tolist()}))
+    return 0
+
+
 ML_COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "doctor": cmd_ml_doctor, "models": cmd_ml_models, "train": cmd_ml_train,
+    "predict": cmd_ml_predict,
 }
 
 
@@ -241,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--name", default="default", help="model name (default: default)")
     train.add_argument("--rounds", type=_positive, default=200, help="boosting rounds (200)")
     train.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    predict = ml_commands.add_parser("predict", help="send rows to the running engine")
+    predict.add_argument("--model", default="default", help="model name (default: default)")
+    predict.add_argument("--version", type=_positive, help="a pinned version (default: newest)")
+    predict.add_argument("--rows", required=True,
+                         help='feature rows as JSON, e.g. "[[0.1, 0.2, ...]]"')
+    predict.add_argument("--timeout", type=float, default=2.0, help="seconds to wait (2)")
     return parser
 
 

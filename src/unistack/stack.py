@@ -19,6 +19,7 @@ from unistack import runtime
 from unistack.config import SECRET_KEYS, Settings, ensure_secrets
 from unistack.hub.client import HubClient, HubUnreachable
 from unistack.hub.status import HEALTHY, ServiceStatus, status_document
+from unistack.ml.registry import ModelRegistry
 from unistack.policy import STOPPED
 from unistack.services import REGISTRY, stop_order
 from unistack.supervisor import SupervisorClient, SupervisorError
@@ -49,6 +50,21 @@ def check_programs(settings: Settings) -> None:
                 f"{key}={program!r} is not an executable on PATH; "
                 "run scripts/bootstrap.sh (installs redis-server and prometheus)."
             )
+
+
+def ensure_default_model(settings: Settings, report: Report) -> None:
+    """On a first start, train and register the model `default` (before the engine runs,
+    so a slow machine makes `start` slower, never the engine look hung)."""
+    if ModelRegistry(settings.models_dir).names():
+        return
+    # numpy and xgboost load only when there is something to train.
+    from unistack.ml import market, training  # noqa: PLC0415
+
+    report("  no model registered yet: training 'default' on a synthetic random walk ...")
+    version = training.train_and_register(
+        ModelRegistry(settings.models_dir), "default", market.synthetic_bars(20000),
+        "synthetic random walk, 20000 bars (first start)")
+    report(f"  registered default v{version.version} in {version.directory}")
 
 
 def supervisord_env(settings: Settings) -> dict[str, str]:
@@ -111,6 +127,7 @@ def start(settings: Settings, report: Report) -> Settings:
         settings = ensure_secrets(settings)
         runtime.prepare_dirs(settings)
         report(f"starting unistack in {settings.unistack_home} ...")
+        ensure_default_model(settings, report)
         launch_supervisord(settings)
     wait_ready(settings, report, time.monotonic() + settings.start_timeout)
     return settings

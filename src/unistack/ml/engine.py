@@ -64,6 +64,10 @@ class Engine:
         self.progress = time.monotonic()  # the heartbeat: the loop turned
         self.counts: dict[str, int] = defaultdict(int)
 
+    def set_max_batch_rows(self, rows: int) -> None:
+        """The GPU memory manager shrinks (and restores) the batch under memory pressure."""
+        self._config = self._config._replace(max_batch_rows=rows)
+
     def ensure_group(self) -> None:
         try:
             self._redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)

@@ -51,8 +51,13 @@ class ModelStore:
         return sorted(self._loaded)
 
     def describe(self) -> dict[str, Any]:
-        return {name: {"version": loaded.version.version, **loaded.backend.describe()}
-                for name, loaded in sorted(self._loaded.items())}
+        """Per model: the served version, and the backend (its library version apart)."""
+        described = {}
+        for name, loaded in sorted(self._loaded.items()):
+            backend = loaded.backend.describe()
+            backend["library_version"] = backend.pop("version", None)
+            described[name] = {**backend, "version": loaded.version.version}
+        return described
 
     def refresh(self) -> None:
         """Load any newer version; keep serving the old one if the new one fails."""

@@ -4,7 +4,7 @@ GET /health answers from the loop's heartbeat (a hung loop is caught even while 
 HTTP thread still answers), /ready only when a model is loaded, warmed up and a canary
 prediction succeeded (and a GPU is in use when ML_REQUIRE_GPU=1), /metrics for
 Prometheus. The loop reconnects to Redis with capped backoff and never exits on input.
-The first start trains and registers a default model when the registry is empty.
+(The first `start` trains and registers a default model before the engine runs.)
 """
 
 from __future__ import annotations
@@ -26,8 +26,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from unistack.config import LOOPBACK, ConfigError, Settings, load_settings
 from unistack.logs import setup_logging
-from unistack.ml import capability, market, training
+from unistack.ml import capability
 from unistack.ml.engine import STREAM, Engine, EngineConfig
+from unistack.ml.gpu_memory import (
+    DefaultActions,
+    GpuMemoryManager,
+    cupy_pool_reader,
+    first_reading,
+    nvml_reader,
+)
 from unistack.ml.models import ModelStore
 from unistack.ml.registry import ModelRegistry
 
@@ -72,21 +79,20 @@ class EngineService:
             claim_idle_ms=settings.ml_claim_idle_ms, max_deliveries=settings.ml_max_deliveries,
             reply_ttl_s=settings.ml_reply_ttl))
         self.metrics = EngineMetrics(self.engine, self.client)
+        # Only a GPU engine has device memory to watch; on CPU there is nothing to read.
+        self.memory = GpuMemoryManager(
+            first_reading(nvml_reader(), cupy_pool_reader()),
+            DefaultActions(self.engine.set_max_batch_rows), settings.ml_max_batch_rows,
+        ) if self.choice.device == "cuda" else None
         self.canary_ok = False
         self.stop = threading.Event()
-
-    def ensure_default_model(self) -> None:
-        if self.registry.names():
-            return
-        log.info("no model registered: training 'default' on a synthetic random walk")
-        training.train_and_register(self.registry, "default", market.synthetic_bars(20000),
-                                    "synthetic random walk, 20000 bars (first start)")
 
     def ready(self) -> tuple[bool, str]:
         if self.choice.device is None:
             return False, self.choice.reason
         if not self.models.names():
-            return False, "no model loaded"
+            return False, (f"no model loaded from {self.settings.models_dir}; register one "
+                           "with `unistack ml train`")
         if not self.canary_ok:
             return False, "canary prediction has not succeeded"
         return time.monotonic() - self.engine.progress < _STALE_AFTER, "loop heartbeat"
@@ -108,6 +114,8 @@ class EngineService:
                     self.canary()
                     next_refresh = time.monotonic() + self.settings.ml_model_refresh_interval
                 self.engine.ensure_group()
+                if self.memory is not None:
+                    self.memory.check()
                 while not self.stop.is_set() and time.monotonic() < next_refresh:
                     self.engine.step()
                 backoff = 0.1
@@ -157,7 +165,6 @@ def main() -> int:
     setup_logging(settings, "ml_engine")
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     service = EngineService(settings)
-    service.ensure_default_model()
     server = ThreadingHTTPServer((LOOPBACK, settings.ml_engine_port), _handler(service))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, args=(5.0,), daemon=True).start()

@@ -1,0 +1,93 @@
+"""The ML engine inside the whole stack: operator commands, Redis restarted under it,
+a new model version swapped in under load."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+
+import numpy as np
+import pytest
+import redis
+
+from tests.chaos.test_chaos import NO_LOOPS, services, start
+from tests.conftest import Stack, wait_for
+from unistack.config import load_settings
+from unistack.ml.client import MLClient
+
+pytestmark = pytest.mark.chaos
+ROW = "[[0.001, 0.002, -0.01, 0.01, 55.0, 0.0002, 0.0001, 0.3]]"
+
+
+def engine_models(stack: Stack) -> dict:  # type: ignore[type-arg]
+    url = f"http://127.0.0.1:{stack.port('ML_ENGINE_PORT')}/ready"
+    with urllib.request.urlopen(url, timeout=3) as response:
+        return dict(json.load(response)["models"])
+
+
+def test_ml_predict_from_the_command_line(stack: Stack) -> None:
+    start(stack)
+    done = stack.cli("ml", "predict", "--rows", ROW)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert len(answer["predictions"]) == 1 and 0.0 <= answer["predictions"][0] <= 1.0
+    wrong = stack.cli("ml", "predict", "--rows", "[[1, 2]]")
+    assert wrong.returncode == 1 and "2 features per row, but model 'default' expects 8" \
+        in wrong.stderr
+    broken = stack.cli("ml", "predict", "--rows", "[[1,")
+    assert broken.returncode == 1 and "--rows is not JSON" in broken.stderr
+    missing = stack.cli("ml", "predict", "--model", "ghost", "--rows", ROW)
+    assert missing.returncode == 1 and "unknown model 'ghost'" in missing.stderr
+
+
+def test_redis_restarted_under_a_blocked_engine_is_survived(stack: Stack) -> None:
+    start(stack, **NO_LOOPS)
+    engine_pid = services(stack)["ml_engine"]["pid"]
+    client = MLClient(load_settings(environ=stack.env))
+    assert client.predict(np.zeros((1, 8)), timeout=5).shape == (1,)
+    assert stack.cli("restart", "redis").returncode == 0
+
+    def predicts() -> bool:
+        try:
+            return client.predict(np.zeros((1, 8)), timeout=2).shape == (1,)
+        except (redis.ConnectionError, redis.TimeoutError):
+            return False
+
+    wait_for(predicts, timeout=20, interval=0.2)
+    assert services(stack)["ml_engine"]["pid"] == engine_pid  # reconnected, not restarted
+
+
+def test_a_new_model_version_is_swapped_in_under_load_without_a_failed_request(
+    stack: Stack,
+) -> None:
+    start(stack, ML_MODEL_REFRESH_INTERVAL="0.5")
+    settings = load_settings(environ=stack.env)
+    answered: list[int] = []
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def producer() -> None:
+        client = MLClient(settings)
+        while not stop.is_set():
+            try:
+                client.predict(np.zeros((4, 8), np.float32), timeout=10)
+                answered.append(1)
+            except Exception as exc:  # the test asserts there were none
+                failures.append(exc)
+
+    threads = [threading.Thread(target=producer) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: len(answered) > 200, timeout=20)
+        trained = stack.cli("ml", "train", "--synthetic", "3000", "--rounds", "20", "--seed", "7")
+        assert trained.returncode == 0, trained.stderr
+        wait_for(lambda: engine_models(stack)["default"]["version"] == 2, timeout=20)
+        swapped = len(answered)
+        wait_for(lambda: len(answered) > swapped + 200, timeout=20)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(20)
+    assert failures == []
