@@ -18,6 +18,12 @@ from unistack.ml.registry import ModelError, ModelRegistry, ModelVersion
 log = logging.getLogger("unistack.ml")
 
 
+# One XGBoost thread: the engine predicts small batches, where extra threads only spin
+# (measured: 1.15 ms of CPU per single-row predict with one thread per core, 0.31 ms
+# with one, for the same wall time); the other core serves Redis and the clients.
+_OPTIONS: dict[str, dict[str, Any]] = {"xgboost": {"nthread": 1}}
+
+
 class Loaded(NamedTuple):
     version: ModelVersion
     backend: Backend
@@ -77,7 +83,8 @@ class ModelStore:
     def _load(self, name: str, wanted: ModelVersion, current: Loaded | None) -> None:
         try:
             self._registry.verify(wanted)
-            backend = make_backend(str(wanted.metadata["backend"]), self._device)
+            kind = str(wanted.metadata["backend"])
+            backend = make_backend(kind, self._device, **_OPTIONS.get(kind, {}))
             backend.load(wanted.model_file)
             backend.warm_up(len(wanted.feature_names))
         except (ModelError, BackendError, OSError, ValueError) as exc:
