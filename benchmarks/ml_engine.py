@@ -1,0 +1,751 @@
+"""ML engine round trip benchmark (issue 4): the engine against in-process XGBoost.
+
+One unistack stack, started through the CLI in a temp UNISTACK_HOME on free loopback
+ports, serves the model "default" that it trains on its first start. The baseline is
+the same registered UBJ file loaded into an xgboost.Booster in this process, nthread=1.
+RUNS times each, after a warm-up:
+1. batch 1, one client: inplace_predict p50/p99 against the MLClient round trip;
+2. single-row requests from 8 client processes, back to back for S seconds;
+3. 256-row requests from one client: rows/s against inplace_predict at batch 256.
+Then once, with the hub stopped (it would restart a stopped engine at once):
+4. engine start → GET /ready 200, 5 times;
+5. a backlog of 100,000 single-row requests XADDed while the engine is stopped, drained
+   after its start: rows/s from /ready to an empty stream, every reply counted.
+CPU seconds per request of engine, redis and clients, the engine's batch counters and a
+cProfile of the batch-1 client say where the time goes.
+
+Usage: .venv/bin/python benchmarks/ml_engine.py [--runs N] [--requests N]
+       [--client-seconds S] [--backlog N] [--json]
+Progress goes to stderr; the Markdown tables (or JSON with --json) to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import multiprocessing
+import os
+import pstats
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import psutil
+import redis
+import xgboost
+from numpy.typing import NDArray
+
+# The startup benchmark's helpers: same temp homes, ports, polling and cleanup.
+from startup import BenchmarkError, cleanup, progress, stack_environment, wait_until
+
+from unistack.config import LOOPBACK, Settings, load_settings
+from unistack.hub.client import HubClient, HubUnreachable
+from unistack.hub.status import HEALTHY
+from unistack.ml import market, protocol
+from unistack.ml.client import MLClient, PredictionError
+from unistack.ml.engine import STREAM, Engine, EngineConfig
+from unistack.ml.features import compute_features
+from unistack.ml.models import ModelStore
+from unistack.ml.registry import ModelRegistry
+from unistack.probes import HttpProbe
+from unistack.supervisor import SupervisorClient, SupervisorError
+
+MODEL = "default"
+# Redis commands of the request path: client, engine, and the engine's reply transaction.
+COMMANDS = ("xlen", "xadd", "blpop", "xreadgroup", "xautoclaim", "exec", "rpush", "expire",
+            "xack", "xdel")
+START_LIMIT = 300.0  # the first start trains the default model
+READY_LIMIT = 60.0
+DRAIN_LIMIT = 600.0
+REQUEST_TIMEOUT = 5.0  # seconds per request; a timeout fails the benchmark
+WARM_UP = 300  # uncounted calls before every measured loop
+CLIENTS = 8
+BATCH_ROWS = 256
+BATCH_REQUESTS = 1000  # 256-row requests per run
+READY_SAMPLES = 5
+POOL_BARS = 4200  # synthetic bars (seed 1, unseen in training) give the input rows
+XADD_CHUNK = 2000  # backlog XADDs per pipeline
+KEY_CHUNK = 10_000  # reply keys per EXISTS / UNLINK
+FAR_DEADLINE = 3600.0  # seconds: no backlog request may expire during the drain
+IDLE_GAP = 0.0005  # between diagnostic predicts: an engine waiting on Redis
+DIAGNOSTIC_CALLS = 2000
+PROFILE_REQUESTS = 1000
+PROFILE_BACKLOG = 20_000  # requests drained by the in-process engine under cProfile
+ACCEPT_P50_MS, ACCEPT_P99_MS = 1.0, 3.0
+ACCEPT_CLIENTS_RATE = 5000.0
+ACCEPT_BATCH_RATIO = 0.7
+ACCEPT_DRAIN_RATE = 40_000.0
+ACCEPT_READY_S = 3.0
+
+Matrix = NDArray[np.float32]
+Record = dict[str, float]
+
+
+@dataclass
+class Stack:
+    """One unistack stack started through the CLI, and the ways to look at it."""
+
+    home: Path
+    env: dict[str, str]
+    settings: Settings
+
+    @classmethod
+    def start(cls, home: Path) -> Stack:
+        env = stack_environment(home)
+        done = subprocess.run([sys.executable, "-m", "unistack", "start"], env=env,
+                              capture_output=True, text=True, timeout=START_LIMIT, check=False)
+        if done.returncode != 0:
+            raise BenchmarkError(f"unistack start exited {done.returncode}: "
+                                 f"{(done.stderr or done.stdout).strip()}")
+        return cls(home, env, load_settings(env))
+
+    @property
+    def supervisor(self) -> SupervisorClient:
+        return SupervisorClient(self.settings.supervisor_socket, timeout=30.0)
+
+    def pid(self, name: str) -> int:
+        return self.supervisor.processes()[name].pid
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis(host=LOOPBACK, port=self.settings.redis_port,
+                           password=self.settings.redis_password)
+
+    def engine_ready(self) -> bool:
+        return HttpProbe(self.settings.ml_engine_port, "/ready", timeout=0.5).check().ok
+
+    def engine_counts(self) -> Record:
+        """The engine's outcome counters (batches, rows, ok, ...) from its /metrics."""
+        url = f"http://{LOOPBACK}:{self.settings.ml_engine_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5.0) as answer:
+            text = answer.read().decode()
+        prefix = 'ml_engine_requests_total{outcome="'
+        return {line[len(prefix):].split('"')[0]: float(line.split()[-1])
+                for line in text.splitlines() if line.startswith(prefix)}
+
+    def hub_healthy(self) -> bool:
+        try:
+            code, document = HubClient(self.settings, timeout=1.0).get("/status")
+        except HubUnreachable:
+            return False
+        return code == 200 and document.get("overall") == HEALTHY
+
+
+@dataclass
+class Bench:
+    """What every measure needs: the stack, the in-process model, one client, the inputs."""
+
+    stack: Stack
+    booster: xgboost.Booster
+    client: MLClient
+    rows: Matrix
+
+    def __post_init__(self) -> None:
+        self.singles = [self.rows[i:i + 1] for i in range(len(self.rows))]
+        self.batches = [self.rows[i:i + BATCH_ROWS]
+                        for i in range(0, len(self.rows) - BATCH_ROWS + 1, BATCH_ROWS)]
+
+    def local(self, rows: Matrix) -> Any:
+        return self.booster.inplace_predict(rows, validate_features=False)
+
+    def remote(self, rows: Matrix) -> Any:
+        return self.client.predict(rows, model=MODEL, timeout=REQUEST_TIMEOUT)
+
+    def read(self) -> Reading:
+        return reading(self.stack)
+
+
+# --- measuring ----------------------------------------------------------------------
+
+
+class Reading(NamedTuple):
+    """Counters read before and after a measure; their differences say where time went."""
+
+    cpu: Record  # CPU seconds: ml_engine, its loop thread, redis, this process
+    counts: Record  # the engine's /metrics outcome counters: batches, rows, ok, ...
+    calls: Record  # Redis calls of each command of the request path
+
+
+def reading(stack: Stack) -> Reading:
+    """The engine's main thread runs the worker loop; its other threads are XGBoost's
+    OpenMP workers and the HTTP server."""
+    engine, server = psutil.Process(stack.pid("ml_engine")), psutil.Process(stack.pid("redis"))
+    loop = next(thread for thread in engine.threads() if thread.id == engine.pid)
+    cpu = {"ml_engine": sum(engine.cpu_times()[:2]), "redis": sum(server.cpu_times()[:2]),
+           "ml_engine_loop": loop.user_time + loop.system_time, "client": time.process_time()}
+    with stack.redis() as connection:
+        stats = connection.info("commandstats")
+    calls = {name: float(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+             for name in COMMANDS}
+    return Reading(cpu, stack.engine_counts(), calls)
+
+
+def costs(tag: str, before: Reading, after: Reading, requests: float) -> Record:
+    """Per request: CPU milliseconds of each process and Redis calls of each command;
+    per engine batch: requests and rows."""
+    batches = max(after.counts.get("batches", 0) - before.counts.get("batches", 0), 1)
+    record = {f"cpu_{tag}_{name}": (after.cpu[name] - before.cpu[name]) * 1e3 / requests
+              for name in before.cpu}
+    record |= {f"calls_{tag}_{name}": (after.calls[name] - before.calls[name]) / requests
+               for name in COMMANDS}
+    for counter in ("ok", "rows"):
+        change = after.counts.get(counter, 0) - before.counts.get(counter, 0)
+        record[f"{tag}_batch_{counter}"] = change / batches
+    return record
+
+
+def timed_calls(call: Callable[[Matrix], Any], inputs: Sequence[Matrix],
+                count: int) -> tuple[list[float], float]:
+    """Call CALL on INPUTS in turn COUNT times: seconds per call, and the wall time."""
+    latencies = []
+    began = time.perf_counter()
+    for index in range(count):
+        before = time.perf_counter()
+        call(inputs[index % len(inputs)])
+        latencies.append(time.perf_counter() - before)
+    return latencies, time.perf_counter() - began
+
+
+def measured(call: Callable[[Matrix], Any], inputs: Sequence[Matrix],
+             count: int) -> tuple[list[float], float]:
+    timed_calls(call, inputs, WARM_UP)
+    return timed_calls(call, inputs, count)
+
+
+def ms(latencies: Sequence[float], percent: float) -> float:
+    return float(np.percentile(np.asarray(latencies), percent)) * 1e3
+
+
+def batch_one(bench: Bench, count: int) -> Record:
+    local, local_wall = measured(bench.local, bench.singles, count)
+    timed_calls(bench.remote, bench.singles, WARM_UP)
+    before = bench.read()
+    remote, remote_wall = timed_calls(bench.remote, bench.singles, count)
+    after = bench.read()
+    record = {"b1_local_p50": ms(local, 50), "b1_local_p99": ms(local, 99),
+              "b1_engine_p50": ms(remote, 50), "b1_engine_p99": ms(remote, 99),
+              "local_rate": count / local_wall, "b1_wall": remote_wall * 1e3 / count}
+    record["b1_ratio"] = record["b1_engine_p50"] / record["b1_local_p50"]
+    return record | costs("b1", before, after, count)
+
+
+def batch_256(bench: Bench, count: int) -> Record:
+    _, local_wall = measured(bench.local, bench.batches, count)
+    timed_calls(bench.remote, bench.batches, WARM_UP)
+    before = bench.read()
+    remote, remote_wall = timed_calls(bench.remote, bench.batches, count)
+    after = bench.read()
+    rows = count * BATCH_ROWS
+    record = {"b256_local": rows / local_wall, "b256_engine": rows / remote_wall,
+              "b256_p50": ms(remote, 50), "b256_p99": ms(remote, 99),
+              "b256_wall": remote_wall * 1e3 / count}
+    record["b256_ratio"] = record["b256_engine"] / record["b256_local"]
+    return record | costs("b256", before, after, count)
+
+
+def client_process(env: dict[str, str], rows: Matrix, seconds: float, barrier: Any,
+                   results: Any) -> None:
+    """One of the concurrent clients: warm up, wait for the others, send back to back."""
+    try:
+        client = MLClient(load_settings(environ=env))
+        singles = [rows[i:i + 1] for i in range(len(rows))]
+        for row in singles[:WARM_UP]:
+            client.predict(row, model=MODEL, timeout=REQUEST_TIMEOUT)
+        barrier.wait()  # warmed up
+        barrier.wait()  # the parent has read its counters: go
+        latencies: list[float] = []
+        cpu, end = time.process_time(), time.monotonic() + seconds
+        while True:
+            before = time.perf_counter()
+            client.predict(singles[len(latencies) % len(singles)], model=MODEL,
+                           timeout=REQUEST_TIMEOUT)
+            if time.monotonic() > end:
+                break
+            latencies.append(time.perf_counter() - before)
+        results.put((latencies, time.process_time() - cpu, ""))
+    except Exception as exc:  # reported to the parent, which fails the benchmark
+        results.put(([], 0.0, f"{type(exc).__name__}: {exc}"))
+        barrier.abort()  # so that nobody waits for this client
+
+
+def concurrent_clients(bench: Bench, seconds: float) -> Record:
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(CLIENTS + 1), context.Queue()
+    workers = [context.Process(target=client_process, daemon=True,
+                               args=(bench.stack.env, bench.rows[i::CLIENTS], seconds,
+                                     barrier, results)) for i in range(CLIENTS)]
+    for worker in workers:
+        worker.start()
+    try:
+        barrier.wait(timeout=START_LIMIT)  # every client is warmed up
+        before = bench.read()
+        barrier.wait(timeout=START_LIMIT)
+        outcomes = [results.get(timeout=seconds + 60) for _ in workers]
+        after = bench.read()
+    except threading.BrokenBarrierError:
+        _, _, error = results.get(timeout=10)
+        raise BenchmarkError(f"a concurrent client failed: {error}") from None
+    finally:
+        for worker in workers:
+            worker.join(timeout=5)
+            if worker.is_alive():
+                worker.kill()
+    errors = [error for _, _, error in outcomes if error]
+    if errors:
+        raise BenchmarkError(f"a concurrent client failed: {errors[0]}")
+    return clients_record(outcomes, seconds, before, after)
+
+
+def clients_record(outcomes: list[tuple[list[float], float, str]], seconds: float,
+                   before: Reading, after: Reading) -> Record:
+    latencies = [value for values, _, _ in outcomes for value in values]
+    requests = len(latencies)
+    record = {"c8_rate": requests / seconds, "c8_p50": ms(latencies, 50),
+              "c8_p99": ms(latencies, 99), "c8_wall": seconds * 1e3 / requests}
+    record |= costs("c8", before, after, requests)
+    # The requests came from the client processes, not from this one.
+    record["cpu_c8_client"] = sum(used for _, used, _ in outcomes) * 1e3 / requests
+    return record
+
+
+def one_run(bench: Bench, requests: int, client_seconds: float) -> Record:
+    record = batch_one(bench, requests)
+    progress(f"  batch 1: in-process p50 {record['b1_local_p50']:.3f} ms, engine p50 "
+             f"{record['b1_engine_p50']:.3f} / p99 {record['b1_engine_p99']:.3f} ms")
+    record |= concurrent_clients(bench, client_seconds)
+    record["c8_ratio"] = record["c8_rate"] / record["local_rate"]
+    progress(f"  {CLIENTS} clients: {record['c8_rate']:.0f} req/s, p50 "
+             f"{record['c8_p50']:.2f} / p99 {record['c8_p99']:.2f} ms")
+    record |= batch_256(bench, BATCH_REQUESTS)
+    progress(f"  256 rows: engine {record['b256_engine']:.0f} rows/s, in-process "
+             f"{record['b256_local']:.0f} rows/s, ratio {record['b256_ratio']:.2f}")
+    return record
+
+
+# --- engine start and backlog drain (hub stopped) -----------------------------------
+
+
+def engine_start(stack: Stack) -> float:
+    """Stop the engine, start it again: seconds from the start call to /ready 200."""
+    stack.supervisor.stop("ml_engine")
+    began = time.perf_counter()
+    stack.supervisor.start("ml_engine")
+    return wait_until(stack.engine_ready, READY_LIMIT, "ml_engine /ready 200") - began
+
+
+def fill_backlog(connection: redis.Redis, rows: Matrix, count: int) -> list[str]:
+    """XADD COUNT single-row binary requests with unique ids; their reply keys."""
+    deadline_ms = int((time.time() + FAR_DEADLINE) * 1000)
+    prefix = f"drain-{uuid.uuid4().hex[:8]}"
+    for start in range(0, count, XADD_CHUNK):
+        pipe = connection.pipeline(transaction=False)
+        for index in range(start, min(start + XADD_CHUNK, count)):
+            row = rows[index % len(rows)].reshape(1, -1)
+            fields: dict[Any, Any] = protocol.encode_request(f"{prefix}-{index}", MODEL, row,
+                                                             deadline_ms)
+            pipe.xadd(STREAM, fields)
+        pipe.execute()
+    return [f"{protocol.REPLY_PREFIX}{prefix}-{index}" for index in range(count)]
+
+
+def in_chunks(connection: redis.Redis, command: str, keys: list[str]) -> int:
+    """Run COMMAND ("exists" or "unlink") over KEYS, KEY_CHUNK keys a call; the sum of
+    the answers (keys that existed)."""
+    pipe = connection.pipeline(transaction=False)
+    for start in range(0, len(keys), KEY_CHUNK):
+        getattr(pipe, command)(*keys[start:start + KEY_CHUNK])
+    return int(sum(pipe.execute()))
+
+
+def drain(stack: Stack, rows: Matrix, count: int) -> Record:
+    stack.supervisor.stop("ml_engine")
+    connection = stack.redis()
+    began = time.perf_counter()
+    keys = fill_backlog(connection, rows, count)
+    filled = time.perf_counter()
+    stack.supervisor.start("ml_engine")
+    ready = wait_until(stack.engine_ready, READY_LIMIT, "ml_engine /ready 200")
+    before = reading(stack)
+    drained = wait_until(lambda: connection.xlen(STREAM) == 0, DRAIN_LIMIT, "backlog drained")
+    after = reading(stack)
+    answered = in_chunks(connection, "exists", keys)
+    in_chunks(connection, "unlink", keys)
+    return costs("drain", before, after, count) | {
+        "fill": filled - began, "ready": ready - filled, "drain": drained - ready,
+        "rate": count / (drained - ready), "rate_total": count / (drained - filled),
+        "answered": answered, "ok": after.counts.get("ok", 0)}
+
+
+def profiled_engine(settings: Settings, connection: redis.Redis) -> Engine:
+    """The engine's worker as server.py builds it, in this process, as its own consumer."""
+    models = ModelStore(ModelRegistry(settings.models_dir), "cpu")
+    models.refresh()
+    return Engine(connection, models, EngineConfig(
+        consumer="bench-profile", max_batch_rows=settings.ml_max_batch_rows,
+        max_wait_us=settings.ml_max_wait_us, claim_idle_ms=settings.ml_claim_idle_ms,
+        max_deliveries=settings.ml_max_deliveries, reply_ttl_s=settings.ml_reply_ttl))
+
+
+def engine_profile(stack: Stack, rows: Matrix, count: int) -> dict[str, Any]:
+    """The drain path under cProfile: COUNT requests drained by the engine's own Engine
+    class running in this process while the ml_engine program is stopped."""
+    stack.supervisor.stop("ml_engine")
+    connection = stack.redis()
+    engine = profiled_engine(stack.settings, connection)
+    keys = fill_backlog(connection, rows, count)
+    profiler, handled = cProfile.Profile(), 0
+    began = time.perf_counter()
+    profiler.enable()
+    while handled < count:
+        if time.perf_counter() - began > DRAIN_LIMIT:
+            raise BenchmarkError(f"the profiled engine handled {handled} of {count} requests")
+        handled += engine.step()
+    profiler.disable()
+    wall = time.perf_counter() - began
+    in_chunks(connection, "unlink", keys)
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    parts = {tag: cumulative_us(stats, file, function) / count
+             for tag, file, function in ENGINE_PARTS}
+    own = sorted(((tottime * 1e6 / count, where(path, line, name))
+                  for (path, line, name), (_, _, tottime, _, _) in stats.items()), reverse=True)
+    return {"rows": count, "rate": count / wall, "parts": parts, "top": own[:TOP_FUNCTIONS]}
+
+
+ENGINE_PARTS = (("step", "engine.py", "step"), ("read", "engine.py", "_read"),
+                ("screen", "engine.py", "_screen"), ("parse", "protocol.py", "parse"),
+                ("predict", "backends.py", "predict"),
+                ("encode_reply", "protocol.py", "encode_reply"),
+                ("commit", "engine.py", "_commit"))
+TOP_FUNCTIONS = 8
+
+
+def cumulative_us(stats: dict[Any, Any], file: str, function: str) -> float:
+    return float(sum(cumulative * 1e6 for (path, _, name), (_, _, _, cumulative, _) in stats.items()
+                     if name == function and path.endswith(file)))
+
+
+def where(path: str, line: int, name: str) -> str:
+    """A profile entry as `package/file.py:function` (or the built-in's name)."""
+    if path == "~":
+        return name
+    parts = Path(path).parts
+    return f"{'/'.join(parts[-2:])}:{line} {name}"
+
+
+def engine_alone(stack: Stack, rows: Matrix, backlog: int) -> dict[str, Any]:
+    """Ready times and the drain with the hub stopped; the hub is started again after."""
+    supervisor = stack.supervisor
+    supervisor.stop("hub")  # first: the hub restarts a STOPPED engine at once
+    try:
+        ready = []
+        for index in range(READY_SAMPLES):
+            ready.append(engine_start(stack))
+            progress(f"  engine start → /ready {index + 1}/{READY_SAMPLES}: {ready[-1]:.3f} s")
+        profile = engine_profile(stack, rows, min(backlog, PROFILE_BACKLOG))
+        progress(f"  in-process engine under cProfile: {profile['rate']:.0f} rows/s")
+        result = drain(stack, rows, backlog)
+        progress(f"  drain: {backlog} requests in {result['drain']:.2f} s after /ready "
+                 f"({result['rate']:.0f} rows/s), {result['answered']} replies")
+    finally:
+        supervisor.start("hub")
+    wait_until(stack.hub_healthy, READY_LIMIT, "hub /status healthy again")
+    return {"ready": ready, "drain": result, "engine_profile": profile}
+
+
+# --- where the time goes ------------------------------------------------------------
+
+
+def idle_spin(model_file: Path, singles: Sequence[Matrix]) -> Record:
+    """CPU per single-row predict with a short idle gap after each call, for nthread=1
+    and for XGBoost's default nthread (what the engine's backend gets)."""
+    result: Record = {}
+    for tag, params in (("nthread1", {"nthread": 1}), ("default", {})):
+        booster = xgboost.Booster(model_file=str(model_file))
+        booster.set_param(params)
+        cpu, began = time.process_time(), time.perf_counter()
+        for index in range(DIAGNOSTIC_CALLS):
+            booster.inplace_predict(singles[index % len(singles)], validate_features=False)
+            time.sleep(IDLE_GAP)
+        result[f"{tag}_cpu"] = (time.process_time() - cpu) * 1e3 / DIAGNOSTIC_CALLS
+        result[f"{tag}_wall"] = (time.perf_counter() - began) * 1e3 / DIAGNOSTIC_CALLS
+    return result
+
+
+PROFILED = (("total", "ml_engine.py", "timed_calls"), ("send", "client.py", "_send"),
+            ("receive", "client.py", "_receive"), ("encode", "protocol.py", "encode_request"),
+            ("decode", "protocol.py", "decode_reply"),
+            ("socket_wait", "~", "<method 'recv_into' of '_socket.socket' objects>"),
+            ("socket_send", "~", "<method 'sendall' of '_socket.socket' objects>"))
+
+
+def client_profile(bench: Bench, count: int) -> Record:
+    """Milliseconds per batch-1 request in each part of the client, under cProfile."""
+    profiler = cProfile.Profile()
+    profiler.runcall(timed_calls, bench.remote, bench.singles, count)
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    result: Record = {}
+    for tag, file, function in PROFILED:
+        for (path, _, name), (_, _, own, cumulative, _) in stats.items():
+            if name == function and path.endswith(file):
+                spent = own if path == "~" else cumulative
+                result[tag] = result.get(tag, 0.0) + spent * 1e3 / count
+    return result
+
+
+# --- the whole run ------------------------------------------------------------------
+
+
+def input_rows() -> Matrix:
+    matrix, _ = compute_features(market.synthetic_bars(POOL_BARS, seed=1))
+    return np.ascontiguousarray(matrix[:4096], dtype=np.float32)
+
+
+def open_bench(stack: Stack) -> Bench:
+    version = ModelRegistry(stack.settings.models_dir).get(MODEL)
+    booster = xgboost.Booster(model_file=str(version.model_file))
+    booster.set_param({"nthread": 1})
+    bench = Bench(stack, booster, MLClient(stack.settings), input_rows())
+    gap = float(np.max(np.abs(bench.remote(bench.batches[0]) - bench.local(bench.batches[0]))))
+    if gap > 1e-5:
+        raise BenchmarkError(f"engine and in-process predictions differ by up to {gap}")
+    progress(f"model {version.model_file} (v{version.version}); predictions agree within "
+             f"{gap:g}")
+    return bench
+
+
+def collect(args: argparse.Namespace) -> dict[str, Any]:
+    # Short path: the supervisord socket path must fit in 107 bytes.
+    home = Path(tempfile.mkdtemp(prefix="usm-", dir="/tmp"))
+    report: dict[str, Any] = {"load_start": os.getloadavg()[0], "runs": []}
+    try:
+        progress(f"starting a stack in {home} (the first start trains the model) ...")
+        bench = open_bench(Stack.start(home))
+        for index in range(args.runs):
+            progress(f"run {index + 1}/{args.runs}")
+            report["runs"].append(one_run(bench, args.requests, args.client_seconds))
+        progress("where the time goes: idle spin and client profile ...")
+        version = ModelRegistry(bench.stack.settings.models_dir).get(MODEL)
+        report["spin"] = idle_spin(version.model_file, bench.singles)
+        report["profile"] = client_profile(bench, PROFILE_REQUESTS)
+        progress("hub stopped: engine start and backlog drain ...")
+        report |= engine_alone(bench.stack, bench.rows, args.backlog)
+    finally:
+        cleanup(home)
+    report["load_end"] = os.getloadavg()[0]
+    return report
+
+
+# --- reporting ----------------------------------------------------------------------
+
+RUN_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("b1_local_p50", "batch 1, in-process `inplace_predict` p50 (ms)", ".3f"),
+    ("b1_local_p99", "batch 1, in-process p99 (ms)", ".3f"),
+    ("b1_engine_p50", "batch 1, engine round trip p50 (ms)", ".3f"),
+    ("b1_engine_p99", "batch 1, engine round trip p99 (ms)", ".3f"),
+    ("b1_ratio", "batch 1, ratio engine p50 / in-process p50", ".2f"),
+    ("local_rate", "in-process single-row predicts/s (one thread)", ",.0f"),
+    ("c8_rate", f"{CLIENTS} clients, single-row: requests/s", ",.0f"),
+    ("c8_p50", f"{CLIENTS} clients: p50 (ms)", ".2f"),
+    ("c8_p99", f"{CLIENTS} clients: p99 (ms)", ".2f"),
+    ("c8_ratio", f"{CLIENTS} clients: ratio requests/s / in-process predicts/s", ".2f"),
+    ("b256_local", f"batch {BATCH_ROWS}, in-process rows/s", ",.0f"),
+    ("b256_engine", f"batch {BATCH_ROWS}, engine rows/s (one client)", ",.0f"),
+    ("b256_p50", f"batch {BATCH_ROWS}, engine round trip p50 (ms)", ".2f"),
+    ("b256_ratio", f"batch {BATCH_ROWS}, ratio engine / in-process rows/s", ".2f"),
+)
+CPU_ROWS = (("b1", "batch 1, one client"), ("c8", f"single row, {CLIENTS} clients"),
+            ("b256", f"batch {BATCH_ROWS}, one client"))
+
+
+def summarize(runs: list[Record]) -> dict[str, dict[str, float]]:
+    return {key: {"median": statistics.median(run[key] for run in runs),
+                  "min": min(run[key] for run in runs), "max": max(run[key] for run in runs)}
+            for key in runs[0]}
+
+
+def acceptance(report: dict[str, Any]) -> list[tuple[bool, str]]:
+    summary, drained = summarize(report["runs"]), report["drain"]
+    p50, p99 = summary["b1_engine_p50"]["median"], summary["b1_engine_p99"]["median"]
+    rate, ratio = summary["c8_rate"]["median"], summary["b256_ratio"]["median"]
+    ready = statistics.median(report["ready"])
+    checks = [
+        (p50 <= ACCEPT_P50_MS and p99 <= ACCEPT_P99_MS,
+         f"batch 1: p50 {p50:.3f} ms ≤ {ACCEPT_P50_MS:g} ms and p99 {p99:.3f} ms ≤ "
+         f"{ACCEPT_P99_MS:g} ms"),
+        (rate >= ACCEPT_CLIENTS_RATE, f"{CLIENTS} clients: {rate:,.0f} req/s ≥ "
+         f"{ACCEPT_CLIENTS_RATE:,.0f}"),
+        (ratio >= ACCEPT_BATCH_RATIO, f"batch {BATCH_ROWS}: {ratio:.2f} x in-process ≥ "
+         f"{ACCEPT_BATCH_RATIO:g}"),
+        (drained["rate"] >= ACCEPT_DRAIN_RATE and drained["answered"] == report["backlog"],
+         f"drain: {drained['rate']:,.0f} rows/s ≥ {ACCEPT_DRAIN_RATE:,.0f}, "
+         f"{drained['answered']:,}/{report['backlog']:,} answered"),
+        (ready <= ACCEPT_READY_S, f"engine start → ready: median {ready:.2f} s ≤ "
+         f"{ACCEPT_READY_S:g} s")]
+    return [(ok, f"{text} → {'PASS' if ok else 'FAIL'}") for ok, text in checks]
+
+
+def runs_table(report: dict[str, Any]) -> list[str]:
+    summary = summarize(report["runs"])
+    rows = ["| Measure | Median | Min | Max |", "|---|---:|---:|---:|"]
+    for key, label, form in RUN_ROWS:
+        values = summary[key]
+        rows.append(f"| {label} | {values['median']:{form}} | {values['min']:{form}} | "
+                    f"{values['max']:{form}} |")
+    return rows
+
+
+def engine_table(report: dict[str, Any]) -> list[str]:
+    ready, drained = report["ready"], report["drain"]
+    return ["| Measure | Value |", "|---|---:|",
+            f"| engine start → /ready 200, median of {len(ready)} (s) | "
+            f"{statistics.median(ready):.3f} ({min(ready):.3f} to {max(ready):.3f}) |",
+            f"| backlog: {report['backlog']:,} requests XADDed, pipelined (s) | "
+            f"{drained['fill']:.2f} |",
+            f"| drain: engine start → /ready 200 (s) | {drained['ready']:.3f} |",
+            f"| drain: /ready → stream empty (s) | {drained['drain']:.3f} |",
+            f"| drain rows/s, start-up excluded | {drained['rate']:,.0f} |",
+            f"| drain rows/s, start-up included | {drained['rate_total']:,.0f} |",
+            f"| replies present / engine `ok` count | {drained['answered']:,} / "
+            f"{drained['ok']:,.0f} |",
+            f"| rows per engine batch during the drain | {drained['drain_batch_rows']:.0f} |"]
+
+
+CPU_COLUMNS = ("ml_engine", "ml_engine_loop", "redis", "client")
+
+
+def cpu_table(report: dict[str, Any]) -> list[str]:
+    summary, drained = summarize(report["runs"]), report["drain"]
+    rows = ["| Load | Wall per request | ml_engine CPU | of it, the loop thread | redis CPU | "
+            "client CPU | Requests per engine batch |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for tag, label in CPU_ROWS:
+        cells = " | ".join(f"{summary[f'cpu_{tag}_{name}']['median']:.3f}"
+                           for name in CPU_COLUMNS)
+        rows.append(f"| {label} | {summary[f'{tag}_wall']['median']:.3f} | {cells} | "
+                    f"{summary[f'{tag}_batch_ok']['median']:.1f} |")
+    cells = " | ".join(f"{drained[f'cpu_drain_{name}']:.3f}" for name in CPU_COLUMNS[:3])
+    rows.append(f"| backlog drain (per row) | {drained['drain'] * 1e3 / report['backlog']:.3f} "
+                f"| {cells} | - | {drained['drain_batch_ok']:.0f} |")
+    return rows
+
+
+def calls_table(report: dict[str, Any]) -> list[str]:
+    summary, drained = summarize(report["runs"]), report["drain"]
+    rows = ["| Load | " + " | ".join(f"`{name.upper()}`" for name in COMMANDS) + " |",
+            "|---|" + "---:|" * len(COMMANDS)]
+    for tag, label in CPU_ROWS:
+        cells = " | ".join(f"{summary[f'calls_{tag}_{name}']['median']:.2f}" for name in COMMANDS)
+        rows.append(f"| {label} | {cells} |")
+    cells = " | ".join(f"{drained[f'calls_drain_{name}']:.3f}" for name in COMMANDS)
+    return [*rows, f"| backlog drain (per row) | {cells} |"]
+
+
+def profile_table(report: dict[str, Any]) -> list[str]:
+    profile = report["engine_profile"]
+    parts = ", ".join(f"`{tag}` {value:.1f}" for tag, value in profile["parts"].items())
+    rows = [f"The drain path under cProfile: the engine's `Engine` class in the benchmark "
+            f"process draining {profile['rows']:,} requests ({profile['rate']:,.0f} rows/s "
+            f"with the profiler on). Cumulative µs per row: {parts}.", "",
+            "| Own time, µs per row | Function |", "|---:|---|"]
+    rows += [f"| {spent:.1f} | `{name}` |" for spent, name in profile["top"]]
+    return rows
+
+
+def diagnostics(report: dict[str, Any]) -> list[str]:
+    spin, profile = report["spin"], report["profile"]
+    return [f"In-process single-row predict with {IDLE_GAP * 1e3:g} ms idle after each call "
+            f"(ms per call, {DIAGNOSTIC_CALLS} calls): nthread=1 CPU {spin['nthread1_cpu']:.3f} "
+            f"(wall {spin['nthread1_wall']:.3f}); XGBoost's default nthread, as the engine "
+            f"loads it, CPU {spin['default_cpu']:.3f} (wall {spin['default_wall']:.3f}).", "",
+            f"Client cProfile, {PROFILE_REQUESTS} batch-1 requests (ms per request, the "
+            f"profiler inflates Python time): total {profile.get('total', 0):.3f}; "
+            f"`_send` (XLEN + XADD pipeline) {profile.get('send', 0):.3f}; `_receive` "
+            f"(BLPOP) {profile.get('receive', 0):.3f}; blocked in socket reads "
+            f"{profile.get('socket_wait', 0):.3f}; `encode_request` "
+            f"{profile.get('encode', 0):.3f}; `decode_reply` {profile.get('decode', 0):.3f}."]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    runs = len(report["runs"])
+    lines = [f"Machine: {os.cpu_count()} cores, 1-minute load average "
+             f"{report['load_start']:.2f} at the start, {report['load_end']:.2f} at the end.", "",
+             f"ML engine round trip, {runs} runs (median, min and max across runs); model "
+             f"`{MODEL}`, baseline the same UBJ file in-process with nthread=1; "
+             f"{report['requests']:,} batch-1 requests, {report['client_seconds']:g} s of "
+             f"{CLIENTS} clients and {BATCH_REQUESTS:,} requests of {BATCH_ROWS} rows per run, "
+             f"each after {WARM_UP} warm-up calls.", "", *runs_table(report), "",
+             "Engine alone (hub stopped):", "", *engine_table(report), "",
+             "Where the time goes: milliseconds per request (per row for the drain), medians "
+             "across runs; CPU from psutil, client CPU summed over the client processes.", "",
+             *cpu_table(report), "", "Redis calls per request (per row for the drain), "
+             "from `INFO commandstats`; `MULTI` is counted like `EXEC`:", "",
+             *calls_table(report), "", *diagnostics(report), "", *profile_table(report), "",
+             "Acceptance (issue 4):"]
+    lines += [f"- {text}" for _, text in acceptance(report)]
+    return "\n".join(lines)
+
+
+def positive(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Time the ML engine's Redis round trip (batch 1, 8 concurrent clients, "
+                    "batch 256, backlog drain, start to ready) against in-process XGBoost.")
+    parser.add_argument("--runs", type=positive, default=3, help="repeats of 1-3 (3)")
+    parser.add_argument("--requests", type=positive, default=5000,
+                        help="batch-1 requests per run (5000)")
+    parser.add_argument("--client-seconds", type=seconds, default=10.0,
+                        help=f"seconds the {CLIENTS} concurrent clients send per run (10)")
+    parser.add_argument("--backlog", type=positive, default=100_000,
+                        help="requests queued for the drain (100000)")
+    parser.add_argument("--json", action="store_true",
+                        help="print samples and summary as JSON instead of tables")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the finally in collect() stops what we started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        report = collect(args) | {"requests": args.requests, "backlog": args.backlog,
+                                  "client_seconds": args.client_seconds}
+    except (BenchmarkError, PredictionError, SupervisorError, redis.RedisError) as exc:
+        print(f"ml_engine benchmark: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        checks = [{"pass": ok, "text": text} for ok, text in acceptance(report)]
+        print(json.dumps(report | {"summary": summarize(report["runs"]),
+                                   "acceptance": checks}, indent=2))
+    else:
+        print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
