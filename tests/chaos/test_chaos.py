@@ -306,41 +306,19 @@ def test_a_frozen_hub_is_replaced_by_its_guard_and_restarts_nothing(stack: Stack
 
 
 def test_kill_9_engine_under_load_answers_every_request_exactly_once(stack: Stack) -> None:
-    import numpy as np
-
+    from tests.chaos.ml_load import RequestLoad
     from unistack.config import load_settings
-    from unistack.ml.client import MLClient
 
     start(stack, **NO_LOOPS)
     pid = settle_past_startsecs(stack, "ml_engine")
-    settings = load_settings(environ=stack.env)
-    answered: list[str] = []
-    failures: list[BaseException] = []
-    stop = threading.Event()
-
-    def producer() -> None:
-        client = MLClient(settings)
-        while not stop.is_set():
-            try:
-                client.predict(np.zeros((1, 8), np.float32), timeout=15)
-                answered.append("ok")
-            except Exception as exc:  # the test asserts there were none
-                failures.append(exc)
-
-    threads = [threading.Thread(target=producer) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    try:
-        wait_for(lambda: len(answered) > 500, timeout=20)
+    with RequestLoad(load_settings(environ=stack.env), producers=4, rows=1,
+                     timeout=15) as load:
+        wait_for(lambda: load.answered > 500, timeout=20)
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: ready_with_new_pid(stack, "ml_engine", pid), timeout=15)
-        settled = len(answered)
-        wait_for(lambda: len(answered) > settled + 500, timeout=20)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(20)
-    assert failures == []
+        settled = load.answered
+        wait_for(lambda: load.answered > settled + 500, timeout=20)
+    assert load.failures == []
     client = redis.Redis(port=stack.port("REDIS_PORT"), password=password(stack))
     assert client.xlen("ml:requests") == 0
     assert client.xpending("ml:requests", "ml-engine")["pending"] == 0

@@ -4,13 +4,13 @@ a new model version swapped in under load."""
 from __future__ import annotations
 
 import json
-import threading
 import urllib.request
 
 import numpy as np
 import pytest
 import redis
 
+from tests.chaos.ml_load import RequestLoad
 from tests.chaos.test_chaos import NO_LOOPS, services, start
 from tests.conftest import Stack, wait_for
 from unistack.config import load_settings
@@ -62,32 +62,12 @@ def test_a_new_model_version_is_swapped_in_under_load_without_a_failed_request(
     stack: Stack,
 ) -> None:
     start(stack, ML_MODEL_REFRESH_INTERVAL="0.5")
-    settings = load_settings(environ=stack.env)
-    answered: list[int] = []
-    failures: list[BaseException] = []
-    stop = threading.Event()
-
-    def producer() -> None:
-        client = MLClient(settings)
-        while not stop.is_set():
-            try:
-                client.predict(np.zeros((4, 8), np.float32), timeout=10)
-                answered.append(1)
-            except Exception as exc:  # the test asserts there were none
-                failures.append(exc)
-
-    threads = [threading.Thread(target=producer) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    try:
-        wait_for(lambda: len(answered) > 200, timeout=20)
+    with RequestLoad(load_settings(environ=stack.env), producers=3, rows=4,
+                     timeout=10) as load:
+        wait_for(lambda: load.answered > 200, timeout=20)
         trained = stack.cli("ml", "train", "--synthetic", "3000", "--rounds", "20", "--seed", "7")
         assert trained.returncode == 0, trained.stderr
         wait_for(lambda: engine_models(stack)["default"]["version"] == 2, timeout=20)
-        swapped = len(answered)
-        wait_for(lambda: len(answered) > swapped + 200, timeout=20)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(20)
-    assert failures == []
+        swapped = load.answered
+        wait_for(lambda: load.answered > swapped + 200, timeout=20)
+    assert load.failures == []
