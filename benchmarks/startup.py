@@ -2,7 +2,7 @@
 
 Each run starts and stops one unistack stack through the operator CLI in a temp
 UNISTACK_HOME on free loopback ports, then a baseline: supervisord alone, autostarting
-the same redis and prometheus programs (taken from the project's supervisord.conf) with
+the same managed programs (taken from the project's supervisord.conf) with
 no hub. One uncounted warm-up start/stop does the first-run bootstrap first.
 
 Usage: .venv/bin/python benchmarks/startup.py [--runs N] [--json]
@@ -51,7 +51,7 @@ MEASURES: tuple[tuple[str, str, str | None], ...] = (
     ("start_cli", "unistack start: `unistack start` wall time", "base_start"),
     ("start_healthy", "unistack start: CLI spawn → /status healthy", "base_start"),
     ("start_exec", "unistack start: supervisord exec → /status healthy", "base_start"),
-    ("base_start", "baseline start: supervisord exec → redis + prometheus ready", None),
+    ("base_start", "baseline start: supervisord exec → every managed service ready", None),
     ("stop_cli", "unistack stop: `unistack stop` → no process left", "base_stop"),
     ("base_stop", "baseline stop: supervisor.shutdown → no process left", None),
 )
@@ -198,7 +198,7 @@ def measure_stop(env: dict[str, str], home: Path) -> float:
 
 
 def baseline_conf(settings: Settings, directory: Path) -> str:
-    """The project's redis and prometheus programs, autostarted, without the hub.
+    """The project's managed programs (all but the hub), autostarted, without the hub.
 
     Control is a 0700 unix socket in DIRECTORY; there is no inet server. Commands and
     stop options stay as in supervisord.conf, so the baseline cannot drift from them.
@@ -227,7 +227,7 @@ def baseline_conf(settings: Settings, directory: Path) -> str:
 
 
 def measure_baseline_start(settings: Settings, conf: Path) -> float:
-    """Exec supervisord; wait for the hub's own readiness probes of redis and prometheus."""
+    """Exec supervisord; wait for the hub's own readiness probes of every managed program."""
     probes = {spec.name: build_probe(spec.readiness, spec, settings,
                                      settings.probe_timing(spec.name, "readiness").timeout)
               for spec in REGISTRY if not spec.autostart}
@@ -242,7 +242,7 @@ def measure_baseline_start(settings: Settings, conf: Path) -> float:
     daemon = subprocess.Popen([*SUPERVISORD, str(conf)], env=supervisord_env(settings),
                               cwd=settings.unistack_home, stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ended = wait_until(all_ready, START_LIMIT, "baseline: redis and prometheus ready")
+    ended = wait_until(all_ready, START_LIMIT, "baseline: every managed program ready")
     check_exit(daemon, "baseline supervisord")
     return ended - began
 
@@ -364,7 +364,7 @@ def positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Time cold start and stop of unistack against plain supervisord "
-                    "running the same redis and prometheus programs.")
+                    "running the same managed programs.")
     parser.add_argument("--runs", type=positive, default=7, help="measured runs (7)")
     parser.add_argument("--json", action="store_true",
                         help="print samples and summary as JSON instead of a table")
