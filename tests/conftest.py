@@ -69,7 +69,7 @@ def free_ports(count: int) -> list[int]:
 def stack_environment(home: Path) -> dict[str, str]:
     """The process environment of a stack rooted at HOME on fresh ports."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("UNISTACK_", "REDIS_", "PROMETHEUS_", "HUB_"))}
+           if not k.startswith(("UNISTACK_", "REDIS_", "PROMETHEUS_", "HUB_", "ML_"))}
     env.update(dict(zip(PORT_KEYS, map(str, free_ports(len(PORT_KEYS))), strict=True)))
     env["UNISTACK_HOME"] = str(home)
     return env

@@ -190,3 +190,12 @@ def test_prometheus_command_keeps_its_loopback_and_retention_flags(
     assert any(flag.startswith("--storage.tsdb.retention.size=") for flag in command)
     assert any(flag.startswith("--config.file=") for flag in command)
     assert not any("enable-admin-api" in flag or "enable-lifecycle" in flag for flag in command)
+
+
+def test_the_hub_knows_supervisords_startsecs(supervisord: configparser.RawConfigParser) -> None:
+    # The hub leaves exits within startsecs to supervisord's retry; it must use the same value.
+    from unistack.hub import reconcile
+
+    for spec in REGISTRY:
+        startsecs = float(supervisord.get(f"program:{spec.name}", "startsecs"))
+        assert startsecs == reconcile._STARTSECS, spec.name

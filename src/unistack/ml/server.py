@@ -50,14 +50,19 @@ class EngineMetrics:
         self._engine, self._client = engine, client
         self._outcomes = Counter("ml_engine_requests", "Requests by outcome", ["outcome"],
                                  registry=self.registry)
+        # Engine.counts also holds work done, which is not a request outcome.
+        self._work = {name: Counter(f"ml_engine_{name}", f"{name.capitalize()} handled",
+                                    registry=self.registry)
+                      for name in ("batches", "rows", "reclaimed")}
         self._backlog = Gauge("ml_engine_stream_length", "Requests not yet answered",
                               registry=self.registry)
         self._seen: dict[str, int] = {}
 
     def render(self) -> bytes:
-        for outcome, count in list(self._engine.counts.items()):
-            self._outcomes.labels(outcome).inc(count - self._seen.get(outcome, 0))
-            self._seen[outcome] = count
+        for name, count in list(self._engine.counts.items()):
+            counter = self._work.get(name) or self._outcomes.labels(name)
+            counter.inc(count - self._seen.get(name, 0))
+            self._seen[name] = count
         with contextlib.suppress(redis.RedisError):  # Redis down: keep the last value
             self._backlog.set(int(self._client.xlen(STREAM)))
         return generate_latest(self.registry)
