@@ -134,10 +134,9 @@ def test_a_request_past_its_deadline_is_expired_and_never_predicted(
     assert header["status"] == "expired" and "deadline passed" in header["error"]
     assert engine.engine.counts["rows"] == rows_before
     client = client_for(redis_server, tmp_path)
-    redis_server.rpush(protocol.REPLY_PREFIX + "forged", protocol.encode_reply(
-        {"id": "forged", "status": "expired", "error": "deadline passed"}, None, False))
     with pytest.raises(Expired, match="deadline passed"):
-        client._receive("forged", 1.0)
+        client.predict(np.zeros((1, 8)), timeout=5, deadline=time.time() - 1)
+    assert engine.engine.counts["rows"] == rows_before
 
 
 def test_no_engine_means_a_timeout_that_says_so(redis_server: redis.Redis,
@@ -147,14 +146,18 @@ def test_no_engine_means_a_timeout_that_says_so(redis_server: redis.Redis,
         client.predict(np.zeros((1, 8)), timeout=0.2)
 
 
-def test_a_full_backlog_is_refused_and_withdrawn(redis_server: redis.Redis,
-                                                  tmp_path: Path) -> None:
+def test_a_full_backlog_is_refused_at_once_and_nothing_is_added(
+    redis_server: redis.Redis, tmp_path: Path
+) -> None:
     client = client_for(redis_server, tmp_path, max_backlog=2)
     for n in range(2):
         redis_server.xadd(STREAM, {"id": f"waiting-{n}"})
+    started = time.monotonic()
     with pytest.raises(BacklogFull, match="2 requests are waiting"):
-        client.predict(np.zeros((1, 8)), timeout=0.2)
+        client.predict(np.zeros((1, 8)), timeout=5)
+    assert time.monotonic() - started < 1  # told at once, not after the timeout
     assert redis_server.xlen(STREAM) == 2
+    assert redis_server.keys(protocol.REPLY_PREFIX + "*") == []  # the refusal was popped
 
 
 def test_a_json_request_from_redis_cli_gets_a_json_answer(

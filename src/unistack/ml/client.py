@@ -5,7 +5,7 @@
 Every failure is an exception that says why: `Expired` (past its deadline), `Invalid`
 (the engine refused the input, with its reason), `BacklogFull` (too many requests
 waiting: shed load instead of queueing forever), `Failed` (dead-lettered),
-`PredictionTimeout` (no answer in time).
+`PredictionTimeout` (no answer in time), `Unavailable` (Redis cannot be reached).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import redis
 from numpy.typing import NDArray
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from unistack.config import LOOPBACK, Settings
 from unistack.ml import protocol
@@ -47,49 +49,88 @@ class PredictionTimeout(PredictionError):
     pass
 
 
+class Unavailable(PredictionError):
+    pass
+
+
 _ERRORS = {protocol.EXPIRED: Expired, protocol.INVALID: Invalid, protocol.FAILED: Failed}
+
+
+# KEYS: the request stream, the reply list. ARGV: the backlog limit, the reply TTL, then
+# the request's field/value pairs. Admission and XADD are one atomic step, so the stream
+# never holds more than the limit (from MLClient); a refusal goes on the reply list, where
+# the BLPOP sent in the same round trip finds it at once.
+_SUBMIT = """
+local backlog = redis.call('XLEN', KEYS[1])
+if backlog >= tonumber(ARGV[1]) then
+  redis.call('RPUSH', KEYS[2], cjson.encode({status = 'backlog', backlog = backlog}))
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+  return backlog
+end
+redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
+return -1
+"""
+_REFUSAL_TTL_S = 10
 
 
 class MLClient:
     def __init__(self, settings: Settings, max_backlog: int = 100_000,
                  client: redis.Redis | None = None) -> None:
+        # No client-side retries (a resent submit would be a second request) and no socket
+        # timeout (the BLPOP's own timeout bounds the wait; redis-py's default of 5 s would
+        # cut a longer one short). A Redis that dies mid-wait resets the connection.
         self._redis = client or redis.Redis(host=LOOPBACK, port=settings.redis_port,
-                                            password=settings.redis_password)
+                                            password=settings.redis_password,
+                                            socket_timeout=None, socket_connect_timeout=2,
+                                            retry=Retry(NoBackoff(), 0))
+        self._where = f"{LOOPBACK}:{settings.redis_port}"
         self._max_backlog = max_backlog
         self._prefix = uuid.uuid4().hex[:12]
         self._sequence = 0
 
     def predict(self, rows: Any, model: str = "default", timeout: float = 1.0,
-                version: int | None = None) -> NDArray[np.float32]:
-        """Predictions for ROWS (a [n, d] matrix, or one row) within TIMEOUT seconds."""
+                version: int | None = None, deadline: float | None = None,
+                ) -> NDArray[np.float32]:
+        """Predictions for ROWS (a [n, d] matrix, or one row) within TIMEOUT seconds.
+
+        DEADLINE (epoch seconds, default now + TIMEOUT) is when an answer stops being
+        useful: a request the engine reads later is answered `expired`, never predicted."""
         matrix = np.asarray(rows, dtype=np.float32)
         if matrix.ndim == 1:
             matrix = matrix.reshape(1, -1)
         self._sequence += 1
         request_id = f"{self._prefix}-{self._sequence}"
-        deadline_ms = int((time.time() + timeout) * 1000)
+        deadline_ms = int(((time.time() + timeout) if deadline is None else deadline) * 1000)
         fields = protocol.encode_request(request_id, model, matrix, deadline_ms, version)
-        self._send(fields)
-        return self._receive(request_id, timeout)
+        return self._round_trip(request_id, fields, timeout)
 
-    def _send(self, fields: dict[Any, Any]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.xlen(STREAM)
-        pipe.xadd(STREAM, fields, maxlen=self._max_backlog * 2, approximate=True)
-        backlog, entry_id = pipe.execute()
-        if backlog >= self._max_backlog:
-            self._redis.xdel(STREAM, entry_id)  # withdraw it: the caller is told to shed
-            raise BacklogFull(f"{backlog} requests are waiting (limit {self._max_backlog}); "
-                              "the engine is behind or down: shed load and retry later")
-
-    def _receive(self, request_id: str, timeout: float) -> NDArray[np.float32]:
+    def _round_trip(self, request_id: str, fields: dict[str, Any],
+                    timeout: float) -> NDArray[np.float32]:
+        """Submit and wait for the reply in one round trip: Redis runs the pipelined
+        BLPOP right after the script, on the same connection."""
         key = protocol.REPLY_PREFIX + request_id
-        reply: Any = self._redis.blpop([key], timeout=max(timeout, 0.01))
+        flat = [part for pair in fields.items() for part in pair]
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.eval(_SUBMIT, 2, STREAM, key, self._max_backlog, _REFUSAL_TTL_S, *flat)
+        pipe.blpop([key], timeout=max(timeout, 0.01))
+        try:
+            _, reply = pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise Unavailable(f"request {request_id}: Redis at {self._where} cannot be reached "
+                              f"({exc}); is the stack running? (`unistack status`)") from exc
         if reply is None:
             raise PredictionTimeout(f"no answer to request {request_id} within {timeout:g} s; "
                                     "is the ml_engine running? (`unistack status`)")
         header, predictions = protocol.decode_reply(reply[1])
         if predictions is None:
-            error = _ERRORS.get(str(header.get("status")), PredictionError)
-            raise error(f"request {request_id}: {header.get('status')}: {header.get('error')}")
+            raise _error(request_id, header, self._max_backlog)
         return predictions
+
+
+def _error(request_id: str, header: dict[str, Any], limit: int) -> PredictionError:
+    status = str(header.get("status"))
+    if status == "backlog":
+        return BacklogFull(f"{header.get('backlog')} requests are waiting (limit {limit}); "
+                           "the engine is behind or down: shed load and retry later")
+    error = _ERRORS.get(status, PredictionError)
+    return error(f"request {request_id}: {status}: {header.get('error')}")

@@ -32,6 +32,22 @@ GROUP = "ml-engine"
 DEAD_LETTERS = "ml:dead-letters"
 
 Entry = tuple[bytes, dict[bytes, bytes]]
+# KEYS: the stream, then one reply list per reply. ARGV: group, reply TTL, the number of
+# replies, the replies, then every entry id answered. Redis runs a script atomically, and
+# EVAL (not EVALSHA) keeps working after a Redis restart emptied its script cache.
+_COMMIT = """
+local group, ttl, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+for i = 1, n do
+  redis.call('RPUSH', KEYS[i + 1], ARGV[3 + i])
+  redis.call('EXPIRE', KEYS[i + 1], ttl)
+end
+for first = 4 + n, #ARGV, 1000 do
+  local last = math.min(first + 999, #ARGV)
+  redis.call('XACK', KEYS[1], group, unpack(ARGV, first, last))
+  redis.call('XDEL', KEYS[1], unpack(ARGV, first, last))
+end
+return n
+"""
 # A batch this large already amortises the fixed cost of a predict call (~0.3 ms):
 # waiting for more would only add a round trip.
 _ENOUGH_ROWS = 64
@@ -216,11 +232,13 @@ class Engine:
             return outcomes
         predictions = loaded.backend.predict(np.concatenate([r.rows for _, r in fit]))
         header = {"status": protocol.OK, "model": model, "version": loaded.version.version}
+        prefix = protocol.ok_prefix(model, loaded.version.version)
         offset = 0
         for entry_id, request in fit:
             rows = request.rows.shape[0]
-            payload = protocol.encode_reply({**header, "id": request.id},
-                                            predictions[offset:offset + rows], request.as_json)
+            values = predictions[offset:offset + rows]
+            payload = (protocol.encode_reply({**header, "id": request.id}, values, True)
+                       if request.as_json else protocol.encode_ok(prefix, request.id, values))
             outcomes.append(Outcome(entry_id, request.id, payload, protocol.OK))
             offset += rows
         self.counts["batches"] += 1
@@ -243,16 +261,12 @@ class Engine:
         return Outcome(entry_id, request_id, None, "dead")
 
     def _commit(self, outcomes: list[Outcome]) -> None:
-        """Replies and their acknowledgement in one transaction: all or nothing."""
-        pipe = self._redis.pipeline(transaction=True)
-        ttl = self._config.reply_ttl_s
+        """Replies and their acknowledgement in one script: all or nothing, one command."""
         for outcome in outcomes:
             self.counts[outcome.status] += 1
-            if outcome.payload is not None:
-                key = protocol.REPLY_PREFIX + outcome.request_id
-                pipe.rpush(key, outcome.payload)
-                pipe.expire(key, ttl)
-        answered = [o.entry_id for o in outcomes]
-        pipe.xack(STREAM, GROUP, *answered)
-        pipe.xdel(STREAM, *answered)  # the stream holds only work not yet answered
-        pipe.execute()
+        replies = [o for o in outcomes if o.payload is not None]
+        keys = [protocol.REPLY_PREFIX + o.request_id for o in replies]
+        args: list[Any] = [GROUP, self._config.reply_ttl_s, len(replies)]
+        args += [o.payload for o in replies]
+        args += [o.entry_id for o in outcomes]
+        self._redis.eval(_COMMIT, 1 + len(keys), STREAM, *keys, *args)

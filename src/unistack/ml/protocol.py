@@ -115,9 +115,16 @@ def _refuse_constant(name: str) -> float:
 DEFAULT_LIMITS = Limits()
 
 
+# The field sets of a well-formed binary request: checked with one set comparison.
+_BINARY = frozenset(name.encode() for name in (*REQUIRED, "dtype", "shape", "data"))
+_BINARY_PINNED = _BINARY | {b"version"}
+
+
 def parse(fields: dict[bytes, bytes], limits: Limits = DEFAULT_LIMITS) -> Request:
     """Validate one stream entry into a Request, or raise RequestError saying why."""
-    _check_fields(fields)
+    names = fields.keys()
+    if names not in (_BINARY, _BINARY_PINNED):
+        _check_fields(fields)
     request_id = _text(fields, "id")
     if not REQUEST_ID.fullmatch(request_id):
         raise RequestError(f"id {request_id[:40]!r} is invalid: expected 1-128 characters "
@@ -179,6 +186,21 @@ def encode_reply(header: dict[str, Any], predictions: NDArray[Any] | None, as_js
             return json.dumps(header).encode()
         return json.dumps(header).encode() + b"\n" + values.tobytes()
     return json.dumps(header).encode()
+
+
+def ok_prefix(model: str, version: int) -> bytes:
+    """The start of every `ok` reply header of one model version (see encode_ok)."""
+    return json.dumps({"status": OK, "model": model, "version": version})[:-1].encode()
+
+
+def encode_ok(prefix: bytes, request_id: str, predictions: NDArray[Any]) -> bytes:
+    """What encode_reply makes of an `ok` binary reply, without a json.dumps per reply.
+
+    REQUEST_ID admits no character that JSON would escape, so the id is written as is."""
+    values = np.ascontiguousarray(predictions, dtype="<f4")
+    shape = ", ".join(map(str, values.shape))
+    return b'%s, "id": "%s", "shape": [%s]}\n%s' % (prefix, request_id.encode(),
+                                                   shape.encode(), values.tobytes())
 
 
 def _finite_or_none(value: float) -> float | None:

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from unistack.config import LOOPBACK, ConfigError, Settings, load_settings
 from unistack.logs import setup_logging
@@ -77,8 +79,11 @@ class EngineService:
         log.info("xgboost backend: %s (%s)", self.choice.device, self.choice.reason)
         self.registry = ModelRegistry(settings.models_dir)
         self.models = ModelStore(self.registry, self.choice.device or "cpu")
+        # No redis-py retries: a commit resent after a timeout would push its replies
+        # twice. The loop reconnects itself, and unanswered entries stay pending.
         self.client = redis.Redis(host=LOOPBACK, port=settings.redis_port,
-                                  password=settings.redis_password, socket_timeout=5)
+                                  password=settings.redis_password, socket_timeout=5,
+                                  retry=Retry(NoBackoff(), 0))
         self.engine = Engine(self.client, self.models, EngineConfig(
             max_batch_rows=settings.ml_max_batch_rows, max_wait_us=settings.ml_max_wait_us,
             claim_idle_ms=settings.ml_claim_idle_ms, max_deliveries=settings.ml_max_deliveries,
