@@ -57,7 +57,7 @@ from unistack.ml import market, protocol
 from unistack.ml.client import MLClient, PredictionError
 from unistack.ml.engine import STREAM, Engine, EngineConfig
 from unistack.ml.features import compute_features
-from unistack.ml.models import ModelStore
+from unistack.ml.models import ON_CPU, ModelStore
 from unistack.ml.registry import ModelRegistry
 from unistack.probes import HttpProbe
 from unistack.supervisor import SupervisorClient, SupervisorError
@@ -389,7 +389,7 @@ def drain(stack: Stack, rows: Matrix, count: int) -> Record:
 
 def profiled_engine(settings: Settings, connection: redis.Redis) -> Engine:
     """The engine's worker as server.py builds it, in this process, as its own consumer."""
-    models = ModelStore(ModelRegistry(settings.models_dir), "cpu")
+    models = ModelStore(ModelRegistry(settings.models_dir), ON_CPU)
     models.refresh()
     return Engine(connection, models, EngineConfig(
         consumer="bench-profile", max_batch_rows=settings.ml_max_batch_rows,

@@ -181,14 +181,37 @@ def _input_width(model: Any) -> int | None:
     return None if width is None else int(width)
 
 
+def _serving_signature(tf: Any, path: Path) -> Any:
+    """The SavedModel's serving_default signature, refused unless it is one tensor in, one out."""
+    signatures = tf.saved_model.load(str(path)).signatures
+    if "serving_default" not in signatures:
+        raise BackendError(f"{path}: a SavedModel needs a 'serving_default' signature (has: "
+                           f"{', '.join(signatures) or 'none'}); export it with model.export()")
+    signature = signatures["serving_default"]
+    inputs, outputs = signature.structured_input_signature[1], signature.structured_outputs
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise BackendError(f"{path}: expected a serving signature with 1 input and 1 output, "
+                           f"got inputs {sorted(inputs)} and outputs {sorted(outputs)}")
+    return signature
+
+
+def _saved_model(tf: Any, path: Path) -> tuple[Callable[[Any], Any], int | None]:
+    """A SavedModel directory (Keras 3 load_model no longer reads these), by its signature."""
+    signature = _serving_signature(tf, path)
+    ((name, spec),) = signature.structured_input_signature[1].items()
+    ((output, _),) = signature.structured_outputs.items()
+    return lambda x: signature(**{name: tf.cast(x, spec.dtype)})[output], spec.shape[-1]
+
+
 def _keras_model(tf: Any, path: Path) -> tuple[Callable[[Any], Any], int | None]:
     """A callable batch -> tensor, and the model's input width when it declares one."""
-    if path.is_dir():  # a SavedModel directory (Keras 3 load_model no longer reads these)
-        signature = tf.saved_model.load(str(path)).signatures["serving_default"]
-        name, spec = next(iter(signature.structured_input_signature[1].items()))
-        return (lambda x: next(iter(signature(**{name: tf.cast(x, spec.dtype)}).values())),
-                spec.shape[-1])
-    model = tf.keras.models.load_model(str(path), compile=False)
+    if path.is_dir():
+        return _saved_model(tf, path)
+    try:
+        model = tf.keras.models.load_model(str(path), compile=False)
+    except ValueError as exc:  # Keras says "File not found" even for a file it cannot parse
+        raise BackendError(f"{path}: not a loadable Keras model (expected a .keras file, a "
+                           f"legacy .h5 file or a SavedModel directory): {exc}") from exc
     call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     return call, _input_width(model)
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from unistack.ml.backends import Backend, BackendError, make_backend
+from unistack.ml.capability import Choice
 from unistack.ml.registry import ModelError, ModelRegistry, ModelVersion
 
 log = logging.getLogger("unistack.ml")
@@ -22,6 +23,8 @@ log = logging.getLogger("unistack.ml")
 # (measured: 1.15 ms of CPU per single-row predict with one thread per core, 0.31 ms
 # with one, for the same wall time); the other core serves Redis and the clients.
 _OPTIONS: dict[str, dict[str, Any]] = {"xgboost": {"nthread": 1}}
+# Where each model kind runs on a machine without a GPU (tests, `ml predict` offline).
+ON_CPU: Mapping[str, Choice] = {"xgboost": Choice("cpu", "CPU"), "keras": Choice("cpu", "CPU")}
 
 
 class Loaded(NamedTuple):
@@ -36,11 +39,11 @@ class Loaded(NamedTuple):
 class ModelStore:
     """Serves every model in the registry; `refresh()` picks up new versions."""
 
-    def __init__(self, registry: ModelRegistry, device: str,
+    def __init__(self, registry: ModelRegistry, choices: Mapping[str, Choice],
                  report: Callable[[str, str], None] = lambda kind, detail: None,
                  pinned: dict[str, int] | None = None) -> None:
         self._registry = registry
-        self._device = device
+        self._choices = choices  # per model kind: its device, or why it cannot run here
         self._report = report
         self._pinned = pinned or {}
         self._loaded: dict[str, Loaded] = {}
@@ -84,7 +87,7 @@ class ModelStore:
         try:
             self._registry.verify(wanted)
             kind = str(wanted.metadata["backend"])
-            backend = make_backend(kind, self._device, **_OPTIONS.get(kind, {}))
+            backend = make_backend(kind, self._device_for(kind), **_OPTIONS.get(kind, {}))
             backend.load(wanted.model_file)
             backend.warm_up(len(wanted.feature_names))
         except (ModelError, BackendError, OSError, ValueError) as exc:
@@ -94,6 +97,13 @@ class ModelStore:
         before = f"v{current.version.version}" if current else "nothing"
         log.info("model %s: serving v%d (was %s)", name, wanted.version, before)
         self._report("model_loaded", f"{name} v{wanted.version} serving (was {before})")
+
+    def _device_for(self, kind: str) -> str:
+        choice = self._choices.get(kind)
+        if choice is None or choice.device is None:
+            why = choice.reason if choice else "no backend chosen for it"
+            raise BackendError(f"model kind {kind!r} cannot run here: {why}")
+        return choice.device
 
     def _fail(self, name: str, version: int, detail: str) -> None:
         self._failed.add((name, version))

@@ -75,10 +75,12 @@ class EngineService:
         self.settings = settings
         caps = capability.probe_capabilities()
         require = settings.ml_require_gpu == "1"
-        self.choice = capability.choose_backend("xgboost", caps, require_gpu=require)
-        log.info("xgboost backend: %s (%s)", self.choice.device, self.choice.reason)
+        choices = capability.choose_all(caps, require_gpu=require)
+        for kind, choice in choices.items():
+            log.info("%s backend: %s (%s)", kind, choice.device or "unusable", choice.reason)
+        self.choice = choices["xgboost"]  # the default model's kind decides readiness
         self.registry = ModelRegistry(settings.models_dir)
-        self.models = ModelStore(self.registry, self.choice.device or "cpu")
+        self.models = ModelStore(self.registry, choices)
         # No redis-py retries: a commit resent after a timeout would push its replies
         # twice. The loop reconnects itself, and unanswered entries stay pending.
         self.client = redis.Redis(host=LOOPBACK, port=settings.redis_port,
