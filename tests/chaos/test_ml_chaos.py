@@ -39,6 +39,12 @@ def test_ml_predict_from_the_command_line(stack: Stack) -> None:
     assert broken.returncode == 1 and "--rows is not JSON" in broken.stderr
     missing = stack.cli("ml", "predict", "--model", "ghost", "--rows", ROW)
     assert missing.returncode == 1 and "unknown model 'ghost'" in missing.stderr
+    url = f"http://127.0.0.1:{stack.port('ML_ENGINE_PORT')}/metrics"
+    with urllib.request.urlopen(url, timeout=3) as response:
+        metrics = response.read().decode()
+    assert 'ml_engine_requests_total{outcome="ok"} 1.0' in metrics
+    assert 'ml_engine_request_duration_seconds_bucket{le="+Inf"} 3.0' in metrics
+    assert 'ml_engine_model_version{device="cpu",kind="xgboost",model="default"} 1.0' in metrics
 
 
 def test_redis_restarted_under_a_blocked_engine_is_survived(stack: Stack) -> None:

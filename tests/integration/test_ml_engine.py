@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import redis
 import xgboost as xgb
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_ports, wait_for
 from unistack.config import load_settings
@@ -24,6 +25,7 @@ from unistack.ml.client import BacklogFull, Expired, Invalid, MLClient, Predicti
 from unistack.ml.engine import DEAD_LETTERS, GROUP, STREAM, Engine, EngineConfig
 from unistack.ml.features import features_and_labels
 from unistack.ml.market import synthetic_bars
+from unistack.ml.metrics import EngineMetrics
 from unistack.ml.models import ON_CPU, ModelStore
 from unistack.ml.registry import ModelRegistry
 from unistack.ml.training import train_and_register
@@ -208,3 +210,33 @@ def test_unparseable_and_poison_entries_go_to_the_dead_letter_stream(
 
 def test_redis_cli_is_installed() -> None:
     assert shutil.which("redis-cli"), "redis-cli comes with redis-server (bootstrap.sh)"
+
+
+def test_metrics_count_every_request_in_histograms_and_gauges(
+    engine: Running, redis_server: redis.Redis, tmp_path: Path
+) -> None:
+    metrics = EngineMetrics(engine.engine, redis_server)
+    engine.engine.on_batch = metrics.batch
+    client = client_for(redis_server, tmp_path)
+    for _ in range(30):
+        client.predict(np.zeros((2, 8)), timeout=5)
+    with pytest.raises(Invalid):
+        client.predict(np.zeros((1, 3)), timeout=5)
+    redis_server.xadd(STREAM, {"garbage": "x"})
+    wait_for(lambda: redis_server.xlen(DEAD_LETTERS) == 1)
+    text = metrics.render([("default", {"kind": "xgboost", "device": "cpu", "version": 1})])
+    values = {(s.name, tuple(sorted(s.labels.items()))): s.value
+              for family in text_string_to_metric_families(text.decode())
+              for s in family.samples}
+    assert values[("ml_engine_requests_total", (("outcome", "ok"),))] == 30
+    assert values[("ml_engine_requests_total", (("outcome", "invalid"),))] == 1
+    assert values[("ml_engine_dead_lettered_total", ())] == 1
+    assert values[("ml_engine_request_duration_seconds_count", ())] == 32
+    assert values[("ml_engine_queue_wait_seconds_count", ())] == 32
+    assert values[("ml_engine_batch_rows_sum", ())] == 60  # rows that reached the model
+    assert values[("ml_engine_request_duration_seconds_bucket", (("le", "+Inf"),))] == 32
+    assert values[("ml_engine_stream_length", ())] == 0
+    assert values[("ml_engine_pending", ())] == 0
+    assert values[("ml_engine_dead_letters", ())] == 1
+    assert values[("ml_engine_model_version", (("device", "cpu"), ("kind", "xgboost"),
+                                               ("model", "default")))] == 1

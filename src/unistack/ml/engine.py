@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -75,6 +75,16 @@ class EngineConfig(NamedTuple):
     dead_letter_maxlen: int = 10000
 
 
+class BatchTiming(NamedTuple):
+    """One answered batch, as the engine hands it to its observer (the metrics)."""
+
+    enqueued_ms: Sequence[int]  # per entry: the millisecond part of its stream id
+    read_at: float  # epoch seconds the batch was read
+    committed_at: float  # epoch seconds its replies were committed
+    rows: int  # rows predicted (0 when nothing reached a model)
+    predict_s: float  # seconds spent in the model
+
+
 class Outcome(NamedTuple):
     entry_id: bytes
     request_id: str
@@ -92,6 +102,12 @@ class Engine:
         self._own_pending = True  # first read our own pending entries (a restart)
         self.progress = time.monotonic()  # the heartbeat: the loop turned
         self.counts: dict[str, int] = defaultdict(int)
+        self.on_batch: Callable[[BatchTiming], None] = lambda timing: None
+        self._predict_s = 0.0  # time in the model during the current batch
+
+    @property
+    def max_batch_rows(self) -> int:
+        return self._config.max_batch_rows
 
     def set_max_batch_rows(self, rows: int) -> None:
         """The GPU memory manager shrinks (and restores) the batch under memory pressure."""
@@ -112,8 +128,12 @@ class Engine:
         entries, suspects = self._read()
         if not entries:
             return 0
+        read_at, rows_before, self._predict_s = self._clock(), self.counts["rows"], 0.0
         self._answer(entries, suspects)
         self.progress = time.monotonic()
+        enqueued = [int(entry_id.split(b"-", 1)[0]) for entry_id, _ in entries]
+        self.on_batch(BatchTiming(enqueued, read_at, self._clock(),
+                                  self.counts["rows"] - rows_before, self._predict_s))
         return len(entries)
 
     def _read(self) -> tuple[list[Entry], set[bytes]]:
@@ -230,7 +250,9 @@ class Engine:
                 outcomes.append(self._reject(entry_id, request.id, protocol.INVALID, str(exc)))
         if not fit:
             return outcomes
+        started = time.perf_counter()
         predictions = loaded.backend.predict(np.concatenate([r.rows for _, r in fit]))
+        self._predict_s += time.perf_counter() - started
         header = {"status": protocol.OK, "model": model, "version": loaded.version.version}
         prefix = protocol.ok_prefix(model, loaded.version.version)
         offset = 0
@@ -253,6 +275,7 @@ class Engine:
     def _dead(self, entry_id: bytes, request_id: str, fields: dict[bytes, bytes],
               why: str) -> Outcome:
         log.warning("dead-lettering %s (request %r): %s", entry_id.decode(), request_id, why)
+        self.counts["dead_lettered"] += 1
         record: dict[Any, Any] = {**fields, b"reason": why.encode(), b"entry": entry_id}
         self._redis.xadd(DEAD_LETTERS, record, maxlen=self._config.dead_letter_maxlen,
                          approximate=True)

@@ -9,7 +9,6 @@ Prometheus. The loop reconnects to Redis with capped backoff and never exits on 
 
 from __future__ import annotations
 
-import contextlib
 import faulthandler
 import json
 import logging
@@ -22,21 +21,23 @@ from typing import Any
 
 import numpy as np
 import redis
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from unistack.config import LOOPBACK, ConfigError, Settings, load_settings
 from unistack.logs import setup_logging
 from unistack.ml import capability
-from unistack.ml.engine import STREAM, Engine, EngineConfig
+from unistack.ml.engine import Engine, EngineConfig
 from unistack.ml.gpu_memory import (
     DefaultActions,
     GpuMemoryManager,
+    MemoryState,
     cupy_pool_reader,
     first_reading,
+    log_report,
     nvml_reader,
 )
+from unistack.ml.metrics import EngineMetrics
 from unistack.ml.models import ModelStore
 from unistack.ml.registry import ModelRegistry
 
@@ -44,30 +45,6 @@ log = logging.getLogger("unistack.ml")
 
 _STALE_AFTER = 2.0  # seconds without a loop turn: /health fails
 _BACKOFF_MAX = 5.0
-
-
-class EngineMetrics:
-    def __init__(self, engine: Engine, client: redis.Redis) -> None:
-        self.registry = CollectorRegistry()
-        self._engine, self._client = engine, client
-        self._outcomes = Counter("ml_engine_requests", "Requests by outcome", ["outcome"],
-                                 registry=self.registry)
-        # Engine.counts also holds work done, which is not a request outcome.
-        self._work = {name: Counter(f"ml_engine_{name}", f"{name.capitalize()} handled",
-                                    registry=self.registry)
-                      for name in ("batches", "rows", "reclaimed")}
-        self._backlog = Gauge("ml_engine_stream_length", "Requests not yet answered",
-                              registry=self.registry)
-        self._seen: dict[str, int] = {}
-
-    def render(self) -> bytes:
-        for name, count in list(self._engine.counts.items()):
-            counter = self._work.get(name) or self._outcomes.labels(name)
-            counter.inc(count - self._seen.get(name, 0))
-            self._seen[name] = count
-        with contextlib.suppress(redis.RedisError):  # Redis down: keep the last value
-            self._backlog.set(int(self._client.xlen(STREAM)))
-        return generate_latest(self.registry)
 
 
 class EngineService:
@@ -80,7 +57,7 @@ class EngineService:
             log.info("%s backend: %s (%s)", kind, choice.device or "unusable", choice.reason)
         self.choice = choices["xgboost"]  # the default model's kind decides readiness
         self.registry = ModelRegistry(settings.models_dir)
-        self.models = ModelStore(self.registry, choices)
+        self.models = ModelStore(self.registry, choices, report=self._model_report)
         # No redis-py retries: a commit resent after a timeout would push its replies
         # twice. The loop reconnects itself, and unanswered entries stay pending.
         self.client = redis.Redis(host=LOOPBACK, port=settings.redis_port,
@@ -90,14 +67,27 @@ class EngineService:
             max_batch_rows=settings.ml_max_batch_rows, max_wait_us=settings.ml_max_wait_us,
             claim_idle_ms=settings.ml_claim_idle_ms, max_deliveries=settings.ml_max_deliveries,
             reply_ttl_s=settings.ml_reply_ttl))
-        self.metrics = EngineMetrics(self.engine, self.client)
+        self.metrics = EngineMetrics(self.engine, self.client, self._memory_state)
+        self.engine.on_batch = self.metrics.batch
         # Only a GPU engine has device memory to watch; on CPU there is nothing to read.
         self.memory = GpuMemoryManager(
             first_reading(nvml_reader(), cupy_pool_reader()),
             DefaultActions(self.engine.set_max_batch_rows), settings.ml_max_batch_rows,
+            report=self._report,
         ) if self.choice.device == "cuda" else None
         self.canary_ok = False
         self.stop = threading.Event()
+
+    def _report(self, kind: str, severity: str, detail: str) -> None:
+        """An engine event: logged, and counted on /metrics, where alert rules see it."""
+        log_report(kind, severity, detail)
+        self.metrics.event(kind, severity, detail)
+
+    def _model_report(self, kind: str, detail: str) -> None:
+        self._report(kind, "warning" if kind == "model_load_failed" else "info", detail)
+
+    def _memory_state(self) -> MemoryState | None:
+        return self.memory.state if self.memory is not None else None
 
     def ready(self) -> tuple[bool, str]:
         if self.choice.device is None:
@@ -161,7 +151,8 @@ def _handler(service: EngineService) -> type[BaseHTTPRequestHandler]:
                 body = {"ready": ok, "detail": why, "models": service.models.describe()}
                 self._send(200 if ok else 503, json.dumps(body).encode(), "application/json")
             elif self.path == "/metrics":
-                self._send(200, service.metrics.render(), "text/plain; version=0.0.4")
+                text = service.metrics.render(service.models.describe().items())
+                self._send(200, text, "text/plain; version=0.0.4")
             else:
                 self._send(404, b'{"error": "not found"}', "application/json")
 
