@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from unistack.ml.models import ON_CPU, ModelStore
+from unistack.ml.models import ModelStore, on_cpu
 from unistack.ml.registry import ModelRegistry
 
 FEATURES = [f"f{i}" for i in range(8)]
@@ -34,7 +34,7 @@ def test_the_store_serves_a_registered_keras_model(tmp_path: Path) -> None:
     registry.register("signals", tmp_path / "model.keras",
                       {"feature_names": FEATURES, "backend": "keras"})
     reports: list[tuple[str, str]] = []
-    store = ModelStore(registry, ON_CPU, report=lambda kind, detail: reports.append((kind, detail)))
+    store = ModelStore(registry, on_cpu, report=lambda kind, detail: reports.append((kind, detail)))
 
     store.refresh()
 

@@ -26,7 +26,7 @@ from unistack.ml.engine import DEAD_LETTERS, GROUP, STREAM, Engine, EngineConfig
 from unistack.ml.features import features_and_labels
 from unistack.ml.market import synthetic_bars
 from unistack.ml.metrics import EngineMetrics
-from unistack.ml.models import ON_CPU, ModelStore
+from unistack.ml.models import ModelStore, on_cpu
 from unistack.ml.registry import ModelRegistry
 from unistack.ml.training import train_and_register
 
@@ -78,7 +78,7 @@ class Running:
 
 @pytest.fixture
 def engine(redis_server: redis.Redis, registry: ModelRegistry) -> Iterator[Running]:
-    store = ModelStore(registry, ON_CPU)
+    store = ModelStore(registry, on_cpu)
     store.refresh()
     worker = Engine(redis_server, store, EngineConfig(block_ms=20, claim_idle_ms=100,
                                                       claim_every_s=0.05))

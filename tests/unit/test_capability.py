@@ -14,6 +14,7 @@ import pytest
 from unistack.ml.capability import (
     MODEL_KINDS,
     Capabilities,
+    Chooser,
     Device,
     as_json,
     choose_all,
@@ -227,3 +228,20 @@ def test_as_json_is_json_with_devices_libraries_and_choices() -> None:
 def test_unknown_model_kind_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="unknown model kind 'torch'"):
         choose_backend("torch", gh200())
+
+
+def test_the_engines_chooser_looks_at_tensorflow_only_for_a_keras_model() -> None:
+    imported: list[str] = []
+    known = importer_of(xgboost=fake_xgboost(cuda=False), tensorflow=fake_tensorflow(gpus=0))
+
+    def recording(name: str) -> Any:
+        imported.append(name)
+        return known(name)
+
+    chooser = Chooser(require_gpu=False, importer=recording)
+    assert chooser("xgboost").device == "cpu"
+    assert "tensorflow" not in imported  # an XGBoost-only engine never pays its import
+    assert chooser("keras").device == "cpu"
+    assert imported.count("tensorflow") == 1
+    chooser("keras")
+    assert imported.count("tensorflow") == 1  # looked at once

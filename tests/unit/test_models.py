@@ -8,7 +8,7 @@ import numpy as np
 
 from unistack.ml.capability import Choice
 from unistack.ml.market import synthetic_bars
-from unistack.ml.models import ON_CPU, ModelStore
+from unistack.ml.models import ModelStore, on_cpu
 from unistack.ml.registry import ModelRegistry
 from unistack.ml.training import train_and_register
 
@@ -17,7 +17,7 @@ def test_refresh_swaps_to_the_newest_version_and_survives_a_broken_one(tmp_path:
     registry = ModelRegistry(tmp_path / "models")
     train_and_register(registry, "alpha", synthetic_bars(800), "s", rounds=5)
     reports: list[tuple[str, str]] = []
-    store = ModelStore(registry, ON_CPU, report=lambda kind, detail: reports.append((kind, detail)))
+    store = ModelStore(registry, on_cpu, report=lambda kind, detail: reports.append((kind, detail)))
     store.refresh()
     first = store.get("alpha")
     assert first is not None and first.version.version == 1
@@ -43,7 +43,7 @@ def test_a_pinned_version_is_served_instead_of_the_newest(tmp_path: Path) -> Non
     registry = ModelRegistry(tmp_path / "models")
     for _ in range(2):
         train_and_register(registry, "alpha", synthetic_bars(800), "s", rounds=5)
-    store = ModelStore(registry, ON_CPU, pinned={"alpha": 1})
+    store = ModelStore(registry, on_cpu, pinned={"alpha": 1})
     store.refresh()
     loaded = store.get("alpha")
     assert loaded is not None and loaded.version.version == 1
@@ -54,7 +54,7 @@ def test_a_model_kind_that_cannot_run_here_is_refused_with_the_reason(tmp_path: 
     train_and_register(registry, "alpha", synthetic_bars(800), "s", rounds=5)
     reports: list[tuple[str, str]] = []
     gpu_only = {"xgboost": Choice(None, "ML_REQUIRE_GPU=1 and no usable CUDA device")}
-    store = ModelStore(registry, gpu_only,
+    store = ModelStore(registry, lambda kind: gpu_only[kind],
                        report=lambda kind, detail: reports.append((kind, detail)))
     store.refresh()
     assert store.names() == []

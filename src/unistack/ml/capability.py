@@ -187,12 +187,15 @@ def _inspect_xgboost(xgboost: Any) -> tuple[Library, bool]:
     return Library("xgboost", True, f"{version}, {build}", version), cuda
 
 
-def probe_capabilities(importer: Importer = importlib.import_module) -> Capabilities:
-    """Look at every device and library once; never raises."""
+def probe_capabilities(importer: Importer = importlib.import_module,
+                       with_tensorflow: bool = True) -> Capabilities:
+    """Look at every device and library once; never raises. WITH_TENSORFLOW False skips
+    TensorFlow, whose import alone takes seconds."""
     nvml, devices = _guarded("NVML", "pynvml", importer, _inspect_nvml, _NO_DEVICES)
     cupy, _ = _guarded("cupy", "cupy", importer, _inspect_cupy, 0)
-    tensorflow, tf_gpus = _guarded("tensorflow", "tensorflow", importer, _inspect_tensorflow,
-                                   _NO_GPUS)
+    tensorflow, tf_gpus = (
+        _guarded("tensorflow", "tensorflow", importer, _inspect_tensorflow, _NO_GPUS)
+        if with_tensorflow else (Library("tensorflow", False, "not looked at yet"), _NO_GPUS))
     tensorrt, _ = _guarded("tensorrt", "tensorrt", importer, _inspect_tensorrt, None)
     xgboost, xgboost_cuda = _guarded("xgboost", "xgboost", importer, _inspect_xgboost, False)
     return Capabilities(nvml, devices, cupy, tensorflow, tf_gpus, tensorrt, xgboost,
@@ -245,6 +248,24 @@ def choose_backend(model_kind: str, caps: Capabilities, require_gpu: bool = Fals
         raise ValueError(f"unknown model kind {model_kind!r}: expected one of "
                          f"{', '.join(MODEL_KINDS)}")
     return chooser(caps, require_gpu)
+
+
+class Chooser:
+    """Backend choices made when first needed, for the engine: TensorFlow is looked at
+    only once a Keras model is to be served, so an XGBoost-only engine starts in a
+    fraction of a second instead of paying TensorFlow's import."""
+
+    def __init__(self, require_gpu: bool, importer: Importer = importlib.import_module) -> None:
+        self._require, self._importer = require_gpu, importer
+        self._caps: Capabilities | None = None
+        self._with_tensorflow = False
+
+    def __call__(self, model_kind: str) -> Choice:
+        needs_tensorflow = model_kind == "keras" and not self._with_tensorflow
+        if self._caps is None or needs_tensorflow:
+            self._with_tensorflow = self._with_tensorflow or needs_tensorflow
+            self._caps = probe_capabilities(self._importer, self._with_tensorflow)
+        return choose_backend(model_kind, self._caps, self._require)
 
 
 def choose_all(caps: Capabilities, require_gpu: bool = False) -> dict[str, Choice]:

@@ -53,10 +53,16 @@ class BulkHistogram(Collector):
         with self._lock:
             cumulative = np.cumsum(self._counts).tolist()
             total = self._sum
-        labels = [floatToGoString(bound) for bound in self._bounds.tolist()] + ["+Inf"]
+        labels = [_go_float(bound) for bound in self._bounds.tolist()] + ["+Inf"]
         family = HistogramMetricFamily(self._name, self._doc)
         family.add_metric([], list(zip(labels, cumulative, strict=True)), total)
         yield family
+
+
+def _go_float(value: float) -> str:
+    """A bucket bound written as prometheus_client writes it ("1.0", "0.005")."""
+    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]
+    return text
 
 
 class EngineMetrics:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from unistack.ml.backends import Backend, BackendError, make_backend
@@ -23,8 +23,12 @@ log = logging.getLogger("unistack.ml")
 # (measured: 1.15 ms of CPU per single-row predict with one thread per core, 0.31 ms
 # with one, for the same wall time); the other core serves Redis and the clients.
 _OPTIONS: dict[str, dict[str, Any]] = {"xgboost": {"nthread": 1}}
-# Where each model kind runs on a machine without a GPU (tests, `ml predict` offline).
-ON_CPU: Mapping[str, Choice] = {"xgboost": Choice("cpu", "CPU"), "keras": Choice("cpu", "CPU")}
+Choose = Callable[[str], Choice]  # model kind -> its device, or why it cannot run here
+
+
+def on_cpu(kind: str) -> Choice:
+    """Every model kind on the CPU (tests; TensorRT then fails to load, saying why)."""
+    return Choice("cpu", "CPU")
 
 
 class Loaded(NamedTuple):
@@ -39,11 +43,11 @@ class Loaded(NamedTuple):
 class ModelStore:
     """Serves every model in the registry; `refresh()` picks up new versions."""
 
-    def __init__(self, registry: ModelRegistry, choices: Mapping[str, Choice],
+    def __init__(self, registry: ModelRegistry, choose: Choose,
                  report: Callable[[str, str], None] = lambda kind, detail: None,
                  pinned: dict[str, int] | None = None) -> None:
         self._registry = registry
-        self._choices = choices  # per model kind: its device, or why it cannot run here
+        self._choose = choose
         self._report = report
         self._pinned = pinned or {}
         self._loaded: dict[str, Loaded] = {}
@@ -99,10 +103,12 @@ class ModelStore:
         self._report("model_loaded", f"{name} v{wanted.version} serving (was {before})")
 
     def _device_for(self, kind: str) -> str:
-        choice = self._choices.get(kind)
-        if choice is None or choice.device is None:
-            why = choice.reason if choice else "no backend chosen for it"
-            raise BackendError(f"model kind {kind!r} cannot run here: {why}")
+        try:
+            choice = self._choose(kind)
+        except ValueError as exc:  # a kind no backend knows
+            raise BackendError(str(exc)) from None
+        if choice.device is None:
+            raise BackendError(f"model kind {kind!r} cannot run here: {choice.reason}")
         return choice.device
 
     def _fail(self, name: str, version: int, detail: str) -> None:

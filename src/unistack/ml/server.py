@@ -50,14 +50,12 @@ _BACKOFF_MAX = 5.0
 class EngineService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        caps = capability.probe_capabilities()
-        require = settings.ml_require_gpu == "1"
-        choices = capability.choose_all(caps, require_gpu=require)
-        for kind, choice in choices.items():
-            log.info("%s backend: %s (%s)", kind, choice.device or "unusable", choice.reason)
-        self.choice = choices["xgboost"]  # the default model's kind decides readiness
+        chooser = capability.Chooser(require_gpu=settings.ml_require_gpu == "1")
+        self.choice = chooser("xgboost")  # the default model's kind decides readiness
+        log.info("xgboost backend: %s (%s)", self.choice.device or "unusable",
+                 self.choice.reason)
         self.registry = ModelRegistry(settings.models_dir)
-        self.models = ModelStore(self.registry, choices, report=self._model_report)
+        self.models = ModelStore(self.registry, chooser, report=self._model_report)
         # No redis-py retries: a commit resent after a timeout would push its replies
         # twice. The loop reconnects itself, and unanswered entries stay pending.
         self.client = redis.Redis(host=LOOPBACK, port=settings.redis_port,
