@@ -8,13 +8,12 @@ import urllib.request
 
 import numpy as np
 import pytest
-import redis
 
 from tests.chaos.ml_load import RequestLoad
 from tests.chaos.test_chaos import NO_LOOPS, services, start
 from tests.conftest import Stack, wait_for
 from unistack.config import load_settings
-from unistack.ml.client import MLClient
+from unistack.ml.client import MLClient, Unavailable
 
 pytestmark = pytest.mark.chaos
 ROW = "[[0.001, 0.002, -0.01, 0.01, 55.0, 0.0002, 0.0001, 0.3]]"
@@ -57,7 +56,7 @@ def test_redis_restarted_under_a_blocked_engine_is_survived(stack: Stack) -> Non
     def predicts() -> bool:
         try:
             return client.predict(np.zeros((1, 8)), timeout=2).shape == (1,)
-        except (redis.ConnectionError, redis.TimeoutError):
+        except Unavailable:  # Redis not back yet
             return False
 
     wait_for(predicts, timeout=20, interval=0.2)

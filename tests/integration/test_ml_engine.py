@@ -21,7 +21,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import free_ports, wait_for
 from unistack.config import load_settings
 from unistack.ml import protocol
-from unistack.ml.client import BacklogFull, Expired, Invalid, MLClient, PredictionTimeout
+from unistack.ml.client import (
+    BacklogFull,
+    Expired,
+    Invalid,
+    MLClient,
+    PredictionTimeout,
+    Refused,
+)
 from unistack.ml.engine import DEAD_LETTERS, GROUP, STREAM, Engine, EngineConfig
 from unistack.ml.features import features_and_labels
 from unistack.ml.market import synthetic_bars
@@ -92,8 +99,10 @@ def engine(redis_server: redis.Redis, registry: ModelRegistry) -> Iterator[Runni
 
 
 def client_for(server: redis.Redis, tmp_path: Path, **options: Any) -> MLClient:
-    settings = load_settings(environ={"UNISTACK_HOME": str(tmp_path)})
-    return MLClient(settings, client=server, **options)
+    port = server.connection_pool.connection_kwargs["port"]
+    settings = load_settings(environ={"UNISTACK_HOME": str(tmp_path), "REDIS_PORT": str(port),
+                                      "REDIS_PASSWORD": PASSWORD})
+    return MLClient(settings, **options)
 
 
 def test_predictions_equal_in_process_predictions_exactly(
@@ -223,11 +232,16 @@ def test_metrics_count_every_request_in_histograms_and_gauges(
     with pytest.raises(Invalid):
         client.predict(np.zeros((1, 3)), timeout=5)
     redis_server.xadd(STREAM, {"garbage": "x"})
-    wait_for(lambda: redis_server.xlen(DEAD_LETTERS) == 1)
-    text = metrics.render([("default", {"kind": "xgboost", "device": "cpu", "version": 1})])
-    values = {(s.name, tuple(sorted(s.labels.items()))): s.value
-              for family in text_string_to_metric_families(text.decode())
-              for s in family.samples}
+    model = [("default", {"kind": "xgboost", "device": "cpu", "version": 1})]
+
+    def scraped() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = metrics.render(model).decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    # The dead letter's batch is observed just after its commit: wait for it.
+    values = wait_for(lambda: (found := scraped())[
+        ("ml_engine_request_duration_seconds_count", ())] == 32 and found)
     assert values[("ml_engine_requests_total", (("outcome", "ok"),))] == 30
     assert values[("ml_engine_requests_total", (("outcome", "invalid"),))] == 1
     assert values[("ml_engine_dead_lettered_total", ())] == 1
@@ -240,3 +254,18 @@ def test_metrics_count_every_request_in_histograms_and_gauges(
     assert values[("ml_engine_dead_letters", ())] == 1
     assert values[("ml_engine_model_version", (("device", "cpu"), ("kind", "xgboost"),
                                                ("model", "default")))] == 1
+
+
+def test_a_redis_out_of_memory_refuses_at_once_and_the_client_recovers(
+    engine: Running, redis_server: redis.Redis, tmp_path: Path
+) -> None:
+    client = client_for(redis_server, tmp_path)
+    redis_server.config_set("maxmemory", "1")  # noeviction: every write is refused
+    try:
+        started = time.monotonic()
+        with pytest.raises(Refused, match="Redis refused it: command not allowed when used memory"):
+            client.predict(np.zeros((1, 8)), timeout=5)
+        assert time.monotonic() - started < 1  # told at once, not after the timeout
+    finally:
+        redis_server.config_set("maxmemory", "0")
+    assert client.predict(np.zeros((1, 8)), timeout=5).shape == (1,)  # a new connection

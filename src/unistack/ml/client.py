@@ -5,7 +5,8 @@
 Every failure is an exception that says why: `Expired` (past its deadline), `Invalid`
 (the engine refused the input, with its reason), `BacklogFull` (too many requests
 waiting: shed load instead of queueing forever), `Failed` (dead-lettered),
-`PredictionTimeout` (no answer in time), `Unavailable` (Redis cannot be reached).
+`PredictionTimeout` (no answer in time), `Unavailable` (Redis cannot be reached),
+`Refused` (Redis refused the request, e.g. out of memory).
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class Unavailable(PredictionError):
     pass
 
 
+class Refused(PredictionError):
+    pass
+
+
 _ERRORS = {protocol.EXPIRED: Expired, protocol.INVALID: Invalid, protocol.FAILED: Failed}
 
 
@@ -74,15 +79,16 @@ _REFUSAL_TTL_S = 10
 
 
 class MLClient:
-    def __init__(self, settings: Settings, max_backlog: int = 100_000,
-                 client: redis.Redis | None = None) -> None:
-        # No client-side retries (a resent submit would be a second request) and no socket
-        # timeout (the BLPOP's own timeout bounds the wait; redis-py's default of 5 s would
-        # cut a longer one short). A Redis that dies mid-wait resets the connection.
-        self._redis = client or redis.Redis(host=LOOPBACK, port=settings.redis_port,
-                                            password=settings.redis_password,
-                                            socket_timeout=None, socket_connect_timeout=2,
-                                            retry=Retry(NoBackoff(), 0))
+    """One producer: one request at a time on a connection of its own (not thread-safe;
+    give each thread its own client)."""
+
+    def __init__(self, settings: Settings, max_backlog: int = 100_000) -> None:
+        # No retries (a resent submit would be a second request) and no socket timeout
+        # (the BLPOP's own timeout bounds the wait). A Redis that dies mid-wait resets the
+        # connection, which raises at once.
+        self._connection = redis.Connection(
+            host=LOOPBACK, port=settings.redis_port, password=settings.redis_password,
+            socket_timeout=None, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
         self._where = f"{LOOPBACK}:{settings.redis_port}"
         self._max_backlog = max_backlog
         self._prefix = uuid.uuid4().hex[:12]
@@ -102,29 +108,50 @@ class MLClient:
         request_id = f"{self._prefix}-{self._sequence}"
         deadline_ms = int(((time.time() + timeout) if deadline is None else deadline) * 1000)
         fields = protocol.encode_request(request_id, model, matrix, deadline_ms, version)
-        return self._round_trip(request_id, fields, timeout)
+        reply = self._round_trip(request_id, fields, timeout)
+        header, predictions = protocol.decode_reply(reply)
+        if predictions is None:
+            raise _error(request_id, header, self._max_backlog)
+        return predictions
 
-    def _round_trip(self, request_id: str, fields: dict[str, Any],
-                    timeout: float) -> NDArray[np.float32]:
-        """Submit and wait for the reply in one round trip: Redis runs the pipelined
-        BLPOP right after the script, on the same connection."""
+    def close(self) -> None:
+        self._connection.disconnect()
+
+    def _fresh_connection(self) -> redis.Connection:
+        """The connection, reconnected first if Redis closed it while idle (a restart):
+        a request is never sent down a socket that is known to be dead."""
+        connection = self._connection
+        try:
+            stale = connection._sock is not None and connection.can_read(timeout=0)
+        except (redis.ConnectionError, OSError):
+            stale = True
+        if stale:
+            connection.disconnect()
+        return connection
+
+    def _round_trip(self, request_id: str, fields: dict[str, Any], timeout: float) -> bytes:
+        """Submit and wait for the reply in one round trip: Redis runs the BLPOP sent
+        behind the script right after it, on the same connection."""
         key = protocol.REPLY_PREFIX + request_id
         flat = [part for pair in fields.items() for part in pair]
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.eval(_SUBMIT, 2, STREAM, key, self._max_backlog, _REFUSAL_TTL_S, *flat)
-        pipe.blpop([key], timeout=max(timeout, 0.01))
+        commands = [("EVAL", _SUBMIT, 2, STREAM, key, self._max_backlog, _REFUSAL_TTL_S, *flat),
+                    ("BLPOP", key, max(timeout, 0.01))]
+        connection = self._fresh_connection()
         try:
-            _, reply = pipe.execute()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            connection.send_packed_command(connection.pack_commands(commands))
+            connection.read_response()  # the script's answer; an error reply raises
+            reply: Any = connection.read_response()
+        except redis.ResponseError as exc:
+            connection.disconnect()  # its BLPOP would wait out the timeout: drop it
+            raise Refused(f"request {request_id}: Redis refused it: {exc}") from exc
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            connection.disconnect()
             raise Unavailable(f"request {request_id}: Redis at {self._where} cannot be reached "
                               f"({exc}); is the stack running? (`unistack status`)") from exc
         if reply is None:
             raise PredictionTimeout(f"no answer to request {request_id} within {timeout:g} s; "
                                     "is the ml_engine running? (`unistack status`)")
-        header, predictions = protocol.decode_reply(reply[1])
-        if predictions is None:
-            raise _error(request_id, header, self._max_backlog)
-        return predictions
+        return bytes(reply[1])
 
 
 def _error(request_id: str, header: dict[str, Any], limit: int) -> PredictionError:
