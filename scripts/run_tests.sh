@@ -5,12 +5,14 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-scripts/bootstrap.sh --extras dev,ml
+scripts/bootstrap.sh --extras dev,ml,tf
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy"
 .venv/bin/mypy
 echo "== promtool"
 promtool check config prometheus.yml
+promtool check rules alert_rules.yml
+promtool test rules tests/rules/*.yml
 echo "== pytest"
 exec .venv/bin/pytest "$@"

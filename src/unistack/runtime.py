@@ -74,11 +74,20 @@ def redis_conf(settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _rule_files(settings: Settings, patterns: list[str]) -> list[str]:
+    """The template's rule files as absolute paths into the checkout: Prometheus resolves a
+    relative path against the rendered config's directory, where no rules are. Pointing at
+    the checkout (rather than copying) keeps one file, the one promtool checks and tests."""
+    return [str(settings.root / pattern) for pattern in patterns]
+
+
 def prometheus_conf(settings: Settings) -> str:
     config = yaml.safe_load((settings.root / "prometheus.yml").read_text())
     config.setdefault("global", {})
     config["global"]["scrape_interval"] = settings.prometheus_scrape_interval
     config["global"]["evaluation_interval"] = settings.prometheus_scrape_interval
+    if config.get("rule_files"):
+        config["rule_files"] = _rule_files(settings, config["rule_files"])
     header = "# Written by the unistack hub from prometheus.yml and config.env.\n"
     return header + yaml.safe_dump(config, sort_keys=False)
 

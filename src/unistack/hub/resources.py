@@ -1,7 +1,8 @@
 """Resources: CPU and memory of every service and free disk of every state directory,
 sampled in a thread of their own, with thresholds and hysteresis. Crossing a threshold
 raises an event (never a restart). The hub reports a nearly full disk itself, because a
-service whose log writes fail says nothing."""
+service whose log writes fail says nothing. With METRICS, every sample is also exported
+as a gauge, which Prometheus's rules in alert_rules.yml evaluate."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import psutil
 
 from unistack.config import Settings
 from unistack.hub.events import EventLog
+from unistack.hub.metrics import HubMetrics
 from unistack.policy import Threshold
 
 log = logging.getLogger("unistack.hub")
@@ -23,9 +25,10 @@ log = logging.getLogger("unistack.hub")
 class ResourceWatcher:
     def __init__(
         self, settings: Settings, pids: Callable[[], dict[str, int]], events: EventLog,
-        directories: list[Path],
+        directories: list[Path], metrics: HubMetrics | None = None,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._pids = pids
         self._events = events
         self._directories = directories
@@ -46,20 +49,36 @@ class ResourceWatcher:
 
     def sample(self) -> None:
         """One pass over every service and directory; emits events on level changes."""
+        memory = self._sample_services()
+        self._sample_disks()
+        if self._metrics is not None:
+            self._metrics.memory_used(memory)
+
+    def _sample_services(self) -> dict[str, float]:
+        """CPU and memory thresholds of every service; returns memory shares (0..1)."""
         s = self._settings
         margin = s.resource_hysteresis_percent
+        shares: dict[str, float] = {}
         for service, pid in self._pids().items():
             cpu, memory = self._usage(service, pid)
             if cpu is not None:
                 self._check(f"{service}/cpu", cpu, Threshold(s.cpu_warn_percent, margin),
                             service, f"CPU {cpu:.0f}% of one core")
             if memory is not None:
+                shares[service] = memory / 100.0
                 self._check(f"{service}/memory", memory,
                             Threshold(s.memory_warn_percent, margin), service,
                             f"memory {memory:.1f}% of the machine")
+        return shares
+
+    def _sample_disks(self) -> None:
+        s = self._settings
+        margin = s.resource_hysteresis_percent
         for directory in self._directories:
             usage = shutil.disk_usage(directory)
             free = 100.0 * usage.free / usage.total
+            if self._metrics is not None:
+                self._metrics.disk_free(str(directory), usage.free / usage.total)
             self._check(f"disk:{directory}", free,
                         Threshold(s.disk_free_warn_percent, margin, above=False), "hub",
                         f"free disk {free:.1f}% ({usage.free // 2**20} MiB) under {directory}")
