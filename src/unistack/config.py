@@ -94,6 +94,33 @@ def _optional(raw: str) -> str:
     return raw.strip()
 
 
+def _optional_pattern(regex: str) -> Callable[[str], str]:
+    """Empty (the feature is off), or text matching REGEX."""
+    compiled = re.compile(regex)
+
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        if value and not compiled.fullmatch(value):
+            raise ValueError
+        return value
+
+    return parse
+
+
+def _durations(raw: str) -> tuple[float, ...]:
+    """A comma-separated schedule like "30m,1h,4h" as seconds, each later than the last."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    values = []
+    for part in raw.split(","):
+        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)(s|m|h|d)\s*", part)
+        if not match:
+            raise ValueError
+        values.append(float(match.group(1)) * units[match.group(2)])
+    if any(v <= 0 for v in values) or values != sorted(set(values)):
+        raise ValueError
+    return tuple(values)
+
+
 @dataclass(frozen=True)
 class Key:
     """One configuration key: its default, how it parses, and what fits."""
@@ -103,6 +130,7 @@ class Key:
     parse: Callable[[str], Any]
     expected: str
     secret: bool = False
+    generated: bool = False  # a secret unistack creates itself (others the operator sets)
 
 
 _DURATION = r"[0-9]+(ms|s|m|h|d|w|y)"
@@ -127,6 +155,15 @@ def _probe_keys() -> tuple[Key, ...]:
     return tuple(keys)
 
 _SIZE = r"[0-9]+(B|KB|MB|GB|TB)"
+_CHANNEL = r"#[a-z0-9_.-]{1,80}|[CGD][A-Z0-9]{6,20}"
+
+
+def _window(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 2:
+        raise ValueError
+    return value
+
 
 KEYS: tuple[Key, ...] = (
     Key("UNISTACK_MODE", "native", _choice("native", "docker"), "one of native, docker"),
@@ -173,12 +210,36 @@ KEYS: tuple[Key, ...] = (
         "one of DEBUG, INFO, WARNING, ERROR"),
     Key("LOG_MAX_BYTES", "10485760", _positive_int, "bytes > 0"),
     Key("LOG_BACKUPS", "5", _positive_int, "a count > 0"),
-    Key("REDIS_PASSWORD", "", _optional, "a generated secret", secret=True),
-    Key("UNISTACK_OPERATOR_TOKEN", "", _optional, "a generated secret", secret=True),
+    Key("SLACK_API_URL", "https://slack.com/api/", _pattern(r"https?://\S+/"),
+        "an http(s) URL ending in /"),
+    Key("SLACK_CHANNEL_INFO", "#alerts", _pattern(_CHANNEL), "a channel like #alerts or C0123"),
+    Key("SLACK_CHANNEL_WARNING", "#alerts", _pattern(_CHANNEL),
+        "a channel like #alerts or C0123"),
+    Key("SLACK_CHANNEL_CRITICAL", "#alerts", _pattern(_CHANNEL),
+        "a channel like #alerts or C0123"),
+    Key("SLACK_MENTION_CRITICAL", "<!here>", _optional_pattern(r"<[!@#][^<>\s]+>"),
+        "a Slack mention like <!here> or <@U0123> (empty: none)"),
+    Key("SLACK_TIMEOUT", "5", _positive_float, "seconds > 0"),
+    Key("ALERT_GROUP_WINDOW", "0.5", _window, "seconds, 0 <= x <= 2"),
+    Key("ALERT_REMINDERS", "30m,1h,2h,4h", _durations,
+        "increasing durations like 30m,1h,4h (the last one repeats)"),
+    Key("ALERT_RESOLVED_NOTICE", "1", _choice("0", "1"), "0 or 1"),
+    Key("ALERT_CHANNEL_INTERVAL", "1", _positive_float, "seconds > 0 between two messages"),
+    Key("ALERT_RETRY_MAX", "60", _positive_float, "seconds > 0"),
+    Key("ALERT_OUTBOX_MAX", "10000", _positive_int, "a count > 0"),
+    Key("ALERT_PROMETHEUS_POLL", "1", _positive_float, "seconds > 0"),
+    Key("REDIS_PASSWORD", "", _optional, "a generated secret", secret=True, generated=True),
+    Key("UNISTACK_OPERATOR_TOKEN", "", _optional, "a generated secret", secret=True,
+        generated=True),
+    Key("SLACK_WEBHOOK_URL", "", _optional_pattern(r"https?://\S+"),
+        "an incoming-webhook URL (empty: webhook mode off)", secret=True),
+    Key("SLACK_BOT_TOKEN", "", _optional_pattern(r"xox[a-z]-[A-Za-z0-9-]+"),
+        "a bot token starting xoxb- (empty: bot mode off)", secret=True),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 PORT_KEYS = tuple(key.name for key in KEYS if key.name.endswith("_PORT"))
 SECRET_KEYS = tuple(key.name for key in KEYS if key.secret)
+GENERATED_KEYS = tuple(key.name for key in KEYS if key.generated)
 
 
 class ProbeTiming(NamedTuple):
@@ -229,6 +290,19 @@ class Settings:
     ml_max_deliveries: int
     ml_reply_ttl: int
     ml_model_refresh_interval: float
+    slack_api_url: str
+    slack_channel_info: str
+    slack_channel_warning: str
+    slack_channel_critical: str
+    slack_mention_critical: str
+    slack_timeout: float
+    alert_group_window: float
+    alert_reminders: tuple[float, ...]
+    alert_resolved_notice: str
+    alert_channel_interval: float
+    alert_retry_max: float
+    alert_outbox_max: int
+    alert_prometheus_poll: float
     start_timeout: float
     stop_timeout: float
     log_format: str
@@ -237,6 +311,8 @@ class Settings:
     log_backups: int
     redis_password: str
     unistack_operator_token: str
+    slack_webhook_url: str
+    slack_bot_token: str
     probes: Mapping[str, ProbeTiming]
     root: Path = PROJECT_ROOT
 
@@ -259,6 +335,18 @@ class Settings:
     @property
     def models_dir(self) -> Path:
         return self.var / "models"
+
+    @property
+    def alerts_db(self) -> Path:
+        """The alert outbox and incident state (SQLite: it must work while Redis is down)."""
+        return self.data_dir / "alerts.sqlite"
+
+    @property
+    def slack_mode(self) -> str:
+        """"bot" (chat.postMessage, threads), "webhook" (incoming webhook) or "off"."""
+        if self.slack_bot_token:
+            return "bot"
+        return "webhook" if self.slack_webhook_url else "off"
 
     @property
     def env_file(self) -> Path:
@@ -300,9 +388,16 @@ class Settings:
 
     def to_env(self) -> dict[str, str]:
         """The non-secret settings as environment variables for child processes."""
-        env = {key.name: str(self.value(key.name)) for key in KEYS if not key.secret}
+        env = {key.name: _text_of(self.value(key.name)) for key in KEYS if not key.secret}
         env["UNISTACK_ROOT"] = str(self.root)
         return env
+
+
+def _text_of(value: Any) -> str:
+    """A parsed value written back the way its key reads it."""
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}s" for v in value)
+    return str(value)
 
 
 _SECRET_PATTERNS = (
@@ -343,9 +438,8 @@ def _parse(raw: Mapping[str, str], root: Path) -> Settings:
         try:
             values[key.name.lower()] = key.parse(text)
         except (ValueError, TypeError):
-            raise ConfigError(
-                f"{key.name}={text!r} is invalid: expected {key.expected}."
-            ) from None
+            shown = f" (value hidden, {len(text)} characters)" if key.secret else f"={text!r}"
+            raise ConfigError(f"{key.name}{shown} is invalid: expected {key.expected}.") from None
     values["unistack_home"] = Path(values["unistack_home"]).expanduser().resolve()
     probes = {}
     for service in PROBED_SERVICES:
@@ -405,7 +499,7 @@ def load_settings(
 
 def ensure_secrets(settings: Settings) -> Settings:
     """Generate missing secrets into UNISTACK_HOME/.env (created 0600); return updated Settings."""
-    missing = [key for key in SECRET_KEYS if not getattr(settings, key.lower())]
+    missing = [key for key in GENERATED_KEYS if not getattr(settings, key.lower())]
     if not missing:
         return settings
     generated = {key: secrets.token_urlsafe(32) for key in missing}
