@@ -1,0 +1,375 @@
+"""alerts.router: events become incidents, incidents become notices, on a float clock."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from unistack.alerts import incident
+from unistack.alerts.records import (
+    OPENED,
+    REMINDER,
+    RESOLVED,
+    SILENCE_ENDED,
+    SILENCED,
+    UPDATED,
+    Notice,
+)
+from unistack.alerts.router import Router, RouterConfig
+from unistack.config import load_settings
+
+T0 = 1_700_000_000.0
+WINDOW = 0.5
+CONFIG = RouterConfig(group_window=WINDOW, reminders=(60.0, 120.0, 240.0),
+                      resolved_notice=True, flap_hold_max=60.0,
+                      critical=frozenset({"redis", "ml_engine", "hub"}))
+SRC = Path(__file__).resolve().parents[2] / "src" / "unistack"
+
+
+def ev(ts: float, service: str, kind: str, severity: str = "critical",
+       detail: str = "", **extra: Any) -> dict[str, Any]:
+    return {"ts": ts, "service": service, "kind": kind, "severity": severity,
+            "detail": detail or f"{service} {kind}", **extra}
+
+
+class Clock:
+    """Feeds events at their own ts, calling `due` at every wakeup as the hub's alert
+    thread does; `until` returns every notice since it last returned."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.sent: list[Notice] = []
+        self._fresh: list[Notice] = []
+
+    def feed(self, *events: dict[str, Any]) -> None:
+        for event in events:
+            self._run(event["ts"])
+            self.router.handle(event, event["ts"])
+
+    def until(self, t: float) -> list[Notice]:
+        self._run(t)
+        fresh, self._fresh = self._fresh, []
+        return fresh
+
+    def _run(self, t: float) -> None:
+        while (wake := self.router.next_wakeup(t)) is not None and wake < t:
+            self._take(self.router.due(wake))
+        self._take(self.router.due(t))
+
+    def _take(self, notices: list[Notice]) -> None:
+        self.sent += notices
+        self._fresh += notices
+
+
+def kinds(notices: list[Notice]) -> list[str]:
+    return [n.kind for n in notices]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(Router(CONFIG))
+
+
+def test_one_crash_one_opened_after_the_window_one_resolved(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed", incident="/var/log/incidents/redis-1.txt"))
+    assert clock.until(T0 + WINDOW - 0.01) == []
+    [opened] = clock.until(T0 + WINDOW)
+    assert (opened.kind, opened.severity, opened.service, opened.seq) == (
+        OPENED, "critical", "redis", 0)
+    assert opened.title == "redis crashed" and opened.since == T0
+    assert opened.done == "supervisord respawned it"
+    assert opened.next_step == ("read /var/log/incidents/redis-1.txt; run "
+                                "scripts/diagnose_container.sh")
+    clock.feed(ev(T0 + 5, "redis", "recovered", "info"))
+    [resolved] = clock.until(T0 + 10)
+    assert (resolved.kind, resolved.seq, resolved.incident, resolved.resolved) == (
+        RESOLVED, 1, opened.incident, True)
+    assert clock.until(T0 + 10_000) == []
+    assert clock.router.open_incidents() == []
+
+
+def test_first_message_waits_exactly_the_window(clock: Clock) -> None:
+    clock.router.handle(ev(T0, "redis", "crashed"), T0)
+    assert clock.router.next_wakeup(T0) == T0 + WINDOW
+
+
+def test_burst_of_five_services_inside_the_window_is_one_notice(clock: Clock) -> None:
+    names = ["redis", "prometheus", "ml_engine", "dashboard", "gpu"]
+    clock.feed(*(ev(T0 + i * 0.1, name, "crashed") for i, name in enumerate(names)))
+    notices = clock.until(T0 + 30)
+    assert kinds(notices) == [OPENED]
+    assert notices[0].title == "5 services down: " + ", ".join(names)
+    assert len(clock.router.open_incidents()) == 1
+
+
+def test_a_failure_after_the_window_is_its_own_incident(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"), ev(T0 + 1, "prometheus", "crashed", "warning"))
+    notices = clock.until(T0 + 5)
+    assert kinds(notices) == [OPENED, OPENED]
+    assert notices[1].severity == "warning"
+
+
+def test_flaps_inside_an_open_incident_add_no_notices(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"))
+    clock.until(T0 + 1)
+    for i in range(20):
+        clock.feed(ev(T0 + 2 + i * 0.4, "redis", "recovered", "info"),
+                   ev(T0 + 2.2 + i * 0.4, "redis", "crashed"))
+    clock.feed(ev(T0 + 20, "redis", "recovered", "info"))
+    clock.until(T0 + 200)  # each relapse doubled the hold: RESOLVED 60 s after the last
+    assert kinds(clock.sent) == [OPENED, RESOLVED]
+
+
+def test_slower_flaps_back_off_instead_of_a_message_each(clock: Clock) -> None:
+    """A relapse every 2 s for 5 minutes: the resolution hold doubles up to 60 s."""
+    for i in range(150):
+        clock.feed(ev(T0 + 2 * i, "redis", "crashed"), ev(T0 + 2 * i + 1, "redis", "recovered"))
+    clock.until(T0 + 400)
+    pairs = [n.kind for n in clock.sent if n.kind != REMINDER]
+    assert pairs == [OPENED, RESOLVED] * 2 + [OPENED, RESOLVED]  # holds 0.5, 1, then 2+
+    reminders = [n for n in clock.sent if n.kind == REMINDER]
+    assert len(reminders) == 3 and "relapsed" in reminders[-1].title
+
+
+def test_flap_inside_the_window_is_one_resolved_opened(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"), ev(T0 + 0.3, "redis", "recovered", "info"))
+    [notice] = clock.until(T0 + 100)
+    assert (notice.kind, notice.resolved) == (OPENED, True)
+    assert notice.title == "redis crashed, recovered"
+
+
+def test_dependents_fold_into_the_root_incident(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"),
+               ev(T0 + 0.1, "ml_engine", "unhealthy", "info", cause="redis"))
+    [opened] = clock.until(T0 + 1)
+    assert opened.members == ("ml_engine",) and opened.severity == "critical"
+    assert opened.title == "redis crashed"
+    clock.feed(ev(T0 + 5, "redis", "recovered", "info"),
+               ev(T0 + 6, "ml_engine", "recovered", "info"))
+    [resolved] = clock.until(T0 + 20)
+    assert resolved.kind == RESOLVED and resolved.members == ("ml_engine",)
+    assert any("ml_engine recovered" in line for line in resolved.what)
+
+
+def test_dependents_joining_later_send_one_update_per_window(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"))
+    clock.until(T0 + 1)
+    clock.feed(ev(T0 + 2, "ml_engine", "crashed", "info", cause="redis"),
+               ev(T0 + 2.1, "dashboard", "unhealthy", "info", cause="redis"))
+    [update] = clock.until(T0 + 10)
+    assert update.kind == UPDATED and update.seq == 1
+    assert update.members == ("ml_engine", "dashboard")
+    assert update.severity == "critical"
+    assert len(clock.router.open_incidents()) == 1
+
+
+def test_dependent_of_a_closed_incident_is_its_own_with_a_real_severity(clock: Clock) -> None:
+    clock.feed(ev(T0, "ml_engine", "crashed", "info", cause="redis"))
+    [opened] = clock.until(T0 + 1)
+    assert (opened.service, opened.severity) == ("ml_engine", "critical")
+
+
+def test_escalation_to_looping_is_one_update(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"))
+    clock.until(T0 + 1)
+    clock.feed(ev(T0 + 2, "redis", "crashed"), ev(T0 + 3, "redis", "looping"),
+               ev(T0 + 4, "redis", "hung"))
+    [update] = clock.until(T0 + 10)
+    assert update.kind == UPDATED
+    assert update.title == "redis in a restart loop: redis escalated from crashed"
+    assert update.done == "holding it stopped with backoff"
+
+
+def test_hung_after_crashed_escalates(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"))
+    clock.until(T0 + 1)
+    clock.feed(ev(T0 + 2, "redis", "hung"))
+    [update] = clock.until(T0 + 10)
+    assert update.done == "killed the hung process group; supervisord respawned it"
+
+
+def test_reminders_follow_the_schedule_then_repeat_the_last(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"))
+    clock.until(T0 + 1)
+    times = []
+    for t in range(2, 1000):
+        times += [n.ts - T0 for n in clock.until(T0 + t) if n.kind == REMINDER]
+    assert times == [60, 120, 240, 480, 720, 960]
+
+
+def test_resolved_notice_can_be_turned_off() -> None:
+    clock = Clock(Router(CONFIG._replace(resolved_notice=False)))
+    clock.feed(ev(T0, "redis", "crashed"), ev(T0 + 5, "redis", "recovered", "info"))
+    assert kinds(clock.until(T0 + 100)) == [OPENED]
+    assert clock.router.open_incidents() == []
+
+
+def test_silence_sends_nothing_for_the_service_and_announces_itself(clock: Clock) -> None:
+    clock.router.silence("redis", T0 + 100, "maintenance", T0)
+    clock.feed(ev(T0 + 1, "redis", "crashed"), ev(T0 + 5, "redis", "recovered"),
+               ev(T0 + 10, "redis", "crashed"))
+    notices = clock.until(T0 + 99)
+    assert [o.stage for o in clock.router.open_incidents()] == ["withheld"]
+    assert clock.router.open_incidents()[0].silenced_until == T0 + 100
+    assert kinds(notices) == [SILENCED]
+    assert notices[0].service == "redis" and "maintenance" in notices[0].what[0]
+    ended = clock.until(T0 + 100)  # expiry by time alone
+    assert kinds(ended) == [SILENCE_ENDED, OPENED]  # still open: told once, now
+    assert ended[0].incident == notices[0].incident and ended[0].seq == 1
+    assert kinds(clock.until(T0 + 101)) == []
+
+
+def test_silence_does_not_hide_other_services(clock: Clock) -> None:
+    clock.router.silence("prometheus", T0 + 100, "upgrade", T0)
+    clock.feed(ev(T0 + 1, "prometheus", "crashed", "warning"), ev(T0 + 1.1, "redis", "crashed"))
+    assert kinds(clock.until(T0 + 5)) == [SILENCED, OPENED]
+
+
+def test_announced_incident_gets_one_reminder_when_its_silence_is_lifted(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"))
+    clock.until(T0 + 1)
+    clock.router.silence("redis", T0 + 1000, "looking into it", T0 + 2)
+    clock.feed(ev(T0 + 3, "redis", "looping"))
+    assert kinds(clock.until(T0 + 500)) == [SILENCED]  # no update, no reminders
+    clock.router.unsilence("redis", T0 + 501)
+    notices = clock.until(T0 + 502)
+    assert kinds(notices) == [SILENCE_ENDED, REMINDER]
+    assert clock.router.silences() == []
+
+
+def test_silence_must_end_in_the_future(clock: Clock) -> None:
+    with pytest.raises(ValueError, match="future"):
+        clock.router.silence("redis", T0, "x", T0)
+
+
+def test_snapshot_restore_mid_incident_gives_the_same_future(clock: Clock) -> None:
+    clock.router.silence("prometheus", T0 + 50, "upgrade", T0)
+    clock.feed(ev(T0, "redis", "crashed"), ev(T0 + 0.1, "ml_engine", "hung", "info",
+                                              cause="redis"))
+    clock.until(T0 + 1)
+    clock.feed(ev(T0 + 2, "redis", "looping"))
+    copy = Clock(Router.restore(CONFIG, json.loads(json.dumps(clock.router.snapshot()))))
+    rest = [ev(T0 + 3, "redis", "recovered"), ev(T0 + 3.1, "redis", "crashed"),
+            ev(T0 + 70, "prometheus", "failed", "warning"), ev(T0 + 90, "redis", "recovered"),
+            ev(T0 + 91, "ml_engine", "recovered")]
+    for c in (clock, copy):
+        c.sent.clear()
+        c.feed(*rest)
+        c.until(T0 + 300)
+    assert copy.sent == clock.sent and len(clock.sent) >= 4
+    assert copy.router.open_incidents() == clock.router.open_incidents()
+
+
+def test_duplicate_event_is_ignored_also_after_restore(clock: Clock) -> None:
+    crash = ev(T0, "redis", "crashed")
+    clock.feed(crash, dict(crash))
+    clock.until(T0 + 1)
+    clock.feed(ev(T0 + 2, "redis", "recovered"))
+    restored = Router.restore(CONFIG, json.loads(json.dumps(clock.router.snapshot())))
+    restored.handle(dict(crash), T0 + 2.5)  # replayed from Redis by a new hub
+    assert kinds(restored.due(T0 + 100)) == [RESOLVED]
+
+
+def test_a_new_hubs_adopted_event_closes_the_old_hubs_incident(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"))
+    clock.until(T0 + 1)
+    clock.feed(ev(T0 + 30, "redis", "adopted", "info"))
+    assert kinds(clock.until(T0 + 40)) == [RESOLVED]
+
+
+def test_info_only_kinds_send_nothing(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "ready", "info"), ev(T0 + 1, "hub", "started", "info"),
+               ev(T0 + 2, "redis", "restart_requested", "info"),
+               ev(T0 + 3, "ml_engine", "model_loaded", "info"),
+               ev(T0 + 4, "ml_engine", "restarted_with", "info", cause="redis"))
+    assert clock.until(T0 + 10_000) == [] and clock.router.next_wakeup(T0) is None
+
+
+def test_every_event_kind_the_hub_emits_is_classified() -> None:
+    source = "\n".join(p.read_text() for p in SRC.rglob("*.py"))
+    found = set(re.findall(r'Action\(EVENT, "(\w+)"', source))
+    found |= set(re.findall(r'(?:_restart|_open)\("(\w+)"', source))
+    found |= set(re.findall(r'emit\([^,]+, "(\w+)"', source))
+    found |= set(re.findall(r'alert_event\("(\w+)"', source))
+    found |= set(re.findall(r'\("(alert_source_\w+)",', source))
+    known = set(incident.OPENING) | incident.RESOLVING | incident.NOTING | incident.INFO_ONLY
+    assert found >= {"crashed", "hung", "looping", "recovered", "resource", "alert_firing",
+                     "alert_source_down"}
+    assert found <= known
+
+
+def test_resources_have_a_fingerprint_per_resource(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "resource", "warning", "CPU 97% of one core: above 90%"),
+               ev(T0 + 0.1, "redis", "resource", "warning",
+                  "memory 91.0% of the machine: above 90%"))
+    [opened] = clock.until(T0 + 1)
+    assert opened.title.startswith("2 incidents: redis: CPU 97%")
+    clock.feed(ev(T0 + 5, "redis", "resource_ok", "info", "CPU 40% of one core: back to normal"))
+    assert clock.until(T0 + 10) == []  # memory is still high
+    clock.feed(ev(T0 + 6, "redis", "resource_ok", "info",
+                  "memory 50.0% of the machine: back to normal"))
+    assert kinds(clock.until(T0 + 10)) == [RESOLVED]
+
+
+def test_disk_fingerprint_names_the_directory() -> None:
+    event = ev(T0, "hub", "resource", "warning",
+               "free disk 4.0% (100 MiB) under /srv/var/data: below 10%")
+    assert incident.fingerprint(event) == "resource:hub:disk:/srv/var/data"
+
+
+def test_prometheus_alerts_use_their_fingerprint(clock: Clock) -> None:
+    fp = "rule:RedisMemoryHigh:instance=a,service=redis"
+    clock.feed(ev(T0, "redis", "alert_firing", "warning", "Redis memory high", fingerprint=fp),
+               ev(T0 + 0.01, "stack", "alert_firing", "critical", "Disk low",
+                  fingerprint="rule:DiskLow:"))
+    [opened] = clock.until(T0 + 1)
+    assert opened.severity == "critical"
+    assert opened.title == "2 incidents: RedisMemoryHigh: Redis memory high; DiskLow: Disk low"
+    clock.feed(ev(T0 + 2, "redis", "alert_resolved", "info", fingerprint=fp),
+               ev(T0 + 2, "stack", "alert_resolved", "info", fingerprint="rule:DiskLow:"))
+    assert kinds(clock.until(T0 + 10)) == [RESOLVED]
+
+
+def test_startup_complete_is_one_info_notice(clock: Clock) -> None:
+    clock.feed(ev(T0, "stack", "startup_complete", "info", "4 services ready"))
+    [notice] = clock.until(T0 + 1)
+    assert (notice.kind, notice.severity, notice.resolved) == (OPENED, "info", True)
+
+
+def test_config_from_settings(tmp_path: Path) -> None:
+    settings = load_settings(environ={"UNISTACK_HOME": str(tmp_path)})
+    config = RouterConfig.from_settings(settings)
+    assert config.group_window == 0.5 and config.resolved_notice
+    assert config.reminders == settings.alert_reminders
+    assert "redis" in config.critical and "prometheus" not in config.critical
+
+
+def test_an_alerts_next_step_and_a_rise_in_severity(clock: Clock) -> None:
+    fp = "rule:MLLatencyHigh:service=ml_engine"
+    clock.feed(ev(T0, "ml_engine", "alert_firing", "warning", "p99 1.2 s", fingerprint=fp,
+                  next_step="check the engine's batch size"))
+    [opened] = clock.until(T0 + 1)
+    assert opened.next_step == ("check the engine's batch size; run "
+                                "scripts/diagnose_container.sh")
+    clock.feed(ev(T0 + 2, "ml_engine", "alert_firing", "critical", "p99 3 s", fingerprint=fp))
+    [update] = clock.until(T0 + 5)
+    assert (update.kind, update.severity) == (UPDATED, "critical")
+    assert update.title.endswith("ml_engine now critical")
+
+
+def test_prometheus_unreadable_is_one_incident_until_it_answers(clock: Clock) -> None:
+    source = {"fingerprint": "alert_source:prometheus"}
+    clock.feed(ev(T0, "prometheus", "alert_source_down", "warning", "connection refused",
+                  **source),
+               ev(T0 + 20, "prometheus", "alert_source_up", "info", "answers", **source))
+    assert kinds(clock.until(T0 + 30)) == [OPENED, RESOLVED]
+    assert clock.sent[0].title == "Prometheus alerts unreadable: connection refused"
+
+
+def test_restore_refuses_an_unknown_snapshot() -> None:
+    with pytest.raises(ValueError, match="version"):
+        Router.restore(CONFIG, {"version": 99})
