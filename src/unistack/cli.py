@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from unistack import logs, stack
 from unistack.config import KEYS, ConfigError, Settings, load_settings
@@ -206,6 +207,85 @@ def cmd_ml_predict(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _hub(settings: Settings, method: str, path: str, body: Any = None) -> Any:
+    """The hub's answer to one API call; a refusal or no answer is a StackError."""
+    client = HubClient(settings, timeout=5.0)
+    try:
+        code, document = client.post(path, body) if method == "POST" else client.get(path)
+    except HubUnreachable as exc:
+        raise stack.StackError(f"{exc}; is the stack running? (`status`)") from None
+    if code >= 400:
+        raise stack.StackError(f"the hub refused {method} {path}: {document.get('error')}")
+    return document
+
+
+def _incident_lines(document: dict[str, Any], now: float) -> list[str]:
+    lines = [f"Slack: {document['slack']}"]
+    lines += ["Open incidents:"] + [
+        f"  {i['severity']:<8} {i['title']}  (since {_age(i['since'], now)}"
+        f"{', with ' + ', '.join(i['members']) if i['members'] else ''})"
+        for i in document["incidents"]] if document["incidents"] else ["Open incidents: none"]
+    lines += [f"Silenced: {s['service']} for {int(s['until'] - now)} s more ({s['reason']})"
+              for s in document["silences"]]
+    counts = document["outbox"]["counts"]
+    lines.append(f"Outbox: {counts['pending']} pending, {counts.get('sent_total', 0)} sent, "
+                 f"{counts.get('failed_total', 0)} failed, "
+                 f"{counts.get('dropped_total', 0)} dropped")
+    lines += [f"  {m['state']:<8} {m['channel']:<10} tries {m['attempts']}  {m['text'][:80]}"
+              f"{'  (' + m['error'] + ')' if m['error'] else ''}"
+              for m in document["outbox"]["pending"]]
+    return lines
+
+
+def cmd_alerts(settings: Settings, args: argparse.Namespace) -> int:
+    document = _hub(settings, "GET", "/alerts")
+    _print(json.dumps(document, indent=2) if args.json
+           else "\n".join(_incident_lines(document, time.time())))
+    return 0
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"expected a duration like 30m, 2h or 90s, got {text!r}")
+    return float(int(number) * units[unit])
+
+
+def cmd_silence(settings: Settings, args: argparse.Namespace) -> int:
+    if args.end:
+        _hub(settings, "POST", f"/alerts/silences/{args.service}/end")
+        _print(f"silence of {args.service} ended")
+        return 0
+    if args.duration is None or not args.reason:
+        raise stack.StackError("expected a DURATION and --reason, e.g. "
+                               f"`silence {args.service} 30m --reason 'planned upgrade'`")
+    answer = _hub(settings, "POST", "/alerts/silences",
+                  {"service": args.service, "seconds": args.duration, "reason": args.reason})
+    until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(answer["until"]))
+    _print(f"{args.service} silenced until {until} ({answer['reason']})")
+    return 0
+
+
+def cmd_alert_test(settings: Settings, args: argparse.Namespace) -> int:
+    answer = _hub(settings, "POST", "/alerts/test")
+    if answer["slack"] == "off":
+        raise stack.StackError("Slack is off: set SLACK_WEBHOOK_URL or SLACK_BOT_TOKEN in "
+                               f"{settings.env_file} and restart the hub")
+    deadline = time.monotonic() + args.timeout
+    message: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        message = _hub(settings, "GET", f"/alerts/message?key={quote(answer['key'])}")
+        if message["state"] != "pending":
+            break
+        time.sleep(0.1)
+    if message.get("state") == "sent":
+        _print(f"Slack accepted the test message ({answer['slack']} mode).")
+        return 0
+    why = message.get("error") or f"still waiting after {args.timeout:g} s"
+    raise stack.StackError(f"Slack did not accept the test message: {why}")
+
+
 ML_COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "doctor": cmd_ml_doctor, "models": cmd_ml_models, "train": cmd_ml_train,
     "predict": cmd_ml_predict,
@@ -242,6 +322,17 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     config = commands.add_parser("config", help="the effective configuration (secrets hidden)")
     config.add_argument("--json", action="store_true", help="print JSON")
+    alerts = commands.add_parser("alerts", help="open incidents, silences and the Slack outbox")
+    alerts.add_argument("--json", action="store_true", help="print JSON")
+    silence = commands.add_parser("silence", help="no Slack messages about SERVICE for a while "
+                                  "(announced, ends by itself)")
+    silence.add_argument("service", choices=[*names, "stack"], help="the service to silence")
+    silence.add_argument("duration", nargs="?", type=_duration, help="e.g. 30m, 2h, 90s")
+    silence.add_argument("--reason", help="why (shown in Slack and in `alerts`)")
+    silence.add_argument("--end", action="store_true", help="end the silence now")
+    test = commands.add_parser("alert-test", help="send a test message; say whether Slack "
+                               "accepted it")
+    test.add_argument("--timeout", type=float, default=15.0, help="seconds to wait (15)")
     ml = commands.add_parser("ml", help="the ML engine: capability report, models")
     ml_commands = ml.add_subparsers(dest="ml_command", required=True, metavar="ML_COMMAND")
     doctor = ml_commands.add_parser(
@@ -271,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "start": cmd_start, "stop": cmd_stop, "restart": cmd_restart, "status": cmd_status,
     "health": cmd_health, "logs": cmd_logs, "config": cmd_config, "ml": cmd_ml,
+    "alerts": cmd_alerts, "silence": cmd_silence, "alert-test": cmd_alert_test,
 }
 
 

@@ -19,11 +19,14 @@ class HubClient:
         self._token = settings.unistack_operator_token
         self._timeout = timeout
 
-    def _request(self, method: str, path: str) -> tuple[int, Any]:
+    def _request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         connection = http.client.HTTPConnection(LOOPBACK, self._port, timeout=self._timeout)
         headers = {"Authorization": f"Bearer {self._token}"} if method == "POST" else {}
+        payload = None if body is None else json.dumps(body).encode()
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
         try:
-            connection.request(method, path, headers=headers)
+            connection.request(method, path, body=payload, headers=headers)
             response = connection.getresponse()
             body = response.read()
             return response.status, json.loads(body) if body else {}
@@ -37,5 +40,5 @@ class HubClient:
     def get(self, path: str) -> tuple[int, Any]:
         return self._request("GET", path)
 
-    def post(self, path: str) -> tuple[int, Any]:
-        return self._request("POST", path)
+    def post(self, path: str, body: Any = None) -> tuple[int, Any]:
+        return self._request("POST", path, body)

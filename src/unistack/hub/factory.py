@@ -12,6 +12,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from unistack import runtime
+from unistack.alerts.service import Alerts
 from unistack.config import Settings
 from unistack.hub.api import HubApi, HubServer, document_builder
 from unistack.hub.events import Event, EventLog
@@ -77,7 +78,9 @@ class Hub:
         self.exits = ExitWatcher(lambda service, pid: inbox.put(Exited(service, pid)))
         self.resources = ResourceWatcher(
             settings, self._pids, self.events,
-            [settings.data_dir, settings.log_dir, settings.run_dir])
+            [settings.data_dir, settings.log_dir, settings.run_dir], metrics=self.metrics)
+        self.alerts = Alerts(settings, prometheus_ready=lambda: self._ready("prometheus"))
+        self.events.subscribe(self.alerts.on_event)
         self.reconciler.watch = self.exits.watch
         self.stop_event = threading.Event()
         api = HubApi(
@@ -88,6 +91,8 @@ class Hub:
             metrics=self.metrics,
             restart=self.restart,
             token=settings.unistack_operator_token,
+            alerts=self.alerts,
+            services=tuple(spec.name for spec in registry),
         )
         self.server = HubServer(api, settings.hub_port)
 
@@ -101,6 +106,9 @@ class Hub:
         probes = (build_probe(spec.liveness, spec, self.settings, live.timeout),
                   build_probe(spec.readiness, spec, self.settings, ready.timeout))
         return Monitor(spec.name, probes, (live, ready), inbox.put, pid)
+
+    def _ready(self, name: str) -> bool:
+        return any(s.ready for s in self.reconciler.statuses() if s.name == name)
 
     def _pids(self) -> dict[str, int]:
         return {s.name: s.pid for s in self.reconciler.statuses() if s.pid > 0}
@@ -144,6 +152,7 @@ class Hub:
         self.exits.start()
         self.store.start()
         self.resources.start()
+        self.alerts.start()
         self.server.start()
         threading.Thread(target=self._watchdog, name="watchdog", daemon=True).start()
         log.info("hub serving on %s (pid %d)", self.settings.hub_url, os.getpid())
@@ -154,6 +163,7 @@ class Hub:
             self.exits.stop()
             self.resources.stop()
             self.server.stop()
+            self.alerts.stop()
             self.store.stop()
         log.info("hub stopped")
         return 0

@@ -1,0 +1,200 @@
+"""Slack alerts from the whole stack, against the local Slack stand-in: one message per
+incident and one resolved update, bursts and dependents folded in, the outbox surviving
+a Slack outage and a killed hub, silences, `alert-test`, and no secret in any request."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.chaos.test_chaos import NO_LOOPS, services, settle_past_startsecs, start
+from tests.conftest import Stack, wait_for
+from tests.slack_standin import Recorded, SlackStandIn
+from unistack.config import load_settings
+
+pytestmark = pytest.mark.chaos
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackStandIn]:
+    with SlackStandIn() as standin:
+        yield standin
+
+
+def with_webhook(stack: Stack, slack: SlackStandIn) -> None:
+    """The operator's step: the webhook URL (a secret) goes into .env, mode 0600."""
+    env_file = stack.home / ".env"
+    env_file.write_text(f"SLACK_WEBHOOK_URL={slack.webhook_url}\n")
+    env_file.chmod(0o600)
+    start(stack, **NO_LOOPS)
+
+
+def texts(slack: SlackStandIn) -> list[str]:
+    return [str(r.body.get("text", "")) for r in slack.calls("/webhook/")
+            if isinstance(r.body, dict)]
+
+
+def about(slack: SlackStandIn, word: str) -> list[str]:
+    return [text for text in texts(slack) if word in text]
+
+
+def quiet_for(slack: SlackStandIn, seconds: float) -> list[Recorded]:
+    """Every request, once none has arrived for SECONDS (nothing more is on its way)."""
+    def settled() -> bool:
+        calls = slack.requests
+        return not calls or time.monotonic() - calls[-1].monotonic > seconds
+    wait_for(settled, timeout=60, interval=0.1)
+    return slack.requests
+
+
+def test_a_crash_is_one_message_then_one_resolved_update(stack: Stack,
+                                                         slack: SlackStandIn) -> None:
+    with_webhook(stack, slack)
+    pid = settle_past_startsecs(stack, "prometheus")
+    killed = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    first = wait_for(lambda: about(slack, "prometheus"), timeout=10)
+    assert slack.calls("/webhook/")[0].monotonic - killed < 2.0
+    assert "crashed" in first[0]
+    wait_for(lambda: len(about(slack, "prometheus")) >= 2, timeout=20)
+    quiet_for(slack, 3)
+    messages = about(slack, "prometheus")
+    assert len(messages) == 2, messages
+    assert "resolved" in messages[1].lower() or "recovered" in messages[1].lower()
+    assert len(texts(slack)) == 2  # nothing else was said (startup is not a message)
+
+
+def test_a_burst_of_failures_is_one_message(stack: Stack, slack: SlackStandIn) -> None:
+    with_webhook(stack, slack)
+    pids = [settle_past_startsecs(stack, name) for name in ("prometheus", "ml_engine")]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: texts(slack), timeout=10)
+    quiet_for(slack, 3)
+    opened = [t for t in texts(slack) if "resolved" not in t.lower()]
+    assert len(opened) == 1, texts(slack)
+    assert "prometheus" in opened[0] and "ml_engine" in opened[0]
+
+
+def test_redis_down_is_one_incident_with_its_dependents(stack: Stack,
+                                                       slack: SlackStandIn) -> None:
+    with_webhook(stack, slack)
+    pid = settle_past_startsecs(stack, "redis")
+    os.kill(pid, signal.SIGSTOP)  # hung: the hub kills it; dependents see it go
+    try:
+        wait_for(lambda: about(slack, "redis"), timeout=15)
+    finally:
+        _continue(pid)
+    wait_for(lambda: services(stack)["redis"]["ready"], timeout=20)
+    quiet_for(slack, 4)
+    opened = [t for t in texts(slack) if "resolved" not in t.lower()
+              and "recovered" not in t.lower()]
+    assert len(opened) == 1, texts(slack)  # dependents did not open incidents of their own
+    assert "redis" in opened[0] and "hung" in opened[0]
+
+
+def test_messages_wait_out_a_slack_outage_and_a_killed_hub(stack: Stack,
+                                                          slack: SlackStandIn) -> None:
+    with_webhook(stack, slack)
+    slack.down()
+    pid = settle_past_startsecs(stack, "prometheus")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: services(stack)["prometheus"]["ready"], timeout=15)
+    hub = services(stack)["hub"]["pid"]
+    wait_for(lambda: _pending(stack) >= 1, timeout=10)  # queued while Slack is down
+    os.kill(hub, signal.SIGKILL)
+    wait_for(lambda: _hub_pid(stack) not in (None, hub), timeout=20)
+    slack.up()
+    wait_for(lambda: len(about(slack, "prometheus")) >= 2, timeout=60)
+    quiet_for(slack, 3)
+    messages = about(slack, "prometheus")
+    assert len(messages) == 2, messages  # the crash and its recovery, each exactly once
+    assert "crashed" in messages[0]
+
+
+def test_a_silence_holds_messages_and_is_announced(stack: Stack, slack: SlackStandIn) -> None:
+    with_webhook(stack, slack)
+    done = stack.cli("silence", "prometheus", "1m", "--reason", "planned upgrade")
+    assert done.returncode == 0, done.stderr
+    assert "prometheus silenced until" in done.stdout
+    wait_for(lambda: about(slack, "planned upgrade"), timeout=10)
+    os.kill(settle_past_startsecs(stack, "prometheus"), signal.SIGKILL)
+    wait_for(lambda: "prometheus" in stack.cli("alerts").stdout.split("Silenced:")[0]
+             or _incident_seen(stack), timeout=10)
+    quiet_for(slack, 3)
+    assert [t for t in about(slack, "prometheus") if "crashed" in t] == []
+    shown = stack.cli("alerts")
+    assert shown.returncode == 0 and "Silenced: prometheus" in shown.stdout
+    assert stack.cli("silence", "prometheus", "--end").returncode == 0
+    wait_for(lambda: about(slack, "prometheus silence lifted"), timeout=10)
+    bad = stack.cli("silence", "prometheus", "soon", "--reason", "x")
+    assert bad.returncode == 2 and "expected a duration like 30m" in bad.stderr
+
+
+def test_alert_test_reports_what_slack_said(stack: Stack, slack: SlackStandIn) -> None:
+    with_webhook(stack, slack)
+    done = stack.cli("alert-test")
+    assert done.returncode == 0, done.stderr
+    assert "Slack accepted the test message" in done.stdout
+    assert about(slack, "test alert")
+    slack.fail(403, count=1)  # a webhook Slack no longer knows: permanent
+    refused = stack.cli("alert-test")
+    assert refused.returncode == 1 and "Slack did not accept" in refused.stderr
+
+
+def test_no_secret_reaches_slack_or_the_logs(stack: Stack, slack: SlackStandIn) -> None:
+    with_webhook(stack, slack)
+    os.kill(settle_past_startsecs(stack, "prometheus"), signal.SIGKILL)
+    wait_for(lambda: about(slack, "prometheus"), timeout=10)
+    settings = load_settings(environ=stack.env)
+    secrets = [*settings.secret_values(), slack.webhook_url.rsplit("/", 1)[-1]]
+    recorded = " ".join(r.raw for r in slack.requests)
+    logs = " ".join(path.read_text(errors="replace")
+                    for path in (stack.home / "var" / "log").rglob("*.log"))
+    for secret in secrets:
+        assert secret not in recorded
+        assert secret not in logs
+
+
+def test_without_slack_incidents_are_recorded_and_the_hub_says_so_once(stack: Stack) -> None:
+    start(stack, **NO_LOOPS)
+    os.kill(settle_past_startsecs(stack, "prometheus"), signal.SIGKILL)
+    wait_for(lambda: _incident_seen(stack), timeout=10)
+    shown = stack.cli("alerts")
+    assert "Slack: off" in shown.stdout and "prometheus" in shown.stdout
+    log = (stack.home / "var" / "log" / "hub.log").read_text()
+    assert log.count("Slack alerts are off") == 1
+    test = stack.cli("alert-test")
+    assert test.returncode == 1 and "Slack is off" in test.stderr
+
+
+def _continue(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)
+
+
+def _alerts(stack: Stack) -> dict[str, Any]:
+    done = stack.cli("alerts", "--json")
+    return dict(json.loads(done.stdout)) if done.returncode == 0 else {}
+
+
+def _pending(stack: Stack) -> int:
+    return int(_alerts(stack).get("outbox", {}).get("counts", {}).get("pending", 0))
+
+
+def _incident_seen(stack: Stack) -> bool:
+    return any("prometheus" in i["title"] for i in _alerts(stack).get("incidents", []))
+
+
+def _hub_pid(stack: Stack) -> int | None:
+    try:
+        return int(services(stack)["hub"]["pid"])
+    except Exception:
+        return None
