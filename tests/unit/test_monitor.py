@@ -42,6 +42,7 @@ class ScriptedProbe:
         self._script = list(script)
         self._lock = threading.Lock()
         self.times: list[float] = []
+        self.wall: list[float] = []  # the same calls in epoch seconds
 
     @property
     def calls(self) -> int:
@@ -51,6 +52,7 @@ class ScriptedProbe:
     def check(self) -> ProbeResult:
         with self._lock:
             self.times.append(time.monotonic())
+            self.wall.append(time.time())
             return self._script.pop(0) if len(self._script) > 1 else self._script[0]
 
 
@@ -168,6 +170,8 @@ def test_hung_after_the_liveness_threshold_then_paused_until_resume(
     assert "liveness failed 2 times in a row" in hung.detail
     assert "connection refused" in hung.detail
     assert "process state sleeping" in hung.detail
+    # its onset: when the first unanswered (readiness) probe was sent, before the verdict
+    assert readiness.wall[1] - 0.01 <= hung.onset <= readiness.wall[1]
     calls = (liveness.calls, readiness.calls)
     assert holds(lambda: (liveness.calls, readiness.calls) == calls, 0.2)
     assert post.kinds() == ["ready", "hung"]

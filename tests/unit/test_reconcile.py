@@ -362,7 +362,7 @@ def test_hung_writes_an_incident_and_kills_the_process_group(
     hub.reconciler.round()
     hub.ready("db")
     detail = "liveness failed 2 times in a row (timed out); process state sleeping"
-    hub.post(Verdict("db", "hung", detail, 0.4))
+    hub.post(Verdict("db", "hung", detail, 0.4, onset=1_700_000_000.5))
     hub.until(lambda: "hung" in hub.kinds("db"))
     (incident,) = hub.incidents.iterdir()
     text = incident.read_text()
@@ -371,6 +371,7 @@ def test_hung_writes_an_incident_and_kills_the_process_group(
     hung = hub.event("db", "hung")
     assert hung["severity"] == "critical"
     assert hung["incident"] == str(incident)
+    assert hung["onset"] == 1_700_000_000.5  # for the alert router's window
     wait_for(lambda: db.poll() is not None)
     assert db.returncode == -9
     wait_for(lambda: gone(grandchild.pid))  # the whole group, not just the leader

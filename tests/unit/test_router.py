@@ -97,6 +97,14 @@ def test_first_message_waits_exactly_the_window(clock: Clock) -> None:
     assert clock.router.next_wakeup(T0) == T0 + WINDOW
 
 
+def test_a_hang_is_told_at_once_when_its_onset_is_a_window_ago(clock: Clock) -> None:
+    # Detecting a hang took a second of probes: the burst began then, not now.
+    clock.router.handle(ev(T0 + 1.0, "redis", "hung", onset=T0), T0 + 1.0)
+    assert clock.router.next_wakeup(T0 + 1.0) == T0 + WINDOW  # already past
+    [opened] = clock.router.due(T0 + 1.0)
+    assert (opened.kind, opened.title) == (OPENED, "redis hung")
+
+
 def test_burst_of_five_services_inside_the_window_is_one_notice(clock: Clock) -> None:
     names = ["redis", "prometheus", "ml_engine", "dashboard", "gpu"]
     clock.feed(*(ev(T0 + i * 0.1, name, "crashed") for i, name in enumerate(names)))

@@ -99,7 +99,10 @@ class Router:
         part = Part(fp, event["service"], event["kind"], self._root_severity(event),
                     event["detail"], root=True, incident_file=event.get("incident", ""),
                     next_step=event.get("next_step", ""))
-        incident = self._group_for(part.service, event["ts"], fp, now)
+        # A burst is measured from when the failure began: a hang took its detection
+        # time (about a second of probes) to be known, and need not wait a window more.
+        began = min(now, float(event.get("onset") or now))
+        incident = self._group_for(part.service, event["ts"], fp, now, began)
         incident.hold = max(incident.hold, self._initial_hold(fp, now))
         incident.parts[fp] = part
         self._index[fp] = incident.id
@@ -112,17 +115,18 @@ class Router:
             return "critical" if event["service"] in self._config.critical else "warning"
         return severity
 
-    def _group_for(self, service: str, ts: float, fp: str, now: float) -> Incident:
+    def _group_for(self, service: str, ts: float, fp: str, now: float,
+                   began: float) -> Incident:
         """The incident whose window is still open (and as silenced), else a new one."""
         silenced = self._silenced(service, now)
         for candidate in self._incidents.values():
             if (candidate.stage == inc.PENDING and now < candidate.opened_until
                     and self._incident_silenced(candidate, now) == silenced):
                 return candidate
-        return self._new_incident(fp, ts, now)
+        return self._new_incident(fp, ts, now, began)
 
-    def _new_incident(self, fp: str, ts: float, now: float) -> Incident:
-        new = Incident(f"{fp}@{ts:.3f}", ts, now + self._config.group_window,
+    def _new_incident(self, fp: str, ts: float, now: float, began: float) -> Incident:
+        new = Incident(f"{fp}@{ts:.3f}", ts, began + self._config.group_window,
                        self._initial_hold(fp, now))
         self._incidents[new.id] = new  # -> pending
         return new

@@ -11,6 +11,7 @@ that is running and burning CPU is busy, not hung, and gets a longer allowance.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -29,6 +30,7 @@ class Verdict(NamedTuple):
     kind: str  # ready, not_ready, hung
     detail: str
     latency: float
+    onset: float = 0.0  # hung: epoch seconds the first unanswered probe was sent
 
 
 class ProcessSample(NamedTuple):
@@ -74,6 +76,8 @@ class Monitor:
         self._paused = True
         self._settling = True
         self._last_ready: bool | None = None
+        self._clock: Callable[[], float] = time.time
+        self._onset = 0.0  # when the current run of liveness failures began
         self._thread = threading.Thread(target=self._run, name=f"monitor-{service}", daemon=True)
 
     # --- control from the hub -------------------------------------------------------
@@ -105,6 +109,7 @@ class Monitor:
                 self._wake.clear()
                 live_failures = ready_failures = 0
                 continue
+            probed_at = self._clock()
             if not live_failures:
                 # Healthy path: one readiness probe; passing it proves liveness too.
                 result = self._readiness.check()
@@ -118,6 +123,7 @@ class Monitor:
                     self._report(False, result)
                 if not result.answered and not self._settling:
                     # No answer at all is the first liveness failure; confirm at once.
+                    self._onset = probed_at
                     live_failures, sample = self._judge(1, result, None)
                     self._sleep(_CONFIRM_DELAY)
                     continue
@@ -126,6 +132,8 @@ class Monitor:
                 live_failures = 0
                 self._sleep(self._ready_timing.interval)
                 continue
+            if not live_failures:
+                self._onset = probed_at
             live_failures, sample = self._judge(live_failures + 1, live, sample)
             self._sleep(_CONFIRM_DELAY)
 
@@ -142,7 +150,7 @@ class Monitor:
         self._paused = True
         self._post(Verdict(self.service, "hung",
                            f"liveness failed {failures} times in a row ({live.detail}); "
-                           f"process state {state}", live.latency))
+                           f"process state {state}", live.latency, self._onset))
         return 0, None
 
     def _report(self, ready: bool, result: ProbeResult) -> None:

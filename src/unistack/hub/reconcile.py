@@ -63,6 +63,7 @@ class _Service:
     detail: str = "not observed yet"
     last_incident: str = ""
     captured: str = ""  # incident file of the action list being applied
+    onset: float = 0.0  # when the failure being applied began (a hang: its first probe)
     killed: set[int] = field(default_factory=set)
     stopping: threading.Thread | None = None  # a stop for backoff still in progress
 
@@ -166,7 +167,9 @@ class Reconciler:
         elif message.kind == "not_ready":
             self._apply(service, service.policy.not_ready(now, message.detail))
         elif message.kind == "hung":
+            service.onset = message.onset
             self._apply(service, service.policy.hung(now, message.detail))
+            service.onset = 0.0
 
     def _exited(self, service: _Service, pid: int, now: float) -> None:
         if pid in service.killed:
@@ -332,6 +335,8 @@ class Reconciler:
             detail += f" (caused by {cause}: {self._services[cause].policy.incident})"
         if service.captured:
             extra["incident"] = service.captured
+        if service.onset:
+            extra["onset"] = service.onset  # the alert router's window starts there
         self._events.emit(service.spec.name, action.event, severity, detail, **extra)
 
     def _root_cause(self, spec: ServiceSpec) -> str | None:
