@@ -693,7 +693,7 @@ def diagnostics(report: dict[str, Any]) -> list[str]:
             f"loads it, CPU {spin['default_cpu']:.3f} (wall {spin['default_wall']:.3f}).", "",
             f"Client cProfile, {PROFILE_REQUESTS} batch-1 requests (ms per request, the "
             f"profiler inflates Python time): total {profile.get('total', 0):.3f}; "
-            f"`_round_trip` (the submit script and BLPOP, one pipeline) "
+            f"`_round_trip` (the submit script and BLPOP: one send, two replies) "
             f"{profile.get('round_trip', 0):.3f}; blocked in socket reads "
             f"{profile.get('socket_wait', 0):.3f}; `encode_request` "
             f"{profile.get('encode', 0):.3f}; `decode_reply` {profile.get('decode', 0):.3f}."]
