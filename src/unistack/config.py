@@ -339,7 +339,7 @@ class Settings:
     @property
     def alerts_db(self) -> Path:
         """The alert outbox and incident state (SQLite: it must work while Redis is down)."""
-        return self.data_dir / "alerts.sqlite"
+        return self.data_dir / "alerts" / "outbox.sqlite"
 
     @property
     def slack_mode(self) -> str:

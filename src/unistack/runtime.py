@@ -30,6 +30,7 @@ def state_dirs(settings: Settings) -> dict[Path, int]:
         settings.data_dir / "redis": 0o700,
         settings.data_dir / "prometheus": 0o700,
         settings.data_dir / "market": 0o750,
+        settings.alerts_db.parent: 0o700,
         var / "models": 0o750,
         var / "backups": 0o700,
     }

@@ -82,13 +82,15 @@ class Alerts:
             self._threads.append(thread)
 
     def stop(self) -> None:
+        """Briefly: supervisord gives the hub 1 s after SIGTERM. Everything queued is in
+        the outbox already (committed), and the next hub sends what is left; the file is
+        not closed under a send that may still be in flight."""
         self._stop.set()
         self._inbox.put(None)
         for thread in self._threads:
-            thread.join(5)
+            thread.join(0.3)
         if self.dispatcher is not None:
-            self.dispatcher.stop(self._settings.slack_timeout + 1)
-        self.outbox.close()
+            self.dispatcher.stop(0.3)
 
     def on_event(self, event: Event) -> None:
         """EventLog subscriber: called on the emitting thread, so it only enqueues."""
