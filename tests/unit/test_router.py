@@ -301,12 +301,13 @@ def test_every_event_kind_the_hub_emits_is_classified() -> None:
     source = "\n".join(p.read_text() for p in SRC.rglob("*.py"))
     found = set(re.findall(r'Action\(EVENT, "(\w+)"', source))
     found |= set(re.findall(r'(?:_restart|_open)\("(\w+)"', source))
-    found |= set(re.findall(r'emit\([^,]+, "(\w+)"', source))
+    found |= set(re.findall(r'emit\((?!")[^,]+, "(\w+)"', source))  # emit(service, kind
+    found |= set(re.findall(r'_emit\("(\w+)"', source))  # the stack's own: _emit(kind
     found |= set(re.findall(r'alert_event\("(\w+)"', source))
     found |= set(re.findall(r'\("(alert_source_\w+)",', source))
     known = set(incident.OPENING) | incident.RESOLVING | incident.NOTING | incident.INFO_ONLY
     assert found >= {"crashed", "hung", "looping", "recovered", "resource", "alert_firing",
-                     "alert_source_down"}
+                     "alert_source_down", "startup_complete", "startup_failed"}
     assert found <= known
 
 

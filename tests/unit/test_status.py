@@ -15,6 +15,7 @@ from unistack.hub.status import (
     EXIT_CODES,
     HEALTHY,
     ServiceStatus,
+    Startup,
     overall,
     status_document,
 )
@@ -125,3 +126,31 @@ def test_preload_puts_earlier_hubs_events_first_without_duplicates() -> None:
     log.preload(history)
     assert [e["ts"] for e in log.recent()] == [2.0, 3.0, 5.0, 10.0]  # oldest dropped
     assert log.recent()[-1] is own
+
+
+def _ready(name: str, ready: bool) -> ServiceStatus:
+    return ServiceStatus(name, "infrastructure", True, "READY" if ready else "STARTING",
+                         ready, 1, 0.0, "", "")
+
+
+def test_startup_is_told_once_complete_or_failed_then_complete() -> None:
+    said: list[tuple[str, str, str]] = []
+    startup = Startup(100.0, 30.0, lambda *event: said.append(event))
+    startup.started()
+    startup.check(110.0, [_ready("redis", True), _ready("ml_engine", False)])
+    assert said == []
+    startup.check(131.0, [_ready("redis", True), _ready("ml_engine", False)])
+    startup.check(132.0, [_ready("redis", True), _ready("ml_engine", False)])
+    assert said == [("startup_failed", "critical",
+                     "not ready 30 s after the hub started: ml_engine")]
+    startup.check(140.0, [_ready("redis", True), _ready("ml_engine", True)])
+    startup.check(150.0, [_ready("redis", True), _ready("ml_engine", True)])
+    assert said[1:] == [("startup_complete", "info",
+                         "startup complete: every service ready in 40.0 s")]
+
+
+def test_a_hub_that_only_adopted_running_services_says_nothing() -> None:
+    said: list[tuple[str, str, str]] = []
+    startup = Startup(100.0, 30.0, lambda *event: said.append(event))
+    startup.check(101.0, [_ready("redis", True)])
+    assert said == []

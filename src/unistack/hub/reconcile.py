@@ -25,7 +25,7 @@ from unistack.hub.events import EventLog
 from unistack.hub.incidents import IncidentRecorder
 from unistack.hub.metrics import HubMetrics
 from unistack.hub.monitor import Monitor, Verdict
-from unistack.hub.status import ServiceStatus
+from unistack.hub.status import ServiceStatus, Startup
 from unistack.services import ServiceSpec, start_order
 from unistack.supervisor import ProcessInfo, SupervisorClient, SupervisorError
 
@@ -96,6 +96,10 @@ class Reconciler:
         self._first_sync = True
         self.last_round = time.monotonic()
         self.watch: Callable[[str, int], None] = lambda service, pid: None
+        self.startup = Startup(self._clock(), settings.start_timeout, self._emit_stack)
+
+    def _emit_stack(self, kind: str, severity: str, detail: str) -> None:
+        self._events.emit("stack", kind, severity, detail)
 
     # --- reading ------------------------------------------------------------------
 
@@ -145,8 +149,10 @@ class Reconciler:
                 self._sync(now)
             for service in self._services.values():
                 self._apply(service, service.policy.tick(now))
-            for service in self._services.values():
-                self._metrics.observe(self._status(service))
+            statuses = [self._status(service) for service in self._services.values()]
+            for status in statuses:
+                self._metrics.observe(status)
+            self.startup.check(now, statuses)
         self.last_round = time.monotonic()
         self._metrics.round_done()
 
@@ -252,6 +258,7 @@ class Reconciler:
             log.error("%s could not be started: %s", service.spec.name, exc)
             return
         log.info("%s started by the hub", service.spec.name)
+        self.startup.started()
         self._resync_soon(now)
 
     # --- acting -------------------------------------------------------------------

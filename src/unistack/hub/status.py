@@ -6,6 +6,7 @@ themselves and their transitions belong to `unistack.policy`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -52,3 +53,34 @@ def status_document(
         "hub": hub,
         "services": [s.to_json() for s in services],
     }
+
+
+class Startup:
+    """Says once that the stack this hub started is ready (`startup_complete`), or that
+    it is not within TIMEOUT (`startup_failed`, then `startup_complete` when it is).
+    A hub that only adopted running services started nothing and says nothing."""
+
+    def __init__(self, began: float, timeout: float,
+                 emit: Callable[[str, str, str], None]) -> None:
+        self._began, self._timeout, self._emit = began, timeout, emit
+        self._started = self._failed = self._done = False
+
+    def started(self) -> None:
+        """The hub started a service itself."""
+        self._started = True
+
+    def check(self, now: float, services: list[ServiceStatus]) -> None:
+        if self._done:
+            return
+        waiting = [s.name for s in services if not s.ready]
+        took = now - self._began
+        if not waiting:
+            self._done = True  # starting -> complete
+            if self._started or self._failed:
+                self._emit("startup_complete", "info",
+                           f"startup complete: every service ready in {took:.1f} s")
+        elif not self._failed and took > self._timeout:
+            self._failed = True  # starting -> failed (complete may still follow)
+            self._emit("startup_failed", "critical",
+                       f"not ready {self._timeout:g} s after the hub started: "
+                       f"{', '.join(waiting)}")
