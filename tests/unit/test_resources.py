@@ -32,7 +32,7 @@ def test_free_disk_below_the_threshold_raises_one_event_and_it_stays_raised(
         resources.sample()
     raised = [e for e in events.recent() if e["kind"] == "resource"]
     assert len(raised) == 1
-    assert raised[0]["service"] == "hub" and "free disk" in raised[0]["detail"]
+    assert raised[0]["service"] == "stack" and "free disk" in raised[0]["detail"]
     assert str(tmp_path) in raised[0]["detail"]
 
 

@@ -382,3 +382,22 @@ def test_prometheus_unreadable_is_one_incident_until_it_answers(clock: Clock) ->
 def test_restore_refuses_an_unknown_snapshot() -> None:
     with pytest.raises(ValueError, match="version"):
         Router.restore(CONFIG, {"version": 99})
+
+
+def test_a_prometheus_rule_repeating_the_hubs_resource_warning_sends_nothing(
+    clock: Clock
+) -> None:
+    clock.feed(ev(T0, "stack", "resource", "warning", "free disk 8.0% (900 MiB) under /v: "
+                  "below 10%"))
+    [opened] = clock.until(T0 + 1)
+    rule = "rule:UnistackDiskFreeLow:path=/v,service=stack"
+    clock.feed(ev(T0 + 10, "stack", "alert_firing", "warning", "free disk on /v is 8%",
+                  fingerprint=rule))
+    assert clock.until(T0 + 15) == []  # the same full disk: no second message
+    clock.feed(ev(T0 + 20, "stack", "resource_ok", "info", "free disk 30.0% (3 GiB) under "
+                  "/v: back to normal"))
+    assert clock.until(T0 + 25) == []  # the rule still fires: not over yet
+    clock.feed(ev(T0 + 30, "stack", "alert_resolved", "warning", "free disk on /v is 30%",
+                  fingerprint=rule))
+    [resolved] = clock.until(T0 + 40)
+    assert (resolved.kind, resolved.incident) == (RESOLVED, opened.incident)

@@ -88,12 +88,31 @@ class Router:
     def _open(self, event: Event, fp: str, now: float) -> None:
         known = self._index.get(fp)
         host = self._index.get(f"service:{event.get('cause')}") if event.get("cause") else None
+        echoed = self._echoed(event) if known is None and host is None else None
         if known is not None:
             self._relapse(self._incidents[known], self._incidents[known].parts[fp], event, now)
         elif host is not None:
             self._join(self._incidents[host], fp, event, now)
+        elif echoed is not None:
+            self._echo(self._incidents[echoed], fp, event)
         else:
             self._new_part(fp, event, now)
+
+    def _echoed(self, event: Event) -> str | None:
+        """The open incident a Prometheus alert repeats: the hub watches memory and disk
+        itself at the same thresholds, seconds before a rule's `for` has passed."""
+        if event["kind"] != "alert_firing":
+            return None
+        prefix = f"resource:{event['service']}:"
+        return next((i.id for i in self._incidents.values()
+                     if any(p.fingerprint.startswith(prefix) for p in i.open_parts())), None)
+
+    def _echo(self, incident: Incident, fp: str, event: Event) -> None:
+        """Fold the repeated alert in without a notice; it must resolve too."""
+        incident.parts[fp] = Part(fp, event["service"], event["kind"], "info",
+                                  event["detail"], root=False)
+        self._index[fp] = incident.id
+        incident.add_line(inc.line(event))
 
     def _new_part(self, fp: str, event: Event, now: float) -> None:
         part = Part(fp, event["service"], event["kind"], self._root_severity(event),

@@ -80,7 +80,7 @@ class ResourceWatcher:
             if self._metrics is not None:
                 self._metrics.disk_free(str(directory), usage.free / usage.total)
             self._check(f"disk:{directory}", free,
-                        Threshold(s.disk_free_warn_percent, margin, above=False), "hub",
+                        Threshold(s.disk_free_warn_percent, margin, above=False), "stack",
                         f"free disk {free:.1f}% ({usage.free // 2**20} MiB) under {directory}")
 
     def _usage(self, service: str, pid: int) -> tuple[float | None, float | None]:
