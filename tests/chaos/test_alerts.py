@@ -95,17 +95,22 @@ def test_a_burst_of_failures_is_one_message(stack: Stack, slack: SlackStandIn) -
 def test_redis_down_is_one_incident_with_its_dependents(stack: Stack,
                                                        slack: SlackStandIn) -> None:
     with_webhook(stack, slack)
+    engine = settle_past_startsecs(stack, "ml_engine")
     pid = settle_past_startsecs(stack, "redis")
-    os.kill(pid, signal.SIGSTOP)  # hung: the hub kills it; dependents see it go
+    os.kill(pid, signal.SIGSTOP)  # hung: the hub kills it
     try:
+        wait_for(lambda: services(stack)["redis"]["incident"], timeout=10)
+        os.kill(engine, signal.SIGKILL)  # a dependent fails while Redis's incident is open
         wait_for(lambda: about(slack, "redis"), timeout=15)
     finally:
         _continue(pid)
-    wait_for(lambda: services(stack)["redis"]["ready"], timeout=20)
+    wait_for(lambda: services(stack)["redis"]["ready"] and services(stack)["ml_engine"]["ready"],
+             timeout=30)
     quiet_for(slack, 4)
-    opened = failures(slack)
-    assert len(opened) == 1, texts(slack)  # dependents did not open incidents of their own
-    assert "redis" in opened[0] and "hung" in opened[0]
+    assert not [t for t in texts(slack) if "*ml_engine " in t], texts(slack)  # no own incident
+    assert len([t for t in failures(slack) if "affected too" not in t]) == 1, texts(slack)
+    assert "redis hung" in failures(slack)[0]
+    assert any("ml_engine" in t for t in texts(slack))  # named in redis's incident
 
 
 def test_messages_wait_out_a_slack_outage_and_a_killed_hub(stack: Stack,

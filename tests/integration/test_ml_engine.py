@@ -239,9 +239,14 @@ def test_metrics_count_every_request_in_histograms_and_gauges(
         return {(s.name, tuple(sorted(s.labels.items()))): s.value
                 for family in text_string_to_metric_families(text) for s in family.samples}
 
-    # The dead letter's batch is observed just after its commit: wait for it.
-    values = wait_for(lambda: (found := scraped())[
-        ("ml_engine_request_duration_seconds_count", ())] == 32 and found)
+    def settled() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+        """A scrape that saw the dead letter's batch (observed just after its commit) and
+        the stream after it (read before the histograms in the same scrape)."""
+        found = scraped()
+        done = found[("ml_engine_request_duration_seconds_count", ())] == 32
+        return found if done and found[("ml_engine_stream_length", ())] == 0 else None
+
+    values = wait_for(settled)
     assert values[("ml_engine_requests_total", (("outcome", "ok"),))] == 30
     assert values[("ml_engine_requests_total", (("outcome", "invalid"),))] == 1
     assert values[("ml_engine_dead_lettered_total", ())] == 1

@@ -218,7 +218,7 @@ ABANDONED_HUB = textwrap.dedent("""
 
 def test_the_next_hub_delivers_what_a_killed_hub_left(start: Start, slack: SlackStandIn,
                                                       tmp_path: Path) -> None:
-    db = tmp_path / "var" / "data" / "alerts.sqlite"
+    db = tmp_path / "var" / "data" / "alerts" / "outbox.sqlite"
     slack.down()
     hub = subprocess.Popen([sys.executable, "-c", ABANDONED_HUB, str(db), slack.webhook_url],
                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
