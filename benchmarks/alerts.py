@@ -56,8 +56,10 @@ from recovery import (
     PHASE,
     SETTLE,
     Stack,
+    acceptance_lines,
     answering_pid,
     end_process,
+    positive,
     settled_redis,
     wait_for,
 )
@@ -926,18 +928,8 @@ def markdown(report: dict[str, Any], trials: int) -> str:
     rows += [f"Note: {note}" for note in report["notes"]]
     if report["notes"]:
         rows.append("")
-    rows.append("Acceptance (issue 5):")
-    rows += [f"- {text} → {'PASS' if ok else 'FAIL'}" for ok, text in report["acceptance"]]
-    overall = all(ok for ok, _ in report["acceptance"])
-    rows.append(f"- overall → {'PASS' if overall else 'FAIL'}")
+    rows += acceptance_lines(5, report["acceptance"])
     return "\n".join(rows)
-
-
-def positive(text: str) -> int:
-    value = int(text) if text.isdigit() else 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -758,11 +758,16 @@ def markdown(report: dict[str, Any], trials: int) -> str:
     rows += ["", *cpu_table(report), "", *soak_table(report["soak"]), ""]
     if not report["monit"]["available"]:
         rows += [f"Monit baseline n/a: {report['monit']['reason']}", ""]
-    rows.append("Acceptance (issue 3):")
-    rows += [f"- {text} → {'PASS' if ok else 'FAIL'}" for ok, text in report["acceptance"]]
-    overall = all(ok for ok, _ in report["acceptance"])
-    rows.append(f"- overall → {'PASS' if overall else 'FAIL'}")
+    rows += acceptance_lines(3, report["acceptance"])
     return "\n".join(rows)
+
+
+def acceptance_lines(issue: int, checks: list[tuple[bool, str]]) -> list[str]:
+    """The acceptance block of a report: one line per check, then the overall verdict."""
+    lines = [f"Acceptance (issue {issue}):"]
+    lines += [f"- {text} → {'PASS' if ok else 'FAIL'}" for ok, text in checks]
+    overall = all(ok for ok, _ in checks)
+    return [*lines, f"- overall → {'PASS' if overall else 'FAIL'}"]
 
 
 def positive(text: str) -> int:
