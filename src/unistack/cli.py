@@ -131,8 +131,9 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
+    written = settings.to_env()  # each value the way its key is written in config.env
     values = {key.name: ("(set)" if settings.value(key.name) else "(not set)")
-              if key.secret else str(settings.value(key.name)) for key in KEYS}
+              if key.secret else written[key.name] for key in KEYS}
     if args.json:
         _print(json.dumps(values, indent=2))
     else:
