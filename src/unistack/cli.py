@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from unistack import logs, stack
-from unistack.config import KEYS, ConfigError, Settings, load_settings
+from unistack.config import KEYS, ConfigError, Settings, load_settings, parse_duration
 from unistack.hub.client import HubClient, HubUnreachable
 from unistack.hub.status import EXIT_CODES
 from unistack.ml import capability
@@ -246,11 +246,10 @@ def cmd_alerts(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _duration(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    number, unit = text[:-1], text[-1:]
-    if unit not in units or not number.isdigit() or int(number) == 0:
-        raise argparse.ArgumentTypeError(f"expected a duration like 30m, 2h or 90s, got {text!r}")
-    return float(int(number) * units[unit])
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_silence(settings: Settings, args: argparse.Namespace) -> int:

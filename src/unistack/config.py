@@ -107,16 +107,21 @@ def _optional_pattern(regex: str) -> Callable[[str], str]:
     return parse
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(raw: str) -> float:
+    """A duration like 90s, 30m, 1.5h or 2d as seconds > 0; ValueError otherwise."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)(s|m|h|d)\s*", raw)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"expected a duration like 30m, 2h or 90s, got {raw!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
 def _durations(raw: str) -> tuple[float, ...]:
     """A comma-separated schedule like "30m,1h,4h" as seconds, each later than the last."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    values = []
-    for part in raw.split(","):
-        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)(s|m|h|d)\s*", part)
-        if not match:
-            raise ValueError
-        values.append(float(match.group(1)) * units[match.group(2)])
-    if any(v <= 0 for v in values) or values != sorted(set(values)):
+    values = [parse_duration(part) for part in raw.split(",")]
+    if values != sorted(set(values)):
         raise ValueError
     return tuple(values)
 
