@@ -127,10 +127,13 @@ def wait_for(value: Callable[[], T | None], limit: float, what: str) -> T:
 
 
 def uptime(pid: int) -> float:
+    """Seconds since PID started, from its start tick and /proc/uptime (psutil's
+    create_time() adds the boot time in whole seconds: up to 1 s too old)."""
     try:
-        return time.time() - psutil.Process(pid).create_time()
-    except (psutil.NoSuchProcess, ValueError):
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
         return 0.0
+    return float(Path("/proc/uptime").read_text().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
 
 
 def end_process(pid: int) -> None:

@@ -89,7 +89,7 @@ def test_a_burst_of_failures_is_one_message(stack: Stack, slack: SlackStandIn) -
     quiet_for(slack, 3)
     opened = failures(slack)
     assert len(opened) == 1, texts(slack)
-    assert "prometheus" in opened[0] and "ml_engine" in opened[0]
+    assert "prometheus" in opened[0] and "ml_engine" in opened[0], texts(slack)
 
 
 def test_redis_down_is_one_incident_with_its_dependents(stack: Stack,
