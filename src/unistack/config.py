@@ -173,8 +173,8 @@ def _window(raw: str) -> float:
 KEYS: tuple[Key, ...] = (
     Key("UNISTACK_MODE", "native", _choice("native", "docker"), "one of native, docker"),
     Key("UNISTACK_HOME", "", _optional, "a directory path (empty: the checkout)"),
-    Key("REDIS_PORT", "6379", _port, "a TCP port 1-65535"),
-    Key("PROMETHEUS_PORT", "9090", _port, "a TCP port 1-65535"),
+    Key("REDIS_PORT", "6380", _port, "a TCP port 1-65535"),
+    Key("PROMETHEUS_PORT", "9190", _port, "a TCP port 1-65535"),
     Key("HUB_PORT", "9180", _port, "a TCP port 1-65535"),
     Key("ML_ENGINE_PORT", "9181", _port, "a TCP port 1-65535"),
     Key("REDIS_SERVER_BIN", "redis-server", _text, "a program name or path"),
@@ -194,6 +194,12 @@ KEYS: tuple[Key, ...] = (
     Key("INCIDENT_RESOLVE_AFTER", "3", _positive_float, "seconds > 0"),
     Key("LOOP_RESOLVE_AFTER", "60", _positive_float, "seconds > 0"),
     Key("INCIDENT_LOG_LINES", "50", _positive_int, "a count > 0"),
+    Key("INCIDENT_MAX_AGE", "30d", parse_duration, "a duration like 30d or 12h"),
+    Key("INCIDENT_MAX_FILES", "500", _positive_int, "a count > 0"),
+    Key("BUSY_GRACE", "10", _positive_float, "seconds > 0"),
+    Key("HEARTBEAT_URL", "", _optional_pattern(r"https?://\S+"),
+        "an http(s) URL the hub calls while it runs (empty: off)", secret=True),
+    Key("HEARTBEAT_INTERVAL", "60", _positive_float, "seconds > 0"),
     Key("RESOURCE_INTERVAL", "5", _positive_float, "seconds > 0"),
     Key("CPU_WARN_PERCENT", "90", _percent, "a percentage 0 < x <= 100"),
     Key("MEMORY_WARN_PERCENT", "90", _percent, "a percentage 0 < x <= 100"),
@@ -282,6 +288,11 @@ class Settings:
     incident_resolve_after: float
     loop_resolve_after: float
     incident_log_lines: int
+    incident_max_age: float
+    incident_max_files: int
+    busy_grace: float
+    heartbeat_url: str
+    heartbeat_interval: float
     resource_interval: float
     cpu_warn_percent: float
     memory_warn_percent: float
@@ -393,16 +404,23 @@ class Settings:
 
     def to_env(self) -> dict[str, str]:
         """The non-secret settings as environment variables for child processes."""
-        env = {key.name: _text_of(self.value(key.name)) for key in KEYS if not key.secret}
+        env = {key.name: _text_of(key, self.value(key.name)) for key in KEYS if not key.secret}
         env["UNISTACK_ROOT"] = str(self.root)
         return env
 
 
-def _text_of(value: Any) -> str:
+def _text_of(key: Key, value: Any) -> str:
     """A parsed value written back the way its key reads it."""
     if isinstance(value, tuple):
-        return ",".join(f"{v:g}s" for v in value)
+        return ",".join(map(_seconds, value))
+    if key.parse is parse_duration:
+        return _seconds(value)
     return str(value)
+
+
+def _seconds(value: float) -> str:
+    """Seconds as parse_duration reads them: no exponent (2592000s, not 2.592e+06s)."""
+    return f"{value:.0f}s" if float(value).is_integer() else f"{value}s"
 
 
 _SECRET_PATTERNS = (
