@@ -8,6 +8,7 @@ unistack uses, recording every request, and told when to fail.
         slack.api_error("channel_not_found")     # the next Web API call: 200 ok=false
         slack.down(); slack.up()                 # refuse connections, then listen again
         slack.webhook_url, slack.api_url         # what to put in SLACK_WEBHOOK_URL / _API_URL
+        slack.ping_url                           # a dead man's switch (HEARTBEAT_URL): 200
         slack.requests                           # every request, in arrival order
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 WEBHOOK_PATH = "/webhook/T000/B000/standin-secret-path"
+PING_PATH = "/ping/0d4c6b4e-standin-check-uuid"
 API_METHODS = ("chat.postMessage", "chat.update", "auth.test")
 
 
@@ -118,7 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, {"Content-Type": "application/json"}, json.dumps(body).encode()
         if fault is not None:
             return int(fault.value), {}, b"server error"
-        if self.path.startswith("/webhook/"):
+        if self.path.startswith(("/webhook/", "/ping/")):
             return 200, {"Content-Type": "text/plain"}, b"ok"
         return self._api(record)
 
@@ -168,6 +170,10 @@ class SlackStandIn:
     @property
     def webhook_url(self) -> str:
         return f"http://127.0.0.1:{self.port}{WEBHOOK_PATH}"
+
+    @property
+    def ping_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{PING_PATH}"
 
     @property
     def api_url(self) -> str:

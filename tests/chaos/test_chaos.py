@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from tests.conftest import Stack, process_age, wait_for
+from tests.slack_standin import SlackStandIn
 
 pytestmark = pytest.mark.chaos
 
@@ -229,25 +230,50 @@ def test_sigterm_to_supervisord_stops_in_order_within_budget(stack: Stack) -> No
     assert client.get("survives") == b"sigterm"
 
 
-def test_kill_9_hub_adopts_and_restarts_nothing(stack: Stack) -> None:
+def test_kill_9_hub_adopts_restarts_nothing_and_leaves_a_trace(stack: Stack) -> None:
+    with SlackStandIn() as outside:  # the dead man's switch's outside service
+        env_file = stack.home / ".env"
+        env_file.write_text(f"HEARTBEAT_URL={outside.ping_url}\n")
+        env_file.chmod(0o600)
+        start(stack, HEARTBEAT_INTERVAL="0.2")
+        wait_for(lambda: len(outside.calls("/ping/")) >= 2, timeout=5)
+        before = {name: s["pid"] for name, s in services(stack).items()}
+        os.kill(before["hub"], signal.SIGKILL)
+
+        def adopted() -> bool:
+            try:
+                now = services(stack)
+            except OSError:
+                return False
+            return now["hub"]["pid"] != before["hub"] and all(s["ready"] for s in now.values())
+
+        wait_for(adopted, timeout=15)
+        beats = len(outside.calls("/ping/"))
+        wait_for(lambda: len(outside.calls("/ping/")) > beats, timeout=5)  # the new hub beats
+        after = services(stack)
+        assert after["redis"]["pid"] == before["redis"]
+        assert after["prometheus"]["pid"] == before["prometheus"]
+        kinds = {(e["service"], e["kind"]) for e in events(stack)}
+        assert ("redis", "adopted") in kinds and ("prometheus", "adopted") in kinds
+        assert ("redis", "ready") in kinds  # the first hub's events survived in Redis
+        assert not any(k in ("crashed", "hung", "looping") for n, k in kinds if n != "hub")
+        # The killed hub left a trace: one incident with its last log lines, one restart.
+        [crashed] = events(stack, "crashed", "hub")
+        assert f"pid {before['hub']}" in crashed["detail"]
+        assert "hub serving on" in Path(crashed["incident"]).read_text()
+        assert after["hub"]["restarts"] == 1 and after["hub"]["last_incident"]
+        wait_for(lambda: events(stack, "recovered", "hub"), timeout=10)
+        assert stack.cli("stop").returncode == 0
+        beats = len(outside.calls("/ping/"))
+        time.sleep(0.6)  # three heartbeat intervals: a stopped stack sends none
+        assert len(outside.calls("/ping/")) == beats
+        assert start_clean(stack)
+
+
+def start_clean(stack: Stack) -> bool:
+    """A stack stopped cleanly starts with no trace of a killed hub."""
     start(stack)
-    before = {name: s["pid"] for name, s in services(stack).items()}
-    os.kill(before["hub"], signal.SIGKILL)
-
-    def adopted() -> bool:
-        try:
-            now = services(stack)
-        except OSError:
-            return False
-        return now["hub"]["pid"] != before["hub"] and all(s["ready"] for s in now.values())
-
-    wait_for(adopted, timeout=15)
-    after = {name: s["pid"] for name, s in services(stack).items()}
-    assert after["redis"] == before["redis"] and after["prometheus"] == before["prometheus"]
-    kinds = {(e["service"], e["kind"]) for e in events(stack)}
-    assert ("redis", "adopted") in kinds and ("prometheus", "adopted") in kinds
-    assert ("redis", "ready") in kinds  # the first hub's events survived in Redis
-    assert not any(k in ("crashed", "hung", "looping") for _, k in kinds)
+    return not events(stack, "crashed", "hub")[1:]
 
 
 HOG = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass\n"

@@ -18,11 +18,13 @@ from unistack.hub.api import HubApi, HubServer, document_builder
 from unistack.hub.events import Event, EventLog
 from unistack.hub.eventstore import EventStore
 from unistack.hub.exits import ExitWatcher
+from unistack.hub.heartbeat import Heartbeat
 from unistack.hub.incidents import IncidentRecorder
 from unistack.hub.metrics import HubMetrics
 from unistack.hub.monitor import Monitor
 from unistack.hub.reconcile import Exited, Message, Reconciler, Wake, build_services
 from unistack.hub.resources import ResourceWatcher
+from unistack.hub.tenure import Tenure
 from unistack.probes import build_probe
 from unistack.services import REGISTRY, ServiceSpec, by_name
 from unistack.supervisor import SupervisorClient, SupervisorError
@@ -82,6 +84,9 @@ class Hub:
         self.alerts = Alerts(settings, prometheus_ready=lambda: self._ready("prometheus"))
         self.events.subscribe(self.alerts.on_event)
         self.reconciler.watch = self.exits.watch
+        self.tenure = Tenure(settings.run_dir / "hub.json", settings.flap_window)
+        self.heartbeat = Heartbeat(settings.heartbeat_url, settings.heartbeat_interval,
+                                   self._unsound) if settings.heartbeat_url else None
         self.stop_event = threading.Event()
         api = HubApi(
             status=document_builder(self.reconciler.statuses, self.loop_age, os.getpid()),
@@ -112,6 +117,14 @@ class Hub:
 
     def _pids(self) -> dict[str, int]:
         return {s.name: s.pid for s in self.reconciler.statuses() if s.pid > 0}
+
+    def _unsound(self) -> str | None:
+        """Why the heartbeat must not be sent now (None: the control plane is sound)."""
+        if self.loop_age() > self.settings.hub_stale_after:
+            return f"the hub's loop is stale ({self.loop_age():.1f} s)"
+        if not self.supervisor.is_running():
+            return "supervisord is not running"
+        return None
 
     def loop_age(self) -> float:
         return time.monotonic() - self.reconciler.last_round
@@ -144,6 +157,9 @@ class Hub:
 
     def run(self) -> int:
         runtime.render(self.settings)
+        predecessor = self.tenure.begin(os.getpid())
+        if predecessor is not None:
+            self.reconciler.hub_replaced(predecessor)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         for service in self.services.values():
@@ -155,15 +171,20 @@ class Hub:
         self.alerts.start()
         self.server.start()
         threading.Thread(target=self._watchdog, name="watchdog", daemon=True).start()
+        if self.heartbeat is not None:
+            self.heartbeat.start()
         log.info("hub serving on %s (pid %d)", self.settings.hub_url, os.getpid())
         self.events.emit("hub", "started", "info", f"hub started, pid {os.getpid()}")
         try:
             self.reconciler.run(self.stop_event)
         finally:
+            if self.heartbeat is not None:
+                self.heartbeat.stop()
             self.exits.stop()
             self.resources.stop()
             self.server.stop()
             self.alerts.stop()
             self.store.stop()
+        self.tenure.end()  # only a clean stop gets here: an exception or a kill does not
         log.info("hub stopped")
         return 0

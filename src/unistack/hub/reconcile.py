@@ -26,6 +26,7 @@ from unistack.hub.incidents import IncidentRecorder
 from unistack.hub.metrics import HubMetrics
 from unistack.hub.monitor import Monitor, Verdict
 from unistack.hub.status import ServiceStatus, Startup
+from unistack.hub.tenure import Predecessor
 from unistack.services import ServiceSpec, start_order
 from unistack.supervisor import ProcessInfo, SupervisorClient, SupervisorError
 
@@ -191,6 +192,21 @@ class Reconciler:
         if pid == service.pid and service.monitor:
             service.monitor.pause()
         self._resync_soon(now)
+
+    def hub_replaced(self, predecessor: Predecessor) -> None:
+        """The hub before this one ended without a clean stop: one incident (a file with
+        the end of its log, an event), its restarts counted, resolved once this hub holds."""
+        hub = next(s for s in self._services.values() if s.spec.autostart)
+        now, wall = self._clock(), time.time()
+        detail = (f"the previous hub (pid {predecessor.pid}) ended without a clean stop "
+                  "(killed, crashed or stale); supervisord started this one")
+        with self._lock:
+            hub.policy.restarts.extend(now - (wall - t) for t in predecessor.restarts)
+            hub.policy.incident, hub.policy.incident_since = "crashed", now
+            path = self._incidents.capture(hub.spec.name, 0, detail, python=False)
+            hub.last_incident = hub.captured = str(path)
+            self._emit(hub, policy.Action(policy.EVENT, "crashed", "warning", detail))
+            hub.captured = ""
 
     def expect_exit(self, name: str) -> None:
         """The current process of NAME is being stopped on purpose: not a crash."""
