@@ -20,10 +20,16 @@ STOPPED = "STOPPED"  # not running, not wanted yet (dependencies not ready) or s
 STARTING = "STARTING"  # spawned, not ready yet
 READY = "READY"  # passes its readiness probe
 UNHEALTHY = "UNHEALTHY"  # alive (liveness passes) but failing readiness
+# alive but not serving, and never killed for it: busy (gaining CPU while its probes
+# fail; killed only past BUSY_GRACE, as hung), or a fault a restart cannot fix (a
+# failed save, a model failing its checksum)
+DEGRADED = "DEGRADED"
 RESTARTING = "RESTARTING"  # crashed or killed as hung; supervisord is respawning it
 LOOPING = "LOOPING"  # restarted too often: the hub restarts it with backoff
 FAILED = "FAILED"  # supervisord gave up (FATAL); the hub restarts it with backoff
-STATES = (STOPPED, STARTING, READY, UNHEALTHY, RESTARTING, LOOPING, FAILED)
+STATES = (STOPPED, STARTING, READY, UNHEALTHY, DEGRADED, RESTARTING, LOOPING, FAILED)
+# Incidents a later, worse failure of the same service escalates (one more event).
+_ESCALATES = {"busy": ("hung", "crashed", "failed"), "degraded": ("hung", "crashed", "failed")}
 
 # Action kinds.
 START = "start"  # ask supervisord to spawn the program
@@ -101,7 +107,7 @@ class ServicePolicy:
         if self.state == READY:
             return []
         first_start = self.state == STARTING and self.incident is None
-        self._move(READY, now)  # STARTING/RESTARTING/UNHEALTHY/LOOPING -> READY
+        self._move(READY, now)  # STARTING/RESTARTING/UNHEALTHY/DEGRADED/LOOPING -> READY
         if first_start and self._adopting:
             self._adopting = False
             return [Action(EVENT, "adopted", "info", "running before this hub started; ready")]
@@ -116,6 +122,29 @@ class ServicePolicy:
             self._move(UNHEALTHY, now)  # READY -> UNHEALTHY: alive, not serving
             return self._open("unhealthy", "warning", f"not ready: {detail}", now)
         self._last_detail = detail
+        return []
+
+    def busy(self, now: float, detail: str) -> list[Action]:
+        """Its probes fail while it runs and gains CPU: making progress, not hung."""
+        if self.state in (RESTARTING, STOPPED, LOOPING, FAILED):
+            return []
+        self._ready_since = None
+        self._move(DEGRADED, now)  # READY/UNHEALTHY/STARTING -> DEGRADED: busy
+        return self._open("busy", "warning", detail, now)
+
+    def degraded(self, now: float, detail: str) -> list[Action]:
+        """Alive and not ready for a reason the service says a restart cannot fix."""
+        if self.state in (RESTARTING, STOPPED, LOOPING, FAILED):
+            return []
+        self._ready_since = None
+        self._move(DEGRADED, now)  # READY/UNHEALTHY/STARTING -> DEGRADED: not fixable here
+        return self._open("degraded", self._severity, detail, now)
+
+    def held(self, now: float) -> list[Action]:
+        """A dependency is not ready: waiting is not hanging, so its ready timeout starts
+        only once its dependencies are ready."""
+        if self.state in (STARTING, RESTARTING, LOOPING):
+            self._started_at = max(self._started_at, now)
         return []
 
     def hung(self, now: float, detail: str) -> list[Action]:
@@ -191,7 +220,7 @@ class ServicePolicy:
         if self._flapping():
             self._move(LOOPING, now)  # any -> LOOPING: too many restarts in the window
             return actions + self._announce_loop(detail, now) + [Action(STOP)] + self._schedule(now)
-        self._move(RESTARTING, now)  # READY/UNHEALTHY/STARTING -> RESTARTING
+        self._move(RESTARTING, now)  # READY/UNHEALTHY/DEGRADED/STARTING -> RESTARTING
         return actions + ([Action(KILL, kind, severity, detail)] if kind == "hung" else [])
 
     def _schedule(self, now: float) -> list[Action]:
@@ -209,7 +238,7 @@ class ServicePolicy:
                        f"backoff (cap {self._config.backoff_max:g} s); last: {detail}")]
 
     def _open(self, kind: str, severity: str, detail: str, now: float) -> list[Action]:
-        if self.incident is not None:
+        if self.incident is not None and kind not in _ESCALATES.get(self.incident, ()):
             return []  # one event per incident, not one per failure
         self.incident, self.incident_since = kind, now
         return [Action(EVENT, kind, severity, detail)]

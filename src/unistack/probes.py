@@ -6,6 +6,7 @@ as `ok=False` with the reason. Each probe is bounded by its own timeout.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Callable
@@ -20,6 +21,9 @@ class ProbeResult(NamedTuple):
     detail: str
     latency: float
     answered: bool = True  # False: no reply at all (refused, timed out, closed)
+    # False: the service says a restart cannot fix what keeps it from serving (a failed
+    # save, a model failing its checksum): the hub shows it DEGRADED and never kills it.
+    restart_helps: bool = True
 
 
 class Probe(Protocol):
@@ -63,6 +67,17 @@ class _DeadlineReader:
         line, _, self._buffer = self._buffer.partition(b"\r\n")
         return line
 
+    def read_to_end(self, limit: int) -> None:
+        """Read until the peer closes, LIMIT bytes are buffered, or the deadline passes."""
+        while len(self._buffer) < limit:
+            try:
+                self._fill()
+            except ConnectionError:
+                return
+
+    def rest(self) -> bytes:
+        return self._buffer
+
     def reply(self) -> str:
         """One RESP2 reply: simple string, integer or bulk string; errors raise."""
         line = self.line()
@@ -103,15 +118,16 @@ class RedisProbe:
 
     def check(self) -> ProbeResult:
         started = self._clock()
-        answered = True
+        answered, restart_helps = True, True
         try:
             detail = self._exchange(started + self._timeout)
             ok = detail == "ready" or (not self._require_ready and detail.startswith("alive"))
+            restart_helps = SAVE_FAILED not in detail
         except _ReplyError as exc:
             ok, detail = False, _describe(exc)
         except (OSError, ValueError) as exc:
             ok, detail, answered = False, _describe(exc), False
-        return ProbeResult(ok, detail, self._clock() - started, answered)
+        return ProbeResult(ok, detail, self._clock() - started, answered, restart_helps)
 
     def _exchange(self, deadline: float) -> str:
         with socket.create_connection(self._address, timeout=self._timeout) as sock:
@@ -125,21 +141,42 @@ class RedisProbe:
             try:
                 reader.reply()
             except _ReplyError as exc:
-                if str(exc).startswith("LOADING"):
-                    reader.reply()
-                    return "alive: loading the dataset"
-                raise
+                # A save error makes Redis refuse even PING (MISCONF): it is alive and
+                # holds the only copy of the data, so INFO below says what is wrong.
+                if not str(exc).startswith(("LOADING", "MISCONF")):
+                    raise
             return _persistence_verdict(_info_fields(reader.reply()))
+
+
+SAVE_FAILED = "cannot persist"  # the verdict's words for a failed save: not a restart's to fix
 
 
 def _persistence_verdict(info: dict[str, str]) -> str:
     if info.get("loading", "0") != "0":
         return "alive: loading the dataset"
-    if info.get("rdb_last_bgsave_status", "ok") != "ok":
-        return "alive: last background save failed, Redis refuses writes"
-    if info.get("aof_last_write_status", "ok") != "ok":
-        return "alive: last AOF write failed, Redis refuses writes"
+    failed = [f"{key}:{info[key]}" for key in ("rdb_last_bgsave_status", "aof_last_write_status")
+              if info.get(key, "ok") != "ok"]
+    if failed:
+        return (f"alive: {SAVE_FAILED} to disk ({', '.join(failed)}), so it refuses writes; "
+                "check the data directory's free space and permissions")
     return "ready"
+
+
+def redis_command(port: int, password: str, timeout: float, *args: str) -> str:
+    """One command on a fresh connection (AUTH first); the reply, or the error reply's
+    text. Raises OSError when Redis does not answer within TIMEOUT."""
+    with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
+        request = _resp_command(*args)
+        if password:
+            request = _resp_command("AUTH", password) + request
+        sock.sendall(request)
+        reader = _DeadlineReader(sock, time.monotonic() + timeout)
+        try:
+            if password:
+                reader.reply()
+            return reader.reply()
+        except _ReplyError as exc:
+            return str(exc)
 
 
 class HttpProbe:
@@ -154,23 +191,45 @@ class HttpProbe:
     def check(self) -> ProbeResult:
         started = self._clock()
         try:
-            status = self._status_code(started + self._timeout)
+            answer = self._status_code(started + self._timeout)
         except (OSError, ValueError) as exc:
             return ProbeResult(False, f"GET {self._path}: {_describe(exc)}",
                                self._clock() - started, answered=False)
+        status, body = answer
         ok = status == 200
-        detail = "ready" if ok else f"GET {self._path} answered HTTP {status}"
-        return ProbeResult(ok, detail, self._clock() - started)
+        said = body.get("detail")
+        detail = "ready" if ok else f"GET {self._path} answered HTTP {status}" + (
+            f": {said}" if isinstance(said, str) and said else "")
+        return ProbeResult(ok, detail, self._clock() - started,
+                           restart_helps=body.get("restart_helps") is not False)
 
-    def _status_code(self, deadline: float) -> int:
+    def _status_code(self, deadline: float) -> tuple[int, dict[str, object]]:
+        """The status and, when the service sent one, its small JSON body (it may say
+        why it is not ready and whether a restart would help)."""
         with socket.create_connection(self._address, timeout=self._timeout) as sock:
             sock.sendall(f"GET {self._path} HTTP/1.0\r\nHost: {LOOPBACK}\r\n"
                          "Connection: close\r\n\r\n".encode())
-            status_line = _DeadlineReader(sock, deadline).line().decode(errors="replace")
-        parts = status_line.split()
-        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-            raise ValueError(f"not an HTTP answer: {status_line[:40]!r}")
-        return int(parts[1])
+            reader = _DeadlineReader(sock, deadline)
+            status_line = reader.line().decode(errors="replace")
+            parts = status_line.split()
+            if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+                raise ValueError(f"not an HTTP answer: {status_line[:40]!r}")
+            return int(parts[1]), _json_body(reader) if parts[1] != "200" else {}
+
+
+_BODY_MAX = 4096
+
+
+def _json_body(reader: _DeadlineReader) -> dict[str, object]:
+    """The JSON object after the headers (at most _BODY_MAX bytes), or {} if there is none."""
+    try:
+        while reader.line():
+            pass  # headers
+        reader.read_to_end(_BODY_MAX)
+        body = json.loads(reader.rest())
+    except (OSError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def _describe(exc: BaseException) -> str:

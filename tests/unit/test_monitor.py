@@ -14,7 +14,15 @@ import pytest
 
 from tests.conftest import wait_for
 from unistack.config import ProbeTiming
-from unistack.hub.monitor import Monitor, ProcessSample, Verdict, is_busy, sample_process
+from unistack.hub.monitor import (
+    Monitor,
+    Patience,
+    ProcessSample,
+    Verdict,
+    cpu_share,
+    is_busy,
+    sample_process,
+)
 from unistack.probes import ProbeResult
 
 OK = ProbeResult(True, "ready", 0.001)
@@ -273,5 +281,75 @@ def test_a_dead_pid_has_no_sample_and_is_not_busy(
     assert not is_busy(None, running)
     assert not is_busy(running, None)
     assert is_busy(running, ProcessSample(psutil.STATUS_RUNNING, 1.5))
-    assert not is_busy(running, ProcessSample(psutil.STATUS_SLEEPING, 1.5))
+    # CPU gained is progress even if the main thread sleeps at the sample (threads)
+    assert is_busy(running, ProcessSample(psutil.STATUS_SLEEPING, 1.5))
+    assert not is_busy(running, ProcessSample(psutil.STATUS_STOPPED, 1.5))
+    assert not is_busy(running, ProcessSample(psutil.STATUS_DISK_SLEEP, 1.5))
     assert not is_busy(running, ProcessSample(psutil.STATUS_RUNNING, 1.0))
+
+
+def test_cpu_share_is_progress_only_above_a_trickle() -> None:
+    before = ProcessSample(psutil.STATUS_SLEEPING, 1.0, at=10.0)
+    assert cpu_share(before, ProcessSample(psutil.STATUS_RUNNING, 1.5, at=11.0)) == 0.5
+    # a cron tick or two over a second is an idle process, not progress
+    assert cpu_share(before, ProcessSample(psutil.STATUS_SLEEPING, 1.01, at=11.0)) is None
+
+
+@pytest.fixture
+def spinner(spawn: Callable[..., subprocess.Popen[bytes]]) -> int:
+    """The pid of a child burning one core: running and gaining CPU."""
+    return spawn(sys.executable, "-c", "while True: pass").pid
+
+
+def test_a_busy_service_is_degraded_not_hung_until_its_grace_ends(spinner: int) -> None:
+    liveness, readiness = ScriptedProbe(REFUSED), ScriptedProbe(OK, REFUSED)
+    post = Posts()
+    remedies: list[float] = []
+
+    def remedy() -> str:
+        remedies.append(time.monotonic())
+        return "NOTBUSY No scripts in execution right now."
+
+    monitor = Monitor("redis", (liveness, readiness), (FAST, FAST), post, lambda: spinner,
+                      patience=Patience(busy_grace=0.6, remedy=remedy))
+    monitor.start()
+    monitor.resume()
+    try:
+        wait_for(lambda: "busy" in post.kinds(), timeout=5)
+        busy = post.verdicts[post.kinds().index("busy")]
+        assert busy.detail.startswith("busy: ") and "% CPU for" in busy.detail
+        assert "hung" not in post.kinds()
+        wait_for(lambda: "hung" in post.kinds(), timeout=5)
+    finally:
+        monitor.stop()
+    hung = post.verdicts[post.kinds().index("hung")]
+    assert len(remedies) == 1 and "past BUSY_GRACE=0.6 s" in hung.detail
+    assert "NOTBUSY" in hung.detail
+    assert hung.onset and remedies[0] < max(liveness.times)
+
+
+def test_a_service_waiting_for_its_dependency_is_never_hung(sleeper: int) -> None:
+    liveness, readiness = ScriptedProbe(REFUSED), ScriptedProbe(OK, REFUSED)
+    post = Posts()
+    monitor = Monitor("ml_engine", (liveness, readiness), (FAST, FAST), post, lambda: sleeper,
+                      patience=Patience(waiting=lambda: "redis"))
+    monitor.start()
+    monitor.resume()
+    try:
+        wait_for(lambda: liveness.calls >= 20)
+    finally:
+        monitor.stop()
+    assert "hung" not in post.kinds()
+
+
+def test_not_ready_that_a_restart_cannot_fix_is_degraded(
+    monitors: Callable[..., Monitor], sleeper: int
+) -> None:
+    corrupt = ProbeResult(False, "GET /ready answered HTTP 503: model default v1 failed its "
+                          "checksum", 0.001, restart_helps=False)
+    liveness, readiness = ScriptedProbe(OK), ScriptedProbe(OK, corrupt)
+    post = Posts()
+    monitors(liveness, readiness, post, sleeper)
+    wait_for(lambda: "degraded" in post.kinds())
+    assert post.kinds() == ["ready", "degraded"]
+    assert "checksum" in post.verdicts[1].detail

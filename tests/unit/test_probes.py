@@ -173,20 +173,33 @@ def test_redis_wrong_password_is_not_ok(serve: Callable[..., _Server]) -> None:
         assert "not-the-password" not in result.detail
 
 
+def test_redis_misconf_to_ping_is_alive_never_a_reason_to_kill(
+    serve: Callable[..., _Server]
+) -> None:
+    """After a failed save Redis refuses even PING: it is alive and holds the data."""
+    info = READY_INFO.replace("rdb_last_bgsave_status:ok", "rdb_last_bgsave_status:err")
+    server = serve(FakeRedis(ping_reply=b"-MISCONF Redis is configured to save RDB snapshots, "
+                             b"but it's currently unable to persist to disk\r\n", info=info))
+    assert redis_check(server.port, require_ready=False).ok
+    ready = redis_check(server.port, require_ready=True)
+    assert not ready.ok and ready.answered and not ready.restart_helps
+    assert "rdb_last_bgsave_status:err" in ready.detail
+
+
 def test_redis_other_error_reply_to_ping_is_not_ok_even_for_liveness(
     serve: Callable[..., _Server]
 ) -> None:
-    server = serve(FakeRedis(ping_reply=b"-MISCONF something broke\r\n"))
+    server = serve(FakeRedis(ping_reply=b"-BUSY Redis is busy running a script\r\n"))
     result = redis_check(server.port, require_ready=False)
     assert not result.ok
     assert result.answered
-    assert "MISCONF" in result.detail
+    assert "BUSY" in result.detail
 
 
 @pytest.mark.parametrize(
     ("field", "reason"),
-    [("rdb_last_bgsave_status", "background save failed"),
-     ("aof_last_write_status", "AOF write failed")],
+    [("rdb_last_bgsave_status", "rdb_last_bgsave_status:err"),
+     ("aof_last_write_status", "aof_last_write_status:err")],
 )
 def test_redis_failed_persistence_is_not_ready(
     serve: Callable[..., _Server], field: str, reason: str
@@ -194,7 +207,8 @@ def test_redis_failed_persistence_is_not_ready(
     server = serve(FakeRedis(info=READY_INFO.replace(f"{field}:ok", f"{field}:err")))
     result = redis_check(server.port, require_ready=True)
     assert not result.ok
-    assert reason in result.detail
+    assert reason in result.detail and "refuses writes" in result.detail
+    assert not result.restart_helps
     assert redis_check(server.port, require_ready=False).ok
 
 
@@ -257,6 +271,36 @@ def test_http_other_status_is_not_ok(
     assert result.answered  # alive, only not ready
     assert str(code) in result.detail
     assert "/-/ready" in result.detail
+
+
+def http_json(code: int, body: bytes) -> Callable[[_Handler], None]:
+    def respond(handler: _Handler) -> None:
+        while handler.rfile.readline() not in (b"\r\n", b""):
+            pass
+        handler.wfile.write(b"HTTP/1.0 %d X\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: %d\r\n\r\n%s" % (code, len(body), body))
+
+    return respond
+
+
+def test_http_not_ready_body_says_why_and_whether_a_restart_helps(
+    serve: Callable[..., _Server]
+) -> None:
+    body = (b'{"ready": false, "detail": "model default v1 failed its checksum", '
+            b'"restart_helps": false}')
+    result = http_check(serve(http_json(503, body)).port, "/ready")
+    assert not result.ok and result.answered and not result.restart_helps
+    assert result.detail == "GET /ready answered HTTP 503: model default v1 failed its checksum"
+
+
+@pytest.mark.parametrize("body", [b'{"ready": false, "restart_helps": true}', b"not json",
+                                  b"[1, 2]", b'{"detail": 3}', b"x" * 10000])
+def test_http_body_that_says_nothing_usable_leaves_restart_helping(
+    serve: Callable[..., _Server], body: bytes
+) -> None:
+    result = http_check(serve(http_json(503, body)).port, "/ready")
+    assert not result.ok and result.restart_helps
+    assert result.detail == "GET /ready answered HTTP 503"
 
 
 def test_http_that_never_answers_times_out_in_bound(serve: Callable[..., _Server]) -> None:

@@ -18,8 +18,8 @@ from unistack.alerts.records import SEVERITIES, Notice
 Event = dict[str, Any]
 
 # Event kinds that open an incident (or, on an open one, escalate it when ranked higher).
-OPENING = {"unhealthy": 1, "crashed": 2, "hung": 3, "failed": 4, "looping": 5,
-           "startup_failed": 5, "backup_failed": 2, "resource": 1, "alert_firing": 1,
+OPENING = {"unhealthy": 1, "busy": 1, "degraded": 2, "crashed": 2, "hung": 3, "failed": 4,
+           "looping": 5, "startup_failed": 5, "backup_failed": 2, "resource": 1, "alert_firing": 1,
            "alert_source_down": 1, "alert_source_error": 1}
 # Event kinds that close the part of their fingerprint. `ready`/`adopted` only matter
 # when the part is open: a new hub never sends `recovered` for the old hub's incidents.
@@ -31,10 +31,12 @@ ANNOUNCING = frozenset({"startup_complete"})
 NOTING = frozenset({"restarted_with"})
 # Info only, never a notice (as is any kind not named here).
 INFO_ONLY = frozenset({"started", "restart_requested", "events_dropped", "model_loaded"})
-SERVICE_KINDS = frozenset({"unhealthy", "crashed", "hung", "failed", "looping"})
+SERVICE_KINDS = frozenset({"unhealthy", "busy", "degraded", "crashed", "hung", "failed",
+                           "looping"})
 
 _TITLES = {
     "unhealthy": "{service} not ready", "crashed": "{service} crashed",
+    "busy": "{service} busy (not hung)", "degraded": "{service} cannot serve: {detail}",
     "hung": "{service} hung", "failed": "{service} cannot start (supervisord gave up)",
     "looping": "{service} in a restart loop", "startup_failed": "startup failed: {detail}",
     "backup_failed": "{service} backup failed", "resource": "{service}: {detail}",
@@ -45,6 +47,9 @@ _TITLES = {
 DONE = {
     "unhealthy": "nothing yet: it is alive, so it is not restarted; the hub keeps probing it",
     "crashed": "supervisord respawned it",
+    "busy": "nothing yet: it is making progress; it is killed only past BUSY_GRACE "
+            "(Redis is first asked to end its script)",
+    "degraded": "nothing: a restart would not fix it, so it is not restarted",
     "hung": "killed the hung process group; supervisord respawned it",
     "failed": "supervisord gave up; the hub restarts it with capped backoff",
     "looping": "holding it stopped with backoff",

@@ -21,8 +21,9 @@ from unistack.hub.exits import ExitWatcher
 from unistack.hub.heartbeat import Heartbeat
 from unistack.hub.incidents import IncidentRecorder
 from unistack.hub.metrics import HubMetrics
-from unistack.hub.monitor import Monitor
+from unistack.hub.monitor import Monitor, Patience
 from unistack.hub.reconcile import Exited, Message, Reconciler, Wake, build_services
+from unistack.hub.remedies import RedisRemedies
 from unistack.hub.resources import ResourceWatcher
 from unistack.hub.tenure import Tenure
 from unistack.probes import build_probe
@@ -110,7 +111,13 @@ class Hub:
         ready = self.settings.probe_timing(spec.name, "readiness")
         probes = (build_probe(spec.liveness, spec, self.settings, live.timeout),
                   build_probe(spec.readiness, spec, self.settings, ready.timeout))
-        return Monitor(spec.name, probes, (live, ready), inbox.put, pid)
+        redis = RedisRemedies(self.settings) if spec.name == "redis" else None
+        patience = Patience(
+            busy_grace=self.settings.busy_grace,
+            remedy=redis.busy if redis else None,
+            repair=redis.cannot_persist if redis else None,
+            waiting=lambda: self.reconciler.waiting_for(spec.name))
+        return Monitor(spec.name, probes, (live, ready), inbox.put, pid, patience=patience)
 
     def _ready(self, name: str) -> bool:
         return any(s.ready for s in self.reconciler.statuses() if s.name == name)

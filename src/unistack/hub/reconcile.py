@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from unistack import policy
+from unistack import policy, runtime
 from unistack.config import Settings
 from unistack.hub.events import EventLog
 from unistack.hub.incidents import IncidentRecorder
@@ -149,6 +149,8 @@ class Reconciler:
             if now >= self._next_sync:
                 self._sync(now)
             for service in self._services.values():
+                if self.waiting_for(service.spec.name):
+                    service.policy.held(now)
                 self._apply(service, service.policy.tick(now))
             statuses = [self._status(service) for service in self._services.values()]
             for status in statuses:
@@ -173,6 +175,12 @@ class Reconciler:
                 self._restart_dependents(service.spec.name)
         elif message.kind == "not_ready":
             self._apply(service, service.policy.not_ready(now, message.detail))
+        elif message.kind == "degraded":
+            self._apply(service, service.policy.degraded(now, message.detail))
+        elif message.kind == "busy":
+            service.onset = message.onset
+            self._apply(service, service.policy.busy(now, message.detail))
+            service.onset = 0.0
         elif message.kind == "hung":
             service.onset = message.onset
             self._apply(service, service.policy.hung(now, message.detail))
@@ -192,6 +200,14 @@ class Reconciler:
         if pid == service.pid and service.monitor:
             service.monitor.pause()
         self._resync_soon(now)
+
+    def waiting_for(self, name: str) -> str | None:
+        """The first dependency of NAME that is not ready: NAME is waiting, not hung.
+        Monitor threads call this without the lock: it only reads each policy's state."""
+        for dependency in self._services[name].spec.depends_on:
+            if self._services[dependency].policy.state != policy.READY:
+                return dependency
+        return None
 
     def hub_replaced(self, predecessor: Predecessor) -> None:
         """The hub before this one ended without a clean stop: one incident (a file with
@@ -267,6 +283,7 @@ class Reconciler:
         if waiting:
             service.detail = f"waiting for {', '.join(waiting)} to be ready"
             return
+        self._prepare_dirs()
         try:
             self._supervisor.start(service.spec.name)
         except SupervisorError as exc:
@@ -322,6 +339,7 @@ class Reconciler:
         service.killed.add(pid)
         if service.monitor:
             service.monitor.pause()
+        self._prepare_dirs()  # supervisord respawns it at once: its directories must exist
         try:
             os.killpg(pid, signal.SIGKILL)  # supervisord makes each program a group leader
         except ProcessLookupError:
@@ -329,6 +347,14 @@ class Reconciler:
         except PermissionError:
             os.kill(pid, signal.SIGKILL)
         self._resync_soon(self._clock())
+
+    def _prepare_dirs(self) -> None:
+        """Recreate missing state directories (owner and mode as at start) before a
+        (re)start, so an `rm -rf var/data/redis` cannot keep a service from starting."""
+        try:
+            runtime.prepare_dirs(self._settings)
+        except OSError as exc:
+            log.error("cannot recreate the state directories: %s", exc)
 
     def _stop_for_backoff(self, service: _Service) -> None:
         """Stop the program in supervisord so it stays down until the hub's backoff ends."""
