@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -158,7 +159,8 @@ def cmd_ml_models(settings: Settings, args: argparse.Namespace) -> int:
     rows = [
         {"name": v.name, "version": v.version, "backend": v.metadata["backend"],
          "features": len(v.feature_names), "created": v.metadata.get("created"),
-         "metrics": v.metadata.get("metrics", {}), "path": str(v.directory)}
+         "metrics": v.metadata.get("metrics", {}), "path": str(v.directory),
+         "check": models.check(v)}
         for name in models.names() for v in models.versions(name)
     ]
     if args.json:
@@ -167,9 +169,12 @@ def cmd_ml_models(settings: Settings, args: argparse.Namespace) -> int:
         _print(f"no models in {settings.models_dir}; train one with `unistack ml train`")
     for row in [] if args.json else rows:
         metrics = " ".join(f"{k}={v:.4g}" for k, v in row["metrics"].items())
-        _print(f"{row['name']:<16} v{row['version']:<4} {row['backend']:<8} "
+        state = "ok" if row["check"] == "ok" else "CORRUPT"
+        _print(f"{row['name']:<16} v{row['version']:<4} {state:<8} {row['backend']:<8} "
                f"{row['features']:>3} features  {metrics}")
-    return 0
+        if row["check"] != "ok":
+            _print(f"  {row['check']}")
+    return 0 if all(row["check"] == "ok" for row in rows) else EXIT_FAILED
 
 
 def cmd_ml_train(settings: Settings, args: argparse.Namespace) -> int:
@@ -254,7 +259,10 @@ def _duration(text: str) -> float:
 
 def cmd_silence(settings: Settings, args: argparse.Namespace) -> int:
     if args.end:
-        _hub(settings, "POST", f"/alerts/silences/{args.service}/end")
+        answer = _hub(settings, "POST", f"/alerts/silences/{args.service}/end")
+        if not answer["ended"]:
+            raise stack.StackError(f"{args.service} is not silenced: nothing to end "
+                                   "(`alerts` lists the silences)")
         _print(f"silence of {args.service} ended")
         return 0
     if args.duration is None or not args.reason:
@@ -302,6 +310,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unistack", description="Run and inspect the unistack service stack.")
@@ -332,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     silence.add_argument("--end", action="store_true", help="end the silence now")
     test = commands.add_parser("alert-test", help="send a test message; say whether Slack "
                                "accepted it")
-    test.add_argument("--timeout", type=float, default=15.0, help="seconds to wait (15)")
+    test.add_argument("--timeout", type=_seconds, default=15.0, help="seconds to wait (15)")
     ml = commands.add_parser("ml", help="the ML engine: capability report, models")
     ml_commands = ml.add_subparsers(dest="ml_command", required=True, metavar="ML_COMMAND")
     doctor = ml_commands.add_parser(
@@ -355,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--version", type=_positive, help="a pinned version (default: newest)")
     predict.add_argument("--rows", required=True,
                          help='feature rows as JSON, e.g. "[[0.1, 0.2, ...]]"')
-    predict.add_argument("--timeout", type=float, default=2.0, help="seconds to wait (2)")
+    predict.add_argument("--timeout", type=_seconds, default=2.0, help="seconds to wait (2)")
     return parser
 
 

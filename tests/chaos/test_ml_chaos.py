@@ -4,16 +4,18 @@ a new model version swapped in under load."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 
 import numpy as np
 import pytest
+import redis
 
 from tests.chaos.ml_load import RequestLoad
 from tests.chaos.test_chaos import NO_LOOPS, services, start
 from tests.conftest import Stack, wait_for
 from unistack.config import load_settings
-from unistack.ml.client import MLClient, Unavailable
+from unistack.ml.client import MLClient, PredictionTimeout, Unavailable
 
 pytestmark = pytest.mark.chaos
 ROW = "[[0.001, 0.002, -0.01, 0.01, 55.0, 0.0002, 0.0001, 0.3]]"
@@ -76,3 +78,60 @@ def test_a_new_model_version_is_swapped_in_under_load_without_a_failed_request(
         swapped = load.answered
         wait_for(lambda: load.answered > swapped + 200, timeout=20)
     assert load.failures == []
+
+
+def test_flushall_under_load_is_survived_without_a_crash(stack: Stack) -> None:
+    """An operator's FLUSHALL deletes the request stream and its group under the engine."""
+    start(stack, **NO_LOOPS)
+    engine_pid = services(stack)["ml_engine"]["pid"]
+    settings = load_settings(environ=stack.env)
+    raw = redis.Redis(port=settings.redis_port, password=settings.redis_password)
+    with RequestLoad(settings, producers=3, rows=4, timeout=2) as load:
+        wait_for(lambda: load.answered > 200, timeout=20)
+        raw.flushall()
+        flushed = load.answered
+        wait_for(lambda: load.answered > flushed + 200, timeout=20)  # serving again
+    assert services(stack)["ml_engine"]["pid"] == engine_pid  # no crash, no restart
+    assert all(isinstance(f, PredictionTimeout) and "was lost: the request stream was reset"
+               in str(f) for f in load.failures), load.failures
+    [reset] = engine_events(stack, "request_stream_reset")
+    assert "recreated it" in reset
+    kinds = [e["kind"] for e in hub_events(stack) if e["service"] == "ml_engine"]
+    assert "crashed" not in kinds and "hung" not in kinds
+
+
+def engine_events(stack: Stack, kind: str) -> list[str]:
+    """Details of the engine's own events of KIND, from its log."""
+    log = (stack.home / "var/log/ml_engine.log").read_text()
+    return [line for line in log.splitlines() if kind in line]
+
+
+def hub_events(stack: Stack) -> list[dict]:  # type: ignore[type-arg]
+    url = f"http://127.0.0.1:{stack.port('HUB_PORT')}/events"
+    with urllib.request.urlopen(url, timeout=3) as response:
+        return list(json.load(response)["events"])
+
+
+def test_a_corrupt_model_is_degraded_with_the_fix_and_never_restart_looped(stack: Stack) -> None:
+    start(stack, **NO_LOOPS, SERVICE_READY_TIMEOUT="2", START_TIMEOUT="6")
+    assert stack.cli("stop").returncode == 0
+    [model] = (stack.home / "var/models/default/1").glob("*.ubj")
+    model.write_bytes(model.read_bytes() + b"!")  # the metadata's sha256 no longer matches
+    listed = stack.cli("ml", "models")
+    assert listed.returncode == 1 and "CORRUPT" in listed.stdout
+    assert "model default v1 failed its checksum" in listed.stdout
+    started = stack.cli("start")
+    assert started.returncode == 1
+    assert "model default v1 failed its checksum" in started.stderr
+    engine = services(stack)["ml_engine"]
+    assert engine["state"] == "DEGRADED" and "ml train" in engine["detail"]
+    wait_for(lambda: services(stack)["ml_engine"]["pid"], timeout=5)
+    pid = services(stack)["ml_engine"]["pid"]
+    time.sleep(3)  # past SERVICE_READY_TIMEOUT: a hung verdict would have killed it by now
+    assert services(stack)["ml_engine"]["pid"] == pid
+    kinds = [e["kind"] for e in hub_events(stack) if e["service"] == "ml_engine"]
+    assert "degraded" in kinds and "hung" not in kinds and "looping" not in kinds
+    trained = stack.cli("ml", "train", "--synthetic", "3000", "--rounds", "10")
+    assert trained.returncode == 0, trained.stderr
+    wait_for(lambda: services(stack)["ml_engine"]["ready"], timeout=20)
+    assert services(stack)["ml_engine"]["pid"] == pid

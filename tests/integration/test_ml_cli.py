@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,18 @@ def test_models_lists_every_version(tmp_path: Path) -> None:
     listed = json.loads(run(tmp_path, "ml", "models", "--json").stdout)
     assert [(m["name"], m["version"]) for m in listed] == [("alpha", 1), ("alpha", 2)]
     assert "auc=0.61" in run(tmp_path, "ml", "models").stdout
+
+
+def test_doctor_names_this_machine_and_keeps_tensorflow_noise_out(tmp_path: Path) -> None:
+    done = run(tmp_path, "ml", "doctor")
+    assert f"Machine: {platform.machine()}" in done.stdout
+    if platform.machine() != "aarch64":
+        assert "aarch64" not in done.stdout
+    noise = ("absl::InitializeLog", "oneDNN custom operations", "cpu_feature_guard")
+    assert not any(word in done.stdout + done.stderr for word in noise), done.stderr
+
+
+def test_predict_refuses_a_timeout_that_is_not_positive(tmp_path: Path) -> None:
+    for bad in ("0", "-1", "nan", "soon"):
+        done = run(tmp_path, "ml", "predict", "--rows", "[[1]]", "--timeout", bad)
+        assert done.returncode == 2 and f"expected seconds > 0, got '{bad}'" in done.stderr

@@ -62,8 +62,11 @@ def test_a_tampered_file_fails_verification(tmp_path: Path, model_file: Path) ->
     version = registry.register("alpha", model_file, META)
     assert registry.verify(version) == version
     version.model_file.write_bytes(b"tampered")
-    with pytest.raises(ModelError, match="does not match its metadata"):
+    with pytest.raises(ModelError, match=r"model alpha v1 failed its checksum .*ml train"):
         registry.verify(version)
+    assert registry.check(version).startswith("model alpha v1 failed its checksum")
+    version.model_file.unlink()
+    assert registry.check(version).startswith("unreadable")
 
 
 def test_malformed_metadata_is_reported(tmp_path: Path, model_file: Path) -> None:

@@ -39,6 +39,36 @@ def test_refresh_swaps_to_the_newest_version_and_survives_a_broken_one(tmp_path:
     assert store.describe()["alpha"]["library_version"]
 
 
+def test_a_corrupt_newest_version_on_a_fresh_start_serves_the_newest_good_one(
+    tmp_path: Path,
+) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    train_and_register(registry, "alpha", synthetic_bars(800), "s", rounds=5)
+    newest = train_and_register(registry, "alpha", synthetic_bars(800, seed=2), "s", rounds=5)
+    newest.model_file.write_bytes(newest.model_file.read_bytes() + b"!")  # checksum only
+    store = ModelStore(registry, on_cpu)
+    store.refresh()
+    serving = store.get("alpha")
+    assert serving is not None and serving.version.version == 1
+    assert store.unservable == {}
+
+
+def test_with_every_version_corrupt_the_model_is_unservable_with_the_fix(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    only = train_and_register(registry, "alpha", synthetic_bars(800), "s", rounds=5)
+    only.model_file.write_bytes(only.model_file.read_bytes() + b"!")
+    store = ModelStore(registry, on_cpu)
+    store.refresh()
+    assert store.get("alpha") is None
+    why = store.unservable["alpha"]
+    assert why.startswith("model alpha v1 failed its checksum") and "ml train" in why
+    repaired = train_and_register(registry, "alpha", synthetic_bars(800), "s", rounds=5)
+    store.refresh()
+    serving = store.get("alpha")
+    assert serving is not None and serving.version.version == repaired.version
+    assert store.unservable == {}
+
+
 def test_a_pinned_version_is_served_instead_of_the_newest(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "models")
     for _ in range(2):

@@ -9,9 +9,13 @@ why it cannot run (`require_gpu`, the STRICT_GPU=1 mode, turns a CPU fallback in
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
-from collections.abc import Callable, Mapping
+import os
+import platform
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple, TypeVar
 
 Importer = Callable[[str], Any]
@@ -169,10 +173,32 @@ def _inspect_tensorflow(tf: Any) -> tuple[Library, tuple[str, ...]]:
     if gpus:
         detail = f"{version}, GPU(s): {', '.join(gpus)}"
     elif not tf.test.is_built_with_cuda():
-        detail = f"{version}, built without CUDA (PyPI aarch64 wheels are CPU-only): CPU only"
+        detail = f"{version}, built without CUDA{_aarch64_note('PyPI')}: CPU only"
     else:
         detail = f"{version}, built with CUDA but no GPU visible: CPU only"
     return Library("tensorflow", True, detail, version), gpus
+
+
+def _aarch64_note(source: str) -> str:
+    """Why a build has no CUDA, said only where it is the reason: on aarch64 (GH200)."""
+    if platform.machine() != "aarch64":
+        return ""
+    return f" ({source} aarch64 wheels are CPU-only)"
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """TensorFlow's C++ runtime writes absl/oneDNN/CUDA notices straight to file
+    descriptor 2 at import: keep them out of the report (they are not findings)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _inspect_tensorrt(trt: Any) -> tuple[Library, None]:
@@ -183,7 +209,7 @@ def _inspect_tensorrt(trt: Any) -> tuple[Library, None]:
 def _inspect_xgboost(xgboost: Any) -> tuple[Library, bool]:
     version = str(xgboost.__version__)
     cuda = bool(xgboost.build_info().get("USE_CUDA", False))
-    build = "CUDA build" if cuda else "CPU-only build (xgboost-cpu, or an aarch64 CPU wheel)"
+    build = "CUDA build" if cuda else f"CPU-only build{_aarch64_note('xgboost-cpu or')}"
     return Library("xgboost", True, f"{version}, {build}", version), cuda
 
 
@@ -193,9 +219,12 @@ def probe_capabilities(importer: Importer = importlib.import_module,
     TensorFlow, whose import alone takes seconds."""
     nvml, devices = _guarded("NVML", "pynvml", importer, _inspect_nvml, _NO_DEVICES)
     cupy, _ = _guarded("cupy", "cupy", importer, _inspect_cupy, 0)
-    tensorflow, tf_gpus = (
-        _guarded("tensorflow", "tensorflow", importer, _inspect_tensorflow, _NO_GPUS)
-        if with_tensorflow else (Library("tensorflow", False, "not looked at yet"), _NO_GPUS))
+    tensorflow: Library = Library("tensorflow", False, "not looked at yet")
+    tf_gpus: tuple[str, ...] = _NO_GPUS
+    if with_tensorflow:
+        with _quiet_stderr():
+            tensorflow, tf_gpus = _guarded("tensorflow", "tensorflow", importer,
+                                           _inspect_tensorflow, _NO_GPUS)
     tensorrt, _ = _guarded("tensorrt", "tensorrt", importer, _inspect_tensorrt, None)
     xgboost, xgboost_cuda = _guarded("xgboost", "xgboost", importer, _inspect_xgboost, False)
     return Capabilities(nvml, devices, cupy, tensorflow, tf_gpus, tensorrt, xgboost,
@@ -278,7 +307,7 @@ def _gib(size: int) -> str:
 
 def render(caps: Capabilities, choices: Mapping[str, Choice]) -> str:
     """The report for humans: devices, one line per library, one line per model kind."""
-    lines = ["GPU devices (NVML):"]
+    lines = [f"Machine: {platform.machine()}", "GPU devices (NVML):"]
     lines += [f"  {d.ordinal}  {d.name}  {_gib(d.total_bytes)} total, {_gib(d.free_bytes)} free"
               for d in caps.devices] or ["  none"]
     lines.append("Libraries:")
@@ -292,6 +321,7 @@ def render(caps: Capabilities, choices: Mapping[str, Choice]) -> str:
 
 def as_dict(caps: Capabilities, choices: Mapping[str, Choice]) -> dict[str, Any]:
     return {
+        "machine": platform.machine(),
         "devices": [device._asdict() for device in caps.devices],
         "libraries": {lib.name: lib._asdict() for lib in caps.libraries},
         "tf_gpus": list(caps.tf_gpus),

@@ -23,7 +23,7 @@ from redis.retry import Retry
 
 from unistack.config import LOOPBACK, Settings
 from unistack.ml import protocol
-from unistack.ml.engine import STREAM
+from unistack.ml.engine import STREAM, STREAM_RESET
 
 
 class PredictionError(Exception):
@@ -149,9 +149,22 @@ class MLClient:
             raise Unavailable(f"request {request_id}: Redis at {self._where} cannot be reached "
                               f"({exc}); is the stack running? (`unistack status`)") from exc
         if reply is None:
-            raise PredictionTimeout(f"no answer to request {request_id} within {timeout:g} s; "
-                                    "is the ml_engine running? (`unistack status`)")
+            raise PredictionTimeout(self._unanswered(connection, request_id, timeout))
         return bytes(reply[1])
+
+    def _unanswered(self, connection: Any, request_id: str, timeout: float) -> str:
+        """Why no answer came: the stream was reset while the request waited, or not known."""
+        sent = time.time() - timeout
+        try:
+            connection.send_command("GET", STREAM_RESET)
+            reset = connection.read_response()
+        except (redis.RedisError, OSError):
+            reset = None
+        if reset is not None and int(reset) / 1000 >= sent - 1:
+            return (f"request {request_id} was lost: the request stream was reset (a FLUSHALL, "
+                    "a restore or Redis restarted empty) while it waited; resubmit it")
+        return (f"no answer to request {request_id} within {timeout:g} s; "
+                "is the ml_engine running? (`unistack status`)")
 
 
 def _error(request_id: str, header: dict[str, Any], limit: int) -> PredictionError:

@@ -30,6 +30,11 @@ log = logging.getLogger("unistack.ml")
 STREAM = "ml:requests"
 GROUP = "ml-engine"
 DEAD_LETTERS = "ml:dead-letters"
+# When the engine last found its stream or group gone (FLUSHALL, a restore, a Redis
+# restarted empty) and recreated it: epoch milliseconds. A client whose request waited
+# across that moment learns its request was lost, instead of only "no answer".
+STREAM_RESET = "ml:stream-reset"
+_RESET_TTL_S = 3600
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 # KEYS: the stream, then one reply list per reply. ARGV: group, reply TTL, the number of
@@ -103,6 +108,7 @@ class Engine:
         self.progress = time.monotonic()  # the heartbeat: the loop turned
         self.counts: dict[str, int] = defaultdict(int)
         self.on_batch: Callable[[BatchTiming], None] = lambda timing: None
+        self.on_reset: Callable[[str], None] = lambda detail: None
         self._predict_s = 0.0  # time in the model during the current batch
 
     @property
@@ -120,12 +126,28 @@ class Engine:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    def _recreate(self, why: redis.ResponseError) -> None:
+        """The request stream or its group vanished under us: an operator's FLUSHALL or a
+        restore, not a fault of the engine. Recreate both and carry on serving."""
+        self.ensure_group()
+        self._own_pending = False  # whatever was pending went with the stream
+        self._redis.set(STREAM_RESET, int(self._clock() * 1000), ex=_RESET_TTL_S)
+        self.counts["stream_resets"] += 1
+        self.on_reset(f"the request stream {STREAM} was deleted under the engine ({why}); "
+                      "recreated it with its consumer group and carried on serving")
+
     # --- reading ------------------------------------------------------------------
 
     def step(self) -> int:
         """Read, answer and acknowledge one batch; the number of entries handled."""
         self.progress = time.monotonic()
-        entries, suspects = self._read()
+        try:
+            entries, suspects = self._read()
+        except redis.ResponseError as exc:
+            if not stream_gone(exc):
+                raise
+            self._recreate(exc)
+            return 0
         if not entries:
             return 0
         read_at, rows_before, self._predict_s = self._clock(), self.counts["rows"], 0.0
@@ -293,3 +315,9 @@ class Engine:
         args += [o.payload for o in replies]
         args += [o.entry_id for o in outcomes]
         self._redis.eval(_COMMIT, 1 + len(keys), STREAM, *keys, *args)
+
+
+def stream_gone(exc: redis.ResponseError) -> bool:
+    """Redis's words for a stream or group that no longer exists."""
+    text = str(exc)
+    return text.startswith("NOGROUP") or "no longer exists" in text

@@ -52,6 +52,9 @@ class ModelStore:
         self._pinned = pinned or {}
         self._loaded: dict[str, Loaded] = {}
         self._failed: set[tuple[str, int]] = set()
+        # Names with nothing to serve, and why (every version failed: checksum, load).
+        self.unservable: dict[str, str] = {}
+        self._why: dict[tuple[str, int], str] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str, version: int | None = None) -> Loaded | None:
@@ -73,21 +76,37 @@ class ModelStore:
         return described
 
     def refresh(self) -> None:
-        """Load any newer version; keep serving the old one if the new one fails."""
+        """Load any newer version; keep serving the old one if the new one fails; with
+        nothing served yet, serve the newest version that loads (a corrupt newest one
+        does not leave the model down while an older good one exists)."""
         with self._lock:
             for name in self._registry.names():
                 try:
-                    wanted = self._registry.get(name, self._pinned.get(name))
+                    candidates = self._candidates(name)
                 except ModelError as exc:
                     self._fail(name, 0, str(exc))
                     continue
-                current = self._loaded.get(name)
-                key = (name, wanted.version)
-                if (current and current.version.version == wanted.version) or key in self._failed:
-                    continue
-                self._load(name, wanted, current)
+                self._serve_first(name, candidates)
 
-    def _load(self, name: str, wanted: ModelVersion, current: Loaded | None) -> None:
+    def _candidates(self, name: str) -> list[ModelVersion]:
+        """Versions to try, best first: the pinned one, or newest to oldest."""
+        if name in self._pinned:
+            return [self._registry.get(name, self._pinned[name])]
+        return list(reversed(self._registry.versions(name)))
+
+    def _serve_first(self, name: str, candidates: list[ModelVersion]) -> None:
+        current = self._loaded.get(name)
+        for wanted in candidates:
+            if current and current.version.version >= wanted.version:
+                break  # already serving this one, or better
+            if (name, wanted.version) not in self._failed and self._load(name, wanted, current):
+                break
+        if name in self._loaded:
+            self.unservable.pop(name, None)
+        elif candidates:
+            self.unservable[name] = self._why.get((name, candidates[0].version), "")
+
+    def _load(self, name: str, wanted: ModelVersion, current: Loaded | None) -> bool:
         try:
             self._registry.verify(wanted)
             kind = str(wanted.metadata["backend"])
@@ -96,11 +115,12 @@ class ModelStore:
             backend.warm_up(len(wanted.feature_names))
         except (ModelError, BackendError, OSError, ValueError) as exc:
             self._fail(name, wanted.version, str(exc))
-            return
+            return False
         self._loaded[name] = Loaded(wanted, backend)  # the swap: one assignment
         before = f"v{current.version.version}" if current else "nothing"
         log.info("model %s: serving v%d (was %s)", name, wanted.version, before)
         self._report("model_loaded", f"{name} v{wanted.version} serving (was {before})")
+        return True
 
     def _device_for(self, kind: str) -> str:
         try:
@@ -113,6 +133,7 @@ class ModelStore:
 
     def _fail(self, name: str, version: int, detail: str) -> None:
         self._failed.add((name, version))
+        self._why[(name, version)] = detail
         serving = self._loaded.get(name)
         still = f"; still serving v{serving.version.version}" if serving else ""
         log.error("model %s v%d failed to load: %s%s", name, version, detail, still)

@@ -93,9 +93,20 @@ class ModelRegistry:
         """MODEL, after checking its file against the sha256 in its metadata."""
         actual = sha256_of(model.model_file)
         if actual != model.metadata["sha256"]:
-            raise ModelError(f"{model.model_file} does not match its metadata: sha256 "
-                             f"{actual[:12]}…, expected {str(model.metadata['sha256'])[:12]}…")
+            raise ModelError(
+                f"model {model.name} v{model.version} failed its checksum ({model.model_file} "
+                f"has sha256 {actual[:12]}…, its metadata expects "
+                f"{str(model.metadata['sha256'])[:12]}…); run `scripts/manage_production.sh "
+                "ml train` or restore var/models from a backup")
         return model
+
+    def check(self, model: ModelVersion) -> str:
+        """"ok", or why MODEL cannot be served (its checksum, a missing file)."""
+        try:
+            self.verify(model)
+        except (ModelError, OSError) as exc:
+            return str(exc) if isinstance(exc, ModelError) else f"unreadable: {exc}"
+        return "ok"
 
     def register(self, name: str, model_file: Path, metadata: dict[str, Any]) -> ModelVersion:
         """Copy MODEL_FILE in as the next version of NAME, with METADATA plus checksum."""

@@ -67,6 +67,7 @@ class EngineService:
             reply_ttl_s=settings.ml_reply_ttl))
         self.metrics = EngineMetrics(self.engine, self.client, self._memory_state)
         self.engine.on_batch = self.metrics.batch
+        self.engine.on_reset = lambda detail: self._report("request_stream_reset", "info", detail)
         # Only a GPU engine has device memory to watch; on CPU there is nothing to read.
         self.memory = GpuMemoryManager(
             first_reading(nvml_reader(), cupy_pool_reader()),
@@ -74,6 +75,7 @@ class EngineService:
             report=self._report,
         ) if self.choice.device == "cuda" else None
         self.canary_ok = False
+        self.waiting = ""  # why the loop is backing off on purpose (Redis down or loading)
         self.stop = threading.Event()
 
     def _report(self, kind: str, severity: str, detail: str) -> None:
@@ -87,15 +89,27 @@ class EngineService:
     def _memory_state(self) -> MemoryState | None:
         return self.memory.state if self.memory is not None else None
 
-    def ready(self) -> tuple[bool, str]:
+    def alive(self) -> tuple[bool, float]:
+        """The loop turned recently, or it is waiting on purpose: waiting is not hanging."""
+        age = time.monotonic() - self.engine.progress
+        return age < _STALE_AFTER or bool(self.waiting), age
+
+    def ready(self) -> tuple[bool, str, bool]:
+        """Ready or not, why, and whether a restart could help (False: the hub shows the
+        engine DEGRADED and leaves it running; the fix is the operator's)."""
+        if self.waiting:
+            return False, self.waiting, True
         if self.choice.device is None:
-            return False, self.choice.reason
+            return False, self.choice.reason, False
+        if self.models.unservable:
+            return False, "; ".join(self.models.unservable.values()), False
         if not self.models.names():
             return False, (f"no model loaded from {self.settings.models_dir}; register one "
-                           "with `unistack ml train`")
+                           "with `unistack ml train`"), False
         if not self.canary_ok:
-            return False, "canary prediction has not succeeded"
-        return time.monotonic() - self.engine.progress < _STALE_AFTER, "loop heartbeat"
+            return False, "canary prediction has not succeeded", True
+        fresh = time.monotonic() - self.engine.progress < _STALE_AFTER
+        return fresh, "loop heartbeat", True
 
     def canary(self) -> None:
         for name in self.models.names():
@@ -116,12 +130,13 @@ class EngineService:
                 self.engine.ensure_group()
                 if self.memory is not None:
                     self.memory.check()
+                self.waiting = ""
                 while not self.stop.is_set() and time.monotonic() < next_refresh:
                     self.engine.step()
                 backoff = 0.1
             except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
                 log.warning("Redis unavailable (%s); retrying in %.1f s", exc, backoff)
-                self.engine.progress = time.monotonic()  # waiting on purpose, not hung
+                self.waiting = f"waiting for redis: {exc}"
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
 
@@ -140,13 +155,14 @@ def _handler(service: EngineService) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             if self.path == "/health":
-                age = time.monotonic() - service.engine.progress
-                alive = age < _STALE_AFTER
-                body: dict[str, Any] = {"alive": alive, "loop_age": round(age, 3)}
+                alive, age = service.alive()
+                body: dict[str, Any] = {"alive": alive, "loop_age": round(age, 3),
+                                        "waiting": service.waiting}
                 self._send(200 if alive else 503, json.dumps(body).encode(), "application/json")
             elif self.path == "/ready":
-                ok, why = service.ready()
-                body = {"ready": ok, "detail": why, "models": service.models.describe()}
+                ok, why, restart_helps = service.ready()
+                body = {"ready": ok, "detail": why, "restart_helps": restart_helps,
+                        "models": service.models.describe()}
                 self._send(200 if ok else 503, json.dumps(body).encode(), "application/json")
             elif self.path == "/metrics":
                 text = service.metrics.render(service.models.describe().items())
