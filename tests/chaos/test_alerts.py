@@ -147,6 +147,8 @@ def test_a_silence_holds_messages_and_is_announced(stack: Stack, slack: SlackSta
     assert shown.returncode == 0 and "Silenced: prometheus" in shown.stdout
     assert stack.cli("silence", "prometheus", "--end").returncode == 0
     wait_for(lambda: about(slack, "prometheus silence lifted"), timeout=10)
+    again = stack.cli("silence", "prometheus", "--end")
+    assert again.returncode == 1 and "prometheus is not silenced: nothing to end" in again.stderr
     bad = stack.cli("silence", "prometheus", "soon", "--reason", "x")
     assert bad.returncode == 2 and "expected a duration like 30m" in bad.stderr
 

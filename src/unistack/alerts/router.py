@@ -351,11 +351,12 @@ class Router:
         title = f"{service} silenced until {ends}: {reason}"
         self._queue.append(silence.notice(SILENCED, title, now))
 
-    def unsilence(self, service: str, now: float) -> None:
-        """Lift SERVICE's silence before it expires (nothing if it has none)."""
+    def unsilence(self, service: str, now: float) -> bool:
+        """Lift SERVICE's silence before it expires; False if it has none."""
         silence = self._silences.get(service)
         if silence is not None:
             self._queue += self._end_silence(silence, now, "lifted")
+        return silence is not None
 
     def _end_silence(self, silence: Silence, now: float, how: str) -> list[Notice]:
         del self._silences[silence.service]  # silenced -> not silenced

@@ -179,10 +179,12 @@ class Alerts:
             self._flush()
         return now + seconds
 
-    def unsilence(self, service: str) -> None:
+    def unsilence(self, service: str) -> bool:
+        """Lift SERVICE's silence; False when it had none."""
         with self._lock:
-            self.router.unsilence(service, self._clock())
+            lifted = self.router.unsilence(service, self._clock())
             self._flush()
+        return lifted
 
     def test(self) -> str:
         """Queue a test message; its idempotency key (to follow it in `status`)."""

@@ -156,7 +156,8 @@ def _handler(api: HubApi) -> type[BaseHTTPRequestHandler]:
             if self.path == "/alerts/silences":
                 return lambda: api.silence(self._body())
             if end:
-                return lambda: (200, {"ended": _unsilenced(alerts, end.group(1))})
+                return lambda: (200, {"ended": alerts.unsilence(end.group(1)),
+                                      "service": end.group(1)})
             return None
 
         def _body(self) -> dict[str, Any]:
@@ -177,11 +178,6 @@ def _handler(api: HubApi) -> type[BaseHTTPRequestHandler]:
 def _restarted(api: HubApi, name: str) -> tuple[int, dict[str, Any]]:
     error = api.restart(name)
     return (404, {"error": error}) if error else (202, {"restarting": name})
-
-
-def _unsilenced(alerts: Alerts, service: str) -> str:
-    alerts.unsilence(service)
-    return service
 
 
 class _Server(ThreadingHTTPServer):
