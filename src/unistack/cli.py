@@ -1,7 +1,9 @@
 """The operator's command line: `python -m unistack COMMAND` (scripts/manage_production.sh).
 
 Thin: parses arguments, calls the stack, prints, and maps domain errors to exit codes:
-0 ok, 1 the stack failed or is degraded, 2 bad configuration or arguments (or down).
+0 ok, 1 the stack failed or is degraded, 2 bad configuration or arguments (or down),
+3 busy: another start, stop or restart of this UNISTACK_HOME holds the control lock and
+`--no-wait` was given (without it the command waits, and says for whom).
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ from urllib.parse import quote
 from unistack import logs, stack
 from unistack.config import KEYS, ConfigError, Settings, load_settings, parse_duration
 from unistack.hub.client import HubClient, HubUnreachable
-from unistack.hub.status import EXIT_CODES
+from unistack.hub.status import DOWN, EXIT_CODES, HEALTHY
+from unistack.lock import Busy
 from unistack.ml import capability
 from unistack.ml.registry import ModelError, ModelRegistry
+from unistack.preflight import PreflightError
 from unistack.services import REGISTRY
 from unistack.supervisor import SupervisorError
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+EXIT_BUSY = 3  # the control lock is held and --no-wait was given
 
 
 def _print(text: str) -> None:
@@ -38,27 +43,43 @@ def _urls(settings: Settings) -> None:
         _print(f"  {spec.name:<12} {spec.url(settings)}")
 
 
+def _busy(command: Callable[[Settings, argparse.Namespace], int]
+          ) -> Callable[[Settings, argparse.Namespace], int]:
+    """COMMAND takes the control lock: Busy (with --no-wait) is exit code 3."""
+    def guarded(settings: Settings, args: argparse.Namespace) -> int:
+        try:
+            return command(settings, args)
+        except Busy as exc:
+            print(f"unistack {args.command}: {exc}", file=sys.stderr)
+            return EXIT_BUSY
+    return guarded
+
+
+@_busy
 def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
-    settings = stack.start(settings, _print)
+    settings = stack.start(settings, _print, wait=not args.no_wait)
     _print("unistack is ready:")
     _urls(settings)
     return 0
 
 
+@_busy
 def cmd_stop(settings: Settings, args: argparse.Namespace) -> int:
     begun = time.monotonic()
-    if not stack.stop(settings, _print):
-        _print(f"unistack is not running (UNISTACK_HOME={settings.unistack_home}).")
+    if not stack.stop(settings, _print, wait=not args.no_wait):
+        _print(f"unistack is not running (UNISTACK_HOME={settings.unistack_home}); "
+               "no process of it found.")
         return 0
     _print(f"unistack stopped in {time.monotonic() - begun:.2f} s; no process left.")
     return 0
 
 
+@_busy
 def cmd_restart(settings: Settings, args: argparse.Namespace) -> int:
     if args.service:
-        stack.restart_service(settings, args.service, _print)
+        stack.restart_service(settings, args.service, _print, wait=not args.no_wait)
         return 0
-    stack.stop(settings, _print)
+    stack.stop(settings, _print, wait=not args.no_wait)
     return cmd_start(settings, args)
 
 
@@ -96,22 +117,24 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
-    client = HubClient(settings)
+    """The hub's liveness and the same verdict as `status` (one status document, so the
+    two commands never disagree); a hub that is not alive makes the stack down."""
+    document = stack.status(settings)
     try:
-        health_code, health = client.get("/health")
-        ready_code, ready = client.get("/ready")
+        health_code, health = HubClient(settings).get("/health")
+        hub = "alive" if health_code == 200 else f"stale (loop age {health.get('loop_age')} s)"
     except HubUnreachable as exc:
-        _print(json.dumps({"alive": False, "ready": False, "error": str(exc)})
-               if args.json else f"hub: down ({exc})")
-        return 2
+        health_code, health, hub = 0, {"error": str(exc)}, f"down ({exc})"
+    verdict = document["overall"] if health_code == 200 else DOWN
+    lagging = [f"{s['name']} {s['state']}: {s['detail']}"
+               for s in document["services"] if not s["ready"]]
     if args.json:
-        _print(json.dumps({**health, **ready}))
+        _print(json.dumps({**health, "alive": health_code == 200, "overall": verdict,
+                           "ready": verdict == HEALTHY, "not_ready": lagging}))
     else:
-        _print(f"hub: {'alive' if health_code == 200 else 'stale'} "
-               f"(loop age {health['loop_age']} s); stack: {ready['overall']}")
-    if health_code != 200:
-        return 2
-    return 0 if ready_code == 200 else 1
+        _print(f"hub: {hub}; stack: {verdict}"
+               + "".join(f"\n  {line}" for line in lagging))
+    return EXIT_CODES[verdict]
 
 
 def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
@@ -325,9 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="unistack", description="Run and inspect the unistack service stack.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     names = [spec.name for spec in REGISTRY]
-    commands.add_parser("start", help="bootstrap if needed, start every service, wait until ready")
-    commands.add_parser("stop", help="stop every service in reverse dependency order")
+    start = commands.add_parser(
+        "start", help="bootstrap if needed, start every service, wait until ready")
+    stop = commands.add_parser("stop", help="stop every service in reverse dependency order")
     restart = commands.add_parser("restart", help="restart one service, or the whole stack")
+    for locking in (start, stop, restart):
+        locking.add_argument("--no-wait", action="store_true", help="exit 3 (busy) at once "
+                             "if another start/stop/restart of this home is running")
     restart.add_argument("service", nargs="?", choices=names, help="service to restart")
     status = commands.add_parser(
         "status", help="one line per service; exit 0 healthy, 1 degraded, 2 down")
@@ -393,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     try:
         return COMMANDS[args.command](settings, args)
+    except PreflightError as exc:  # the environment is wrong, like a bad value: exit 2
+        print(f"unistack {args.command}: {settings.redact(str(exc))}", file=sys.stderr)
+        return EXIT_CONFIG
     except (stack.StackError, SupervisorError, ModelError, ValueError) as exc:
         print(f"unistack {args.command}: {settings.redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED

@@ -8,6 +8,16 @@ hub adopts the running services, so nothing else restarts.
 
 supervisord speaks to listeners over stdin/stdout: the guard answers its TICK events and
 does its own timing with select(), so it needs nothing faster than TICK_5 from supervisord.
+
+Each second it also records every program's pid and start tick in var/run/pids/
+(unistack.processes.record): Redis hides its environment behind its process title, and
+these records are how its process is still found once supervisord is gone.
+
+It also watches supervisord: when supervisord dies (kill -9) the guard's stdin closes,
+and the programs it spawned run on as orphans that nothing supervises. The guard then
+stops them in dependency order, the same way `start` and `stop` do
+(unistack.processes.end_orphans), so no hub or engine runs on unsupervised. A closed
+stdin while supervisord still runs is an ordinary shutdown: the guard just exits.
 """
 
 from __future__ import annotations
@@ -20,8 +30,9 @@ import sys
 import time
 from typing import TextIO
 
-from unistack.config import ConfigError, load_settings
+from unistack.config import ConfigError, Settings, load_settings
 from unistack.probes import HttpProbe
+from unistack.processes import end_orphans, record, supervisord_pid
 from unistack.supervisor import SupervisorClient, SupervisorError
 
 GUARD_INTERVAL = 1.0  # seconds between probes of the hub
@@ -30,7 +41,9 @@ _GRACE = 5.0  # a hub younger than this is still starting
 
 
 def _say(text: str) -> None:
-    print(f"unistack hub guard: {text}", file=sys.stderr, flush=True)
+    # stderr is a pipe to supervisord: once supervisord is dead, writing to it fails.
+    with contextlib.suppress(OSError):
+        print(f"unistack hub guard: {text}", file=sys.stderr, flush=True)
 
 
 class Guard:
@@ -74,14 +87,42 @@ def _answer_event(stdin: TextIO, stdout: TextIO) -> bool:
     return True
 
 
+def record_pids(settings: Settings, supervisor: SupervisorClient) -> None:
+    """Remember the pid and start tick of every program supervisord runs now."""
+    try:
+        supervised = supervisor.processes()
+    except SupervisorError:
+        return
+    record(settings.unistack_home, {name: info.pid for name, info in supervised.items()
+                                    if info.pid})
+
+
+def supervisord_gone(settings: Settings) -> int:
+    """stdin closed: if supervisord is dead, stop its orphans. Returns the exit code."""
+    # A supervisord that is shutting down closes the pipe too; give it a moment to be
+    # either still there (an ordinary stop: nothing to do) or gone.
+    deadline = time.monotonic() + 0.5
+    while supervisord_pid(settings.unistack_home) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if supervisord_pid(settings.unistack_home):
+        return 0
+    _say("supervisord is gone; stopping the processes it left running")
+    left = end_orphans(settings.unistack_home, settings.stop_timeout, _say)
+    if left:
+        _say(f"still running after SIGKILL: {[p.pid for p in left]}")
+        return 1
+    return 0
+
+
 def main() -> int:
     try:
         settings = load_settings()
     except ConfigError as exc:
         _say(f"configuration error: {exc}")
         return 2
+    supervisor = SupervisorClient(settings.supervisor_socket, timeout=2.0)
     guard = Guard(HttpProbe(settings.hub_port, "/health", timeout=GUARD_INTERVAL / 2),
-                  SupervisorClient(settings.supervisor_socket, timeout=2.0))
+                  supervisor)
     sys.stdout.write("READY\n")
     sys.stdout.flush()
     next_check = time.monotonic() + GUARD_INTERVAL
@@ -89,9 +130,10 @@ def main() -> int:
         wait = max(0.0, next_check - time.monotonic())
         readable, _, _ = select.select([sys.stdin], [], [], wait)
         if readable and not _answer_event(sys.stdin, sys.stdout):
-            return 0
+            return supervisord_gone(settings)
         if time.monotonic() >= next_check:
             guard.check()
+            record_pids(settings, supervisor)
             next_check = time.monotonic() + GUARD_INTERVAL
 
 

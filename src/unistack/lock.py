@@ -1,0 +1,57 @@
+"""The control lock of one UNISTACK_HOME: one start, stop, restart (later restore) at a time.
+
+An fcntl.flock on var/run/control.lock: the kernel drops it when its holder exits, even
+by kill -9, so a stale lock cannot exist. The holder writes "pid command since" into the
+file, so a second caller can say whom it waits for.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+Report = Callable[[str], None]
+
+
+class Busy(Exception):
+    """Another command holds the control lock and the caller would not wait."""
+
+
+def lock_path(home: Path) -> Path:
+    return home / "var" / "run" / "control.lock"
+
+
+def describe(text: str) -> str:
+    """'start (pid N, since HH:MM:SS UTC)' from the lock file's "pid command since"."""
+    try:
+        pid, command, since = text.split()
+        stamp = time.strftime("%H:%M:%S UTC", time.gmtime(float(since)))
+    except ValueError:
+        return "command (holder unknown)"
+    return f"{command} (pid {pid}, since {stamp})"
+
+
+@contextmanager
+def control_lock(home: Path, command: str, wait: bool, report: Report) -> Iterator[None]:
+    """Hold HOME's control lock for COMMAND; wait for it (saying so) or raise Busy."""
+    path = lock_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = describe(os.pread(fd, 200, 0).decode(errors="replace"))
+            if not wait:
+                raise Busy(f"busy: another {holder} holds {path}; try again later") from None
+            report(f"another {holder} is running; waiting")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {command} {time.time():.3f}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
