@@ -28,6 +28,8 @@ import select
 import signal
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import TextIO
 
 from unistack.config import ConfigError, Settings, load_settings
@@ -106,12 +108,23 @@ def supervisord_gone(settings: Settings) -> int:
         time.sleep(0.05)
     if supervisord_pid(settings.unistack_home):
         return 0
-    _say("supervisord is gone; stopping the processes it left running")
-    left = end_orphans(settings.unistack_home, settings.stop_timeout, _say)
+    say = _appender(settings.log_dir / "hubguard.log")
+    say("supervisord is gone; stopping the processes it left running")
+    left = end_orphans(settings.unistack_home, settings.stop_timeout, say)
     if left:
-        _say(f"still running after SIGKILL: {[p.pid for p in left]}")
+        say(f"still running after SIGKILL: {[p.pid for p in left]}")
         return 1
+    say("every process of this home is stopped; `start` starts the stack again")
     return 0
+
+
+def _appender(path: Path) -> Callable[[str], None]:
+    """Report lines appended to PATH itself: stderr went to supervisord, now dead."""
+    def say(text: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+        with contextlib.suppress(OSError), path.open("a") as log:
+            log.write(f"{stamp} unistack hub guard: {text.strip()}\n")
+    return say
 
 
 def main() -> int:
