@@ -411,16 +411,32 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
 }
 
 
+# Commands that must reach a stack whose configuration broke after it started: they
+# run on defaults for the bad values, after saying what is wrong.
+LENIENT = frozenset({"stop", "status", "logs"})
+
+
+def _settings(command: str) -> Settings:
+    """The settings for COMMAND; ConfigError when it cannot run on them."""
+    settings = load_settings(lenient=command in LENIENT)
+    for warning in settings.warnings:
+        print(f"unistack: warning: {warning}", file=sys.stderr)
+    for error in settings.errors:
+        print(f"unistack: configuration error (going on with the default): {error}",
+              file=sys.stderr)
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings()
+        settings = _settings(args.command)
     except ConfigError as exc:
         print(f"unistack: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
         return COMMANDS[args.command](settings, args)
-    except PreflightError as exc:  # the environment is wrong, like a bad value: exit 2
+    except (PreflightError, ConfigError) as exc:  # the environment is wrong: exit 2
         print(f"unistack {args.command}: {settings.redact(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
     except (stack.StackError, SupervisorError, ModelError, ValueError) as exc:

@@ -11,13 +11,14 @@ import os
 import re
 import secrets
 import stat
+import tempfile
 from collections import ChainMap
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from dotenv import dotenv_values
+from unistack import envfile
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
@@ -145,18 +146,20 @@ _PROBE_DEFAULTS = {"INTERVAL": "0.3", "TIMEOUT": "0.4", "THRESHOLD": "2"}
 
 
 def _probe_keys() -> tuple[Key, ...]:
+    """Readiness runs every INTERVAL; liveness has no interval of its own: it runs right
+    after a failed readiness probe, confirmed 50 ms later (hub/monitor.py)."""
     keys = []
     for service in PROBED_SERVICES:
         for kind in ("LIVENESS", "READINESS"):
             prefix = f"{service}_{kind}"
             keys += [
-                Key(f"{prefix}_INTERVAL", _PROBE_DEFAULTS["INTERVAL"], _positive_float,
-                    "seconds > 0"),
                 Key(f"{prefix}_TIMEOUT", _PROBE_DEFAULTS["TIMEOUT"], _positive_float,
                     "seconds > 0"),
                 Key(f"{prefix}_THRESHOLD", _PROBE_DEFAULTS["THRESHOLD"], _positive_int,
                     "a count > 0"),
             ]
+        keys.append(Key(f"{service}_READINESS_INTERVAL", _PROBE_DEFAULTS["INTERVAL"],
+                        _positive_float, "seconds > 0"))
     return tuple(keys)
 
 _SIZE = r"[0-9]+(B|KB|MB|GB|TB)"
@@ -171,7 +174,9 @@ def _window(raw: str) -> float:
 
 
 KEYS: tuple[Key, ...] = (
-    Key("UNISTACK_MODE", "native", _choice("native", "docker"), "one of native, docker"),
+    # Read by nothing yet: the container issue gives it its meaning.
+    Key("UNISTACK_MODE", "native", _choice("native", "docker", "kubernetes"),
+        "one of native, docker, kubernetes"),
     Key("UNISTACK_HOME", "", _optional, "a directory path (empty: the checkout)"),
     Key("REDIS_PORT", "6380", _port, "a TCP port 1-65535"),
     Key("PROMETHEUS_PORT", "9190", _port, "a TCP port 1-65535"),
@@ -331,6 +336,10 @@ class Settings:
     slack_bot_token: str
     probes: Mapping[str, ProbeTiming]
     root: Path = PROJECT_ROOT
+    # What load_settings had to say: warnings (a variable that looks like a misspelt
+    # key), and in lenient mode the errors it worked around with defaults.
+    warnings: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
 
     @property
     def var(self) -> Path:
@@ -439,22 +448,74 @@ def redact(text: str, values: Iterable[str]) -> str:
     return text
 
 
-def _check_env_file_mode(path: Path) -> None:
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise ConfigError(
-            f"{path} is readable by group or others (mode {mode:04o}); it holds secrets. "
-            f"Expected mode 0600: run `chmod 600 {path}`."
-        )
+class _Problems:
+    """Strict: the first problem raises ConfigError. Lenient: problems are collected and
+    loading goes on with defaults, for the commands that must run on a broken
+    configuration (stop, status, logs; the diagnose scripts)."""
+
+    def __init__(self, lenient: bool) -> None:
+        self.lenient = lenient
+        self.errors: list[str] = []
+
+    def __call__(self, message: str) -> None:
+        if not self.lenient:
+            raise ConfigError(message)
+        self.errors.append(message)
 
 
-def _read_file(path: Path) -> dict[str, str]:
-    if not path.is_file():
+_KNOWN = frozenset(KEYS_BY_NAME) | {f"{name}_FILE" for name in KEYS_BY_NAME}
+
+
+def _read_file(path: Path, problems: _Problems) -> dict[str, str]:
+    """PATH's assignments of known keys, `<KEY>_FILE` resolved; every other line is a problem."""
+    try:
+        assignments = envfile.read(path)
+    except envfile.EnvFileError as exc:
+        problems(str(exc))
         return {}
-    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+    except OSError as exc:
+        problems(f"{path} is unreadable: {exc.strerror or exc}")
+        return {}
+    values: dict[str, str] = {}
+    for item in assignments:
+        if item.key not in _KNOWN:
+            hint = envfile.nearest(item.key, KEYS_BY_NAME)
+            problems(f"{item.where}: unknown key {item.key}{hint}; every key is listed in "
+                     "docs/configuration.md")
+        else:
+            values[item.key] = item.value
+    return _resolve_files(values, problems)
 
 
-def _parse(raw: Mapping[str, str], root: Path) -> Settings:
+def _resolve_files(layer: Mapping[str, str], problems: _Problems) -> dict[str, str]:
+    """`<KEY>_FILE=path` sets KEY to that file's content (Docker and Kubernetes secrets)."""
+    values = {k: v for k, v in layer.items() if not k.endswith("_FILE") or k in KEYS_BY_NAME}
+    for name in KEYS_BY_NAME:
+        source = layer.get(f"{name}_FILE")
+        if source:
+            try:
+                values[name] = Path(source).read_text().strip()
+            except OSError as exc:
+                problems(f"{name}_FILE={source} is unreadable: {exc.strerror or exc}")
+    return values
+
+
+# Variables of the stack's own that are not configuration keys.
+STACK_VARIABLES = frozenset({"UNISTACK_ROOT", "UNISTACK_PYTHON", "UNISTACK_SOAK_SECONDS"})
+_PREFIXES = tuple(sorted({name.split("_", 1)[0] + "_" for name in KEYS_BY_NAME}))
+
+
+def environment_warnings(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """Variables that start like a key but are none (`REDIS_PROT`): warned, never fatal,
+    since the environment also holds other programs' variables."""
+    return tuple(
+        f"environment variable {name} is not a unistack key{envfile.nearest(name, KEYS_BY_NAME)};"
+        " it is ignored"
+        for name in sorted(environ)
+        if name.startswith(_PREFIXES) and name not in _KNOWN and name not in STACK_VARIABLES)
+
+
+def _parse(raw: Mapping[str, str], root: Path, problems: _Problems) -> Settings:
     values: dict[str, Any] = {}
     for key in KEYS:
         text = raw[key.name]
@@ -462,62 +523,109 @@ def _parse(raw: Mapping[str, str], root: Path) -> Settings:
             values[key.name.lower()] = key.parse(text)
         except (ValueError, TypeError):
             shown = f" (value hidden, {len(text)} characters)" if key.secret else f"={text!r}"
-            raise ConfigError(f"{key.name}{shown} is invalid: expected {key.expected}.") from None
+            problems(f"{key.name}{shown} is invalid: expected {key.expected}.")
+            values[key.name.lower()] = key.parse(key.default)
     values["unistack_home"] = Path(values["unistack_home"]).expanduser().resolve()
     probes = {}
     for service in PROBED_SERVICES:
+        interval = values.pop(f"{service}_readiness_interval".lower())
         for kind in ("LIVENESS", "READINESS"):
             prefix = f"{service}_{kind}"
-            probes[prefix] = ProbeTiming(*(values.pop(f"{prefix}_{field}".lower())
-                                           for field in ("INTERVAL", "TIMEOUT", "THRESHOLD")))
+            probes[prefix] = ProbeTiming(interval, *(values.pop(f"{prefix}_{field}".lower())
+                                                     for field in ("TIMEOUT", "THRESHOLD")))
     return Settings(root=root, probes=probes, **values)
 
 
-def _validate(settings: Settings) -> None:
+_MIN_PASSWORD = 16
+
+
+def _validate(settings: Settings, problems: _Problems) -> None:
     seen: dict[int, str] = {}
     for key in PORT_KEYS:
         port = settings.port(key)
         if port in seen:
-            raise ConfigError(
-                f"{key}={port} is invalid: port {port} is already used by {seen[port]}; "
-                "expected a distinct port for every service."
-            )
+            problems(f"{key}={port} is invalid: port {port} is already used by {seen[port]}; "
+                     "expected a distinct port for every service.")
         seen[port] = key
-    socket_path = str(settings.supervisor_socket)
-    if len(socket_path.encode()) > _MAX_SOCKET_PATH:
-        raise ConfigError(
-            f"UNISTACK_HOME={settings.unistack_home} is invalid: the supervisord socket path "
-            f"{socket_path} is {len(socket_path.encode())} bytes; expected at most "
-            f"{_MAX_SOCKET_PATH} (a unix socket limit). Choose a shorter UNISTACK_HOME."
-        )
+    _validate_home(settings.unistack_home, settings.supervisor_socket, problems)
+    if settings.restart_backoff_initial > settings.restart_backoff_max:
+        problems(f"RESTART_BACKOFF_INITIAL={settings.restart_backoff_initial:g} is above "
+                 f"RESTART_BACKOFF_MAX={settings.restart_backoff_max:g}: expected the first "
+                 "delay to be at most the cap.")
+    if settings.redis_password and len(settings.redis_password) < _MIN_PASSWORD:
+        problems(f"REDIS_PASSWORD (value hidden, {len(settings.redis_password)} characters) "
+                 f"is too short: expected at least {_MIN_PASSWORD} characters; delete the line "
+                 f"from {settings.env_file} and a strong one is generated at the next start.")
+
+
+def _validate_home(home: Path, socket_path: Path, problems: _Problems) -> None:
+    if any(char in str(home) for char in '"\n\\'):
+        problems(f"UNISTACK_HOME={str(home)!r} is invalid: expected a path without double "
+                 "quotes, backslashes or newlines (they cannot be quoted in supervisord.conf).")
+    if home.exists() and not home.is_dir():
+        problems(f"UNISTACK_HOME={home} is not a directory: expected a directory (it is a "
+                 "file); choose another path.")
+    if len(str(socket_path).encode()) > _MAX_SOCKET_PATH:
+        problems(f"UNISTACK_HOME={home} is invalid: the supervisord socket path "
+                 f"{socket_path} is {len(str(socket_path).encode())} bytes; expected at most "
+                 f"{_MAX_SOCKET_PATH} (a unix socket limit). Choose a shorter UNISTACK_HOME.")
+
+
+def check_home_writable(settings: Settings) -> None:
+    """Before `start` writes anything: UNISTACK_HOME can be created and written to."""
+    home = settings.unistack_home
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=home):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"UNISTACK_HOME={home} is unusable: {exc.strerror or exc}; expected "
+                          "a directory this user can write (not a read-only filesystem).") \
+            from None
+
+
+def _check_env_file(path: Path, problems: _Problems) -> None:
+    try:
+        info = path.stat()
+    except OSError:
+        return
+    if info.st_uid != os.geteuid():
+        problems(f"{path} is owned by uid {info.st_uid}, not by the user running unistack "
+                 f"(uid {os.geteuid()}); it holds secrets. Expected: `chown "
+                 f"{os.geteuid()} {path}`.")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        problems(f"{path} is readable by group or others (mode {mode:04o}); it holds secrets. "
+                 f"Expected mode 0600: run `chmod 600 {path}`.")
 
 
 def load_settings(
-    environ: Mapping[str, str] | None = None, root: Path = PROJECT_ROOT
+    environ: Mapping[str, str] | None = None, root: Path = PROJECT_ROOT, lenient: bool = False
 ) -> Settings:
     """Read defaults < ROOT/config.env < UNISTACK_HOME/.env < ENVIRON into validated Settings.
 
-    Reads only; never writes. Raises ConfigError naming the first bad key.
+    Reads only; never writes. Strict (the default): raises ConfigError naming the first
+    problem. LENIENT: works around every problem with the key's default and lists them
+    in `Settings.errors`, so stop, status and logs still reach a stack whose
+    configuration was broken after it started.
     """
-    process_env = dict(os.environ if environ is None else environ)
+    problems = _Problems(lenient)
+    process_env = _resolve_files(dict(os.environ if environ is None else environ), problems)
     defaults = {key.name: key.default for key in KEYS}
-    config_env = _read_file(root / "config.env")
+    config_env = _read_file(root / "config.env", problems)
     home_raw = ChainMap(process_env, config_env, defaults)["UNISTACK_HOME"] or str(root)
-    home = Path(home_raw).expanduser()
-    env_file = home / ".env"
-    if env_file.is_file():
-        _check_env_file_mode(env_file)
-    dot_env = _read_file(env_file)
+    env_file = Path(home_raw).expanduser() / ".env"
+    _check_env_file(env_file, problems)
+    dot_env = _read_file(env_file, problems)
     leaked = sorted(k for k in SECRET_KEYS if config_env.get(k))
     if leaked:
-        raise ConfigError(
-            f"{', '.join(leaked)} found in {root / 'config.env'}: secrets belong in "
-            f"{env_file} (mode 0600), never in config.env."
-        )
+        problems(f"{', '.join(leaked)} found in {root / 'config.env'}: secrets belong in "
+                 f"{env_file} (mode 0600), never in config.env.")
     merged = ChainMap({"UNISTACK_HOME": home_raw}, process_env, dot_env, config_env, defaults)
-    settings = _parse({key.name: merged[key.name] for key in KEYS}, root)
-    _validate(settings)
-    return settings
+    settings = _parse({key.name: merged[key.name] for key in KEYS}, root, problems)
+    _validate(settings, problems)
+    return replace(settings, warnings=environment_warnings(process_env),
+                   errors=tuple(problems.errors))
 
 
 def ensure_secrets(settings: Settings) -> Settings:

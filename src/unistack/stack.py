@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from unistack import logs, preflight, processes, runtime
-from unistack.config import SECRET_KEYS, Settings, ensure_secrets
+from unistack.config import SECRET_KEYS, Settings, check_home_writable, ensure_secrets
 from unistack.hub.client import HubClient, HubUnreachable
 from unistack.hub.status import HEALTHY, ServiceStatus, status_document
 from unistack.lock import control_lock
@@ -163,6 +163,7 @@ def start(settings: Settings, report: Report, wait: bool = True) -> Settings:
     Orphans of a killed supervisord are stopped first; a service counts as ready only
     when the process that passed its probe started after this start began."""
     home = settings.unistack_home
+    check_home_writable(settings)  # a read-only or unwritable home: exit 2, one sentence
     with control_lock(home, "start", wait, report):
         begun = 0
         if SupervisorClient(settings.supervisor_socket).is_running():

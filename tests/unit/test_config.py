@@ -79,11 +79,13 @@ def test_defaults_apply_when_no_layer_sets_a_key(root: Path, home: Path) -> None
 
 
 def test_each_probed_service_has_its_own_probe_timings(root: Path, home: Path) -> None:
-    settings = load(root, home, REDIS_LIVENESS_INTERVAL="0.7", REDIS_LIVENESS_TIMEOUT="0.25",
+    settings = load(root, home, REDIS_READINESS_INTERVAL="0.7", REDIS_LIVENESS_TIMEOUT="0.25",
                     REDIS_LIVENESS_THRESHOLD="4", PROMETHEUS_READINESS_TIMEOUT="1.5")
+    # liveness has no interval of its own: it follows a failed readiness probe
     assert settings.probe_timing("redis", "liveness") == config.ProbeTiming(0.7, 0.25, 4)
     assert settings.probe_timing("REDIS", "LIVENESS") == config.ProbeTiming(0.7, 0.25, 4)
-    assert settings.probe_timing("redis", "readiness") == config.ProbeTiming(0.3, 0.4, 2)
+    assert settings.probe_timing("redis", "readiness") == config.ProbeTiming(0.7, 0.4, 2)
+    assert "REDIS_LIVENESS_INTERVAL" not in config.KEYS_BY_NAME
     assert settings.probe_timing("prometheus", "readiness").timeout == 1.5
     assert settings.value("REDIS_LIVENESS_TIMEOUT") == 0.25
     assert settings.value("REDIS_LIVENESS_THRESHOLD") == 4
@@ -164,7 +166,7 @@ def test_empty_unistack_home_means_the_checkout(root: Path) -> None:
         ("FLAP_RESTARTS", "1.5", "a count > 0"),
         ("SERVICE_READY_TIMEOUT", "inf", "seconds > 0"),
         ("STOP_TIMEOUT", "-inf", "seconds > 0"),
-        ("UNISTACK_MODE", "kubernetes", "one of native, docker"),
+        ("UNISTACK_MODE", "swarm", "one of native, docker, kubernetes"),
         ("LOG_FORMAT", "xml", "one of text, json"),
         ("LOG_MAX_BYTES", "0", "bytes > 0"),
         ("PROMETHEUS_SCRAPE_INTERVAL", "5 seconds", "a duration like 5s"),
@@ -366,3 +368,77 @@ def test_configuration_doc_mentions_every_key() -> None:
     text = doc.read_text()
     missing = [key.name for key in config.KEYS if not re.search(rf"\b{key.name}\b", text)]
     assert missing == []
+
+
+def test_an_unknown_key_in_a_file_names_file_line_and_the_nearest_key(
+    root: Path, home: Path
+) -> None:
+    (home / ".env").write_text("REDIS_PASSWORD=" + "p" * 32 + "\nREDIS_PROT=1234\n")
+    (home / ".env").chmod(0o600)
+    said = refusal(root, home)
+    assert f"{home / '.env'}:2: unknown key REDIS_PROT (did you mean REDIS_PORT?)" in said
+    (root / "config.env").write_text(PORTS + "HUB_LOOP_INTERVALL=2\n")
+    line = len(PORTS.splitlines()) + 1
+    assert refusal(root, home).startswith(
+        f"{root / 'config.env'}:{line}: unknown key HUB_LOOP_INTERVALL (did you mean "
+        "HUB_LOOP_INTERVAL?)")
+
+
+def test_an_unterminated_quote_is_an_error_not_a_shorter_value(root: Path, home: Path) -> None:
+    (root / "config.env").write_text(PORTS + 'PROMETHEUS_RETENTION_TIME="15d\n')
+    assert "never closes it" in refusal(root, home)
+
+
+def test_a_lookalike_environment_variable_is_a_warning_never_an_error(
+    root: Path, home: Path
+) -> None:
+    settings = load(root, home, REDIS_PROT="1234", UNISTACK_PYTHON="/x", PATH="/bin",
+                    REDIS_PORT_FILE="")
+    assert settings.warnings == (
+        "environment variable REDIS_PROT is not a unistack key (did you mean REDIS_PORT?); "
+        "it is ignored",)
+
+
+def test_a_key_file_form_reads_the_value_from_the_file(root: Path, home: Path,
+                                                        tmp_path: Path) -> None:
+    secret = tmp_path / "webhook"
+    secret.write_text("https://hooks.slack.com/services/T0/B0/abc\n")
+    settings = load(root, home, SLACK_WEBHOOK_URL_FILE=str(secret))
+    assert settings.slack_webhook_url == "https://hooks.slack.com/services/T0/B0/abc"
+    assert "SLACK_WEBHOOK_URL_FILE=/nope is unreadable" in refusal(
+        root, home, SLACK_WEBHOOK_URL_FILE="/nope")
+
+
+def test_cross_field_checks_name_both_keys(root: Path, home: Path) -> None:
+    said = refusal(root, home, RESTART_BACKOFF_INITIAL="400", RESTART_BACKOFF_MAX="300")
+    assert "RESTART_BACKOFF_INITIAL=400 is above RESTART_BACKOFF_MAX=300" in said
+    short = refusal(root, home, REDIS_PASSWORD="short-pass")
+    assert "REDIS_PASSWORD (value hidden, 10 characters) is too short" in short
+    assert "short-pass" not in short
+
+
+def test_a_dotenv_owned_by_another_user_is_refused(root: Path, home: Path) -> None:
+    env_file = home / ".env"
+    env_file.write_text("")
+    env_file.chmod(0o600)
+    os.chown(env_file, 65534, 65534)
+    assert f"{env_file} is owned by uid 65534, not by the user running unistack" in \
+        refusal(root, home)
+
+
+def test_a_home_that_is_a_file_is_one_sentence(root: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    assert f"UNISTACK_HOME={plain} is not a directory" in refusal(root, plain)
+    assert "cannot be quoted" in refusal(root, tmp_path / 'we"ird')
+
+
+def test_lenient_loading_goes_on_with_defaults_and_lists_every_problem(
+    root: Path, home: Path
+) -> None:
+    (root / "config.env").write_text(PORTS + "REDIS_PROT=1\nHUB_LOOP_INTERVAL=soon\n")
+    settings = load_settings(environ={"UNISTACK_HOME": str(home)}, root=root, lenient=True)
+    assert settings.hub_loop_interval == 1.0 and settings.unistack_home == home.resolve()
+    assert len(settings.errors) == 2
+    assert "unknown key REDIS_PROT" in settings.errors[0]
+    assert "HUB_LOOP_INTERVAL='soon' is invalid" in settings.errors[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import stat
@@ -16,7 +17,7 @@ import pytest
 
 from tests.conftest import wait_for
 from unistack.config import redact
-from unistack.hub.incidents import IncidentRecorder, process_report
+from unistack.hub.incidents import IncidentRecorder, Retention, process_report
 
 SECRET = "s3cret-redis-password-0123456789"
 STACK_DUMPER = textwrap.dedent("""
@@ -139,3 +140,24 @@ def test_capture_of_a_python_service_holds_its_stack(
     assert "a Python stack dump was requested with SIGUSR1" in text
     assert re.search(r'^\s*File "<string>", line \d+ in serve_forever$', text, re.MULTILINE)
     assert child.poll() is None  # SIGUSR1 asked for a dump; it did not kill
+
+
+def test_incident_files_are_bounded_by_age_and_count(tmp_path: Path) -> None:
+    directory = tmp_path / "incidents"
+    directory.mkdir()
+    now = time.time()
+    for n, age in enumerate([40 * 86400, 5, 4, 3, 2, 1]):
+        path = directory / f"2026{n:02d}-redis.txt"
+        path.write_text("x")
+        os.utime(path, (now - age, now - age))
+    (directory / "notes.md").write_text("not an incident file")
+    recorder = IncidentRecorder(directory, tmp_path, 5, lambda text: text,
+                                Retention(max_age=30 * 86400, max_files=3))
+    deleted = recorder.prune()
+    assert sorted(p.name for p in deleted) == ["202600-redis.txt", "202601-redis.txt",
+                                               "202602-redis.txt"]
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "202603-redis.txt", "202604-redis.txt", "202605-redis.txt", "notes.md"]
+    recorder.capture("redis", 0, "hung", python=False)  # a new one: the oldest goes
+    assert len(list(directory.glob("*.txt"))) == 3
+    assert not (directory / "202603-redis.txt").exists()

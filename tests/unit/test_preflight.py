@@ -15,13 +15,14 @@ from unistack.preflight import (
     systemd_unit,
 )
 
-TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:18EC 00000000:0000 0A 00000000:00000000 00:00000000 00000000   101        0 4242 1 0 100 0 0 10 0
-   1: 0100007F:18EC 0100007F:9C40 01 00000000:00000000 00:00000000 00000000   101        0 4343 1 0 20 4 30 10 -1
-   2: 00000000:23E6 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 5151 1 0 100 0 0 10 0
+# /proc/net/tcp{,6} as the kernel writes them, cut after the inode column (field 10).
+TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt uid ...
+   0: 0100007F:18EC 00000000:0000 0A 00000000:00000000 00:00000000 00000000 101 0 4242
+   1: 0100007F:18EC 0100007F:9C40 01 00000000:00000000 00:00000000 00000000 101 0 4343
+   2: 00000000:23E6 00000000:0000 0A 00000000:00000000 00:00000000 00000000   0 0 5151
 """
-TCP6 = """  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000000000000000000001000000:18EC 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000   101        0 6161 1 0 100 0 0 10 0
+TCP6 = """  sl  local_address remote_address st ...
+0: 00000000000000000000000001000000:18EC 00000000000000000000000000000000:0000 0A 0 0 0 1 0 6161
 """
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import json
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -185,7 +186,8 @@ def test_prometheus_command_keeps_its_loopback_and_retention_flags(
     supervisord: configparser.RawConfigParser,
 ) -> None:
     # A lost continuation indent would run bare `prometheus` on 0.0.0.0:9090.
-    command = supervisord.get("program:prometheus", "command").split()
+    # supervisord splits the command like a shell: paths are quoted for spaces.
+    command = shlex.split(supervisord.get("program:prometheus", "command"))
     assert "--web.listen-address=127.0.0.1:%(ENV_PROMETHEUS_PORT)s" in command
     assert any(flag.startswith("--storage.tsdb.retention.size=") for flag in command)
     assert any(flag.startswith("--config.file=") for flag in command)

@@ -19,7 +19,7 @@ from unistack.hub.events import Event, EventLog
 from unistack.hub.eventstore import EventStore
 from unistack.hub.exits import ExitWatcher
 from unistack.hub.heartbeat import Heartbeat
-from unistack.hub.incidents import IncidentRecorder
+from unistack.hub.incidents import IncidentRecorder, Retention
 from unistack.hub.metrics import HubMetrics
 from unistack.hub.monitor import Monitor, Patience
 from unistack.hub.reconcile import Exited, Message, Reconciler, Wake, build_services
@@ -71,12 +71,14 @@ class Hub:
         self.store = EventStore(settings, self.events)
         self.supervisor = SupervisorClient(settings.supervisor_socket)
         inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self.incidents = IncidentRecorder(
+            settings.log_dir / "incidents", settings.log_dir, settings.incident_log_lines,
+            settings.redact, Retention(settings.incident_max_age, settings.incident_max_files))
         self.services = build_services(settings, registry,
                                        lambda spec, pid: self._monitor(spec, pid, inbox))
         self.reconciler = Reconciler(
             settings, self.supervisor, self.services, events=self.events, metrics=self.metrics,
-            incidents=IncidentRecorder(settings.log_dir / "incidents", settings.log_dir,
-                                       settings.incident_log_lines, settings.redact),
+            incidents=self.incidents,
             inbox=inbox)
         self.exits = ExitWatcher(lambda service, pid: inbox.put(Exited(service, pid)))
         self.resources = ResourceWatcher(
@@ -164,6 +166,7 @@ class Hub:
 
     def run(self) -> int:
         runtime.render(self.settings)
+        self.incidents.prune()
         predecessor = self.tenure.begin(os.getpid())
         if predecessor is not None:
             self.reconciler.hub_replaced(predecessor)

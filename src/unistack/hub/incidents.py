@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from unistack.logs import tail_lines
 from unistack.runtime import write_atomic
@@ -62,16 +63,40 @@ def gpu_report() -> str:
     return done.stdout.strip() or done.stderr.strip()
 
 
+class Retention(NamedTuple):
+    """Incident files kept: none older than MAX_AGE seconds, at most MAX_FILES of them."""
+
+    max_age: float
+    max_files: int
+
+
 class IncidentRecorder:
-    """Writes one incident file per capture, named by time and service."""
+    """Writes one incident file per capture, named by time and service, and keeps the
+    directory bounded by age and count (the oldest go first)."""
 
     def __init__(self, directory: Path, log_dir: Path, lines: int,
-                 redact: Callable[[str], str]) -> None:
+                 redact: Callable[[str], str], retention: Retention | None = None) -> None:
         self._directory = directory
         self._log_dir = log_dir
         self._lines = lines
         self._redact = redact
+        self._retention = retention or Retention(30 * 86400, 500)
         self._clock: Callable[[], float] = time.time
+
+    def prune(self) -> list[Path]:
+        """Delete incident files past the retention; the ones deleted."""
+        try:
+            files = sorted((p for p in self._directory.glob("*.txt") if p.is_file()),
+                           key=lambda p: p.stat().st_mtime)
+        except OSError:
+            return []
+        now, limit = self._clock(), self._retention
+        doomed = [p for p in files if now - p.stat().st_mtime > limit.max_age]
+        kept = [p for p in files if p not in doomed]
+        doomed += kept[:max(0, len(kept) - limit.max_files)]
+        for path in doomed:
+            path.unlink(missing_ok=True)
+        return doomed
 
     def capture(self, service: str, pid: int, verdict: str, python: bool) -> Path:
         now = self._clock()
@@ -95,6 +120,7 @@ class IncidentRecorder:
         ]
         path = self._directory / f"{stamp}-{service}.txt"
         write_atomic(path, self._redact("\n".join(sections)) + "\n")
+        self.prune()
         return path
 
     def _ask_for_stack_dump(self, log: Path, pid: int) -> bool:
