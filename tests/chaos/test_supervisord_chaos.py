@@ -130,7 +130,6 @@ def test_kill_9_supervisord_orphans_reported_then_replaced_without_losing_a_writ
             assert f"{name} " in started.stdout.split("starting unistack")[1]
             assert fresh[name] != orphans[name]
             assert processes.start_tick(fresh[name]) >= began
-        wait_for(lambda: writer.errors == 0 or len(writer.acknowledged) > 800, timeout=20)
         count = len(writer.acknowledged)
         wait_for(lambda: len(writer.acknowledged) > count + 100)  # writing again
     assert writer.lost() == []
