@@ -19,21 +19,55 @@ while [ $# -gt 0 ]; do
 done
 say() { [ "$quiet" = 1 ] || echo "bootstrap: $*"; }
 
+# Debian's packages start and enable their own redis-server (6379) and prometheus (9090)
+# on install. unistack runs its own under supervisord (REDIS_PORT 6380, PROMETHEUS_PORT
+# 9190 by default), so the install runs with service starts denied (policy-rc.d exit
+# 101), and on a systemd host the packages' units are disabled and stopped afterwards.
+# Seams for tests: UNISTACK_POLICY_RC_D (the policy file), UNISTACK_SYSTEMD_DIR.
+policy="${UNISTACK_POLICY_RC_D:-/usr/sbin/policy-rc.d}"
+systemd_dir="${UNISTACK_SYSTEMD_DIR:-/run/systemd/system}"
+units=(redis-server.service prometheus.service)
+running_units() {
+  [ -d "$systemd_dir" ] || return 0
+  local unit
+  for unit in "${units[@]}"; do
+    if systemctl is-active --quiet "$unit" 2>/dev/null; then printf '%s ' "$unit"; fi
+  done
+}
 missing=()
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v "${REDIS_SERVER_BIN:-redis-server}" >/dev/null 2>&1 || missing+=(redis-server)
+command -v "${PROMETHEUS_BIN:-prometheus}" >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    echo "bootstrap: installing ${missing[*]} from Debian's packages ..."
+    before="$(running_units)"
+    [ -z "$before" ] || echo "bootstrap: already running before the install: $before(left as they are)"
+    echo "bootstrap: installing ${missing[*]} from Debian's packages (their own services not started) ..."
     export DEBIAN_FRONTEND=noninteractive
+    own_policy=0
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\n# unistack bootstrap: no service starts during this install\nexit 101\n' > "$policy"
+      chmod 755 "$policy"
+      own_policy=1
+      trap '[ "$own_policy" = 1 ] && rm -f "$policy"' EXIT
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [ "$own_policy" = 1 ]; then rm -f "$policy"; own_policy=0; fi
+    if [ -d "$systemd_dir" ]; then
+      for unit in "${units[@]}"; do
+        case " $before " in *" $unit "*) continue ;; esac  # the operator's own: untouched
+        systemctl disable --now --quiet "$unit" 2>/dev/null || true
+      done
+      echo "bootstrap: disabled the packages' own units (${units[*]}); unistack runs its own"
+    fi
   else
     echo "bootstrap: missing ${missing[*]}; run as root:" >&2
     echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
     exit 1
   fi
 fi
+still="$(running_units)"
+[ -z "$still" ] || say "note: $still running beside unistack (Debian's own; unistack uses other ports)"
 
 venv="$root/.venv"
 stamp="$venv/.unistack-installed"

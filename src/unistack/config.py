@@ -501,7 +501,8 @@ def _resolve_files(layer: Mapping[str, str], problems: _Problems) -> dict[str, s
 
 
 # Variables of the stack's own that are not configuration keys.
-STACK_VARIABLES = frozenset({"UNISTACK_ROOT", "UNISTACK_PYTHON", "UNISTACK_SOAK_SECONDS"})
+STACK_VARIABLES = frozenset({"UNISTACK_ROOT", "UNISTACK_PYTHON", "UNISTACK_SOAK_SECONDS",
+                             "UNISTACK_POLICY_RC_D", "UNISTACK_SYSTEMD_DIR"})
 _PREFIXES = tuple(sorted({name.split("_", 1)[0] + "_" for name in KEYS_BY_NAME}))
 
 
