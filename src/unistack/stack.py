@@ -33,6 +33,7 @@ from unistack.hub.status import HEALTHY, ServiceStatus, status_document
 from unistack.lock import control_lock
 from unistack.ml.registry import ModelRegistry
 from unistack.policy import FAILED, LOOPING, STOPPED
+from unistack.probes import build_probe
 from unistack.services import REGISTRY, by_name, stop_order
 from unistack.supervisor import SupervisorClient, SupervisorError
 
@@ -218,6 +219,16 @@ def _fresh(service: dict[str, Any], begun: int) -> bool:
                 and processes.start_tick(service["pid"]) >= begun)
 
 
+def _confirmed(settings: Settings, service: dict[str, Any]) -> bool:
+    """Our own readiness probe passes now, while the hub's pid for SERVICE still runs (same
+    start tick before and after): the hub's ready flag may predate that process."""
+    pid = service["pid"]
+    tick = processes.start_tick(pid)
+    spec = by_name()[service["name"]]
+    result = build_probe(spec.readiness, spec, settings, timeout=2.0).check()
+    return bool(tick and result.ok and processes.start_tick(pid) == tick)
+
+
 def wait_ready(settings: Settings, report: Report, deadline: float, begun: int,
                daemon: tuple[int, int]) -> None:
     """Poll the status until healthy; raise "stopped while starting" as soon as supervisord
@@ -232,7 +243,8 @@ def wait_ready(settings: Settings, report: Report, deadline: float, begun: int,
             raise StackError(f"stopped while starting: supervisord (pid {daemon[0]}) went away "
                              "before every service was ready (a `stop` from elsewhere?)")
         last = status(settings)
-        fresh = [s for s in last["services"] if _fresh(s, begun)]
+        fresh = [s for s in last["services"] if _fresh(s, begun)
+                 and (s["name"] in seen or _confirmed(settings, s))]
         for service in fresh:
             if service["name"] not in seen:
                 seen.add(service["name"])
@@ -313,7 +325,7 @@ def restart_service(settings: Settings, name: str, report: Report, wait: bool = 
         if gone and not last.get("ready") and last.get("state") in (FAILED, LOOPING):
             raise StackError(_restart_failure(settings, name, last))
         fresh = processes.start_tick(last.get("pid") or 0) > old_tick
-        return bool(gone and fresh and last.get("ready"))
+        return bool(gone and fresh and last.get("ready") and _confirmed(settings, last))
 
     if not _poll(renewed, deadline):
         raise StackError(_restart_failure(settings, name, last, settings.start_timeout))

@@ -66,6 +66,7 @@ def test_stop_during_start_waits_for_the_lock_and_start_says_stopped_while_start
 
 
 def corrupt_aof_manifest(stack: Stack) -> None:
+    """The next Redis process reads this manifest and exits at once."""
     manifest = next((stack.home / "var/data/redis").glob("**/*.manifest"))
     manifest.write_text("this is not a manifest\n")
 
@@ -81,7 +82,7 @@ def test_restart_succeeds_only_with_a_fresh_ready_process_and_a_failure_says_why
     assert new_pid != old["prometheus"].pid
     assert processes.start_tick(new_pid) > old["prometheus"].tick
 
-    corrupt_aof_manifest(stack)  # the next Redis process exits at once
+    corrupt_aof_manifest(stack)
     begun = time.monotonic()
     failed = stack.cli("restart", "redis")
     assert failed.returncode == 1, failed
