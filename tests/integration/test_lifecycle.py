@@ -38,7 +38,9 @@ def test_two_starts_train_and_launch_once_and_no_wait_is_busy(stack: Stack) -> N
             done = stack.cli(*command, "--no-wait", timeout=10)
             assert done.returncode == 3, (command, done)
             assert "busy: another restore (pid" in done.stderr
-    assert stack.cli("status").returncode == 0  # nothing was touched
+    status, health = stack.cli("status"), stack.cli("health")  # nothing was touched
+    assert (status.returncode, health.returncode) == (0, 0), (status, health)
+    assert "stack: healthy" in health.stdout
 
 
 def slow_redis(tmp: Path) -> str:
