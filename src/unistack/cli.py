@@ -105,6 +105,7 @@ def _status_table(document: dict[str, Any]) -> str:
             open_now = f" (open: {s['incident']})" if s.get("incident") else ""
             incidents.append(f"  {s['name']}: {s['last_incident']}{open_now}")
     rows.append(f"overall: {document['overall']}")
+    rows += [f"warning: {warning}" for warning in document.get("warnings", [])]
     if incidents:
         rows += ["last incidents:", *incidents]
     return "\n".join(rows)

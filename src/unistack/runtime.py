@@ -107,6 +107,17 @@ def scrape_targets(settings: Settings, registry: tuple[ServiceSpec, ...] = REGIS
     return json.dumps(groups, indent=2) + "\n"
 
 
+def _rendered_files(settings: Settings) -> list[Path]:
+    run = settings.run_dir
+    return [run / "redis.conf", run / "prometheus" / "prometheus.yml",
+            run / "prometheus" / "targets" / "services.json"]
+
+
+def rendered(settings: Settings) -> bool:
+    """Every runtime file is there (written by an earlier hub)."""
+    return all(path.is_file() for path in _rendered_files(settings))
+
+
 def render(settings: Settings) -> None:
     """Create the state directories and write every runtime file for SETTINGS."""
     prepare_dirs(settings)

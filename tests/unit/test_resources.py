@@ -12,7 +12,7 @@ import pytest
 
 from unistack.config import load_settings
 from unistack.hub.events import EventLog
-from unistack.hub.resources import ResourceWatcher
+from unistack.hub.resources import ResourceWatcher, filesystems, mount_point
 
 BUSY = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass\n"
 
@@ -33,7 +33,22 @@ def test_free_disk_below_the_threshold_raises_one_event_and_it_stays_raised(
     raised = [e for e in events.recent() if e["kind"] == "resource"]
     assert len(raised) == 1
     assert raised[0]["service"] == "stack" and "free disk" in raised[0]["detail"]
-    assert str(tmp_path) in raised[0]["detail"]
+    assert f"under {mount_point(tmp_path)}" in raised[0]["detail"]
+    [warning] = resources.disk_warnings
+    assert warning.startswith(("low disk: free disk", "disk full: free disk"))
+    assert str(tmp_path) in warning
+
+
+def test_directories_on_one_filesystem_are_one_incident(tmp_path: Path) -> None:
+    settings = load_settings(environ={"UNISTACK_HOME": str(tmp_path),
+                                      "DISK_FREE_WARN_PERCENT": "100"})
+    events = EventLog()
+    dirs = [tmp_path / name for name in ("data", "log", "run")]
+    for directory in dirs:
+        directory.mkdir()
+    ResourceWatcher(settings, dict, events, dirs).sample()
+    assert len([e for e in events.recent() if e["kind"] == "resource"]) == 1
+    assert filesystems(dirs) == {mount_point(tmp_path): dirs}
 
 
 def test_plenty_of_free_disk_raises_nothing(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +37,8 @@ log = logging.getLogger("unistack.alerts")
 Event = dict[str, Any]
 _STATE = "router"
 _IDLE = 60.0  # longest sleep with nothing scheduled
+_HELD_RETRY = 1.0  # seconds between two tries of a full outbox
+_HELD_MAX = 1000  # messages held in memory while the outbox cannot be written
 _RESYNC_AFTER = 10.0  # answered polls before alerts left open by an earlier hub are checked
 
 
@@ -58,6 +61,8 @@ class Alerts:
         self._prometheus = PrometheusAlerts(f"http://{LOOPBACK}:{settings.prometheus_port}",
                                             timeout=min(2.0, settings.alert_prometheus_poll))
         self._inbox: queue.Queue[Event | None] = queue.Queue()
+        self._held: list[Message] = []  # rendered, not in the outbox yet (a full disk)
+        self.held_since = 0.0
         self._lock = threading.Lock()  # the router: alert thread vs API calls
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -113,6 +118,8 @@ class Alerts:
         with self._lock:
             wakeup = self.router.next_wakeup(self._clock())
         timeout = _IDLE if wakeup is None else max(0.0, wakeup - self._clock())
+        if self._held:
+            timeout = min(timeout, _HELD_RETRY)  # try the outbox again soon
         try:
             return self._inbox.get(timeout=timeout)
         except queue.Empty:
@@ -129,15 +136,38 @@ class Alerts:
             notices += due
         for notice in notices:
             self._queue(notice)
-        self.outbox.save_state(_STATE, self.router.snapshot())
+        if self._put_held():
+            try:
+                self.outbox.save_state(_STATE, self.router.snapshot())
+            except (sqlite3.Error, OSError) as exc:
+                log.error("alert state not saved (%s); saved once the disk takes writes", exc)
 
     def _queue(self, notice: Notice) -> None:
         log.info("alert %s: %s (%s)", notice.kind, notice.title, notice.severity)
         if self.dispatcher is None:
             return
-        for message in render(notice, self._render):
-            self.outbox.put(message)
+        self._held += render(notice, self._render)
+        self._put_held()
         self.dispatcher.wake()
+
+    def _put_held(self) -> bool:
+        """Put messages held in memory into the outbox, in order; on a full disk they stay
+        held (the newest _HELD_MAX) and go in, once each, when it takes writes again.
+        True when nothing is held."""
+        while self._held:
+            try:
+                self.outbox.put(self._held[0])
+            except (sqlite3.Error, OSError) as exc:
+                if not self.held_since:
+                    log.error("alert outbox not writable (%s); messages held in memory", exc)
+                    self.held_since = self._clock()
+                del self._held[:-_HELD_MAX]
+                return False
+            self._held.pop(0)
+        if self.held_since:
+            log.info("alert outbox writable again; held messages queued")
+        self.held_since = 0.0
+        return True
 
     # --- Prometheus ------------------------------------------------------------------
 
@@ -203,7 +233,8 @@ class Alerts:
         pending = [_row_summary(row) for row in self.outbox.pending()]
         delivery = self.dispatcher.status()._asdict() if self.dispatcher else {}
         return {"slack": self.slack_mode, "incidents": incidents, "silences": silences,
-                "outbox": {"counts": self.outbox.counts(), "pending": pending},
+                "outbox": {"counts": self.outbox.counts(), "pending": pending,
+                           "held_in_memory": len(self._held)},
                 "delivery": delivery}
 
     def message(self, key: str) -> dict[str, Any] | None:

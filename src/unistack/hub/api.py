@@ -203,12 +203,13 @@ class HubServer:
 
 
 def document_builder(
-    statuses: Callable[[], list[Any]], loop_age: Callable[[], float], pid: int
+    statuses: Callable[[], list[Any]], loop_age: Callable[[], float], pid: int,
+    warnings: Callable[[], list[str]] = list,
 ) -> Callable[[], dict[str, Any]]:
-    """The /status document: services plus the hub's own loop age."""
+    """The /status document: services, the hub's own loop age, the stack's warnings."""
     def build() -> dict[str, Any]:
         services = statuses()
         hub = {"pid": pid, "loop_age": round(loop_age(), 3)}
-        return status_document(services, time.time(), hub)
+        return status_document(services, time.time(), hub, warnings())
 
     return build

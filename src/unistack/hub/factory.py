@@ -92,7 +92,8 @@ class Hub:
                                    self._unsound) if settings.heartbeat_url else None
         self.stop_event = threading.Event()
         api = HubApi(
-            status=document_builder(self.reconciler.statuses, self.loop_age, os.getpid()),
+            status=document_builder(self.reconciler.statuses, self.loop_age, os.getpid(),
+                                    self._warnings),
             loop_age=self.loop_age,
             stale_after=settings.hub_stale_after,
             events=self.events,
@@ -127,6 +128,18 @@ class Hub:
     def _pids(self) -> dict[str, int]:
         return {s.name: s.pid for s in self.reconciler.statuses() if s.pid > 0}
 
+    def _warnings(self) -> list[str]:
+        """What `status` must say beside the services: a full disk and what it holds up."""
+        warnings = list(self.resources.disk_warnings)
+        unwritten = self.incidents.unwritten()
+        if unwritten:
+            warnings.append(f"{len(unwritten)} incident file(s) not written (disk full), held "
+                            f"in memory: {unwritten[-1]}")
+        if self.alerts.held_since:
+            warnings.append("alert outbox not writable (disk full): Slack messages held in "
+                            "memory, sent once the disk takes writes")
+        return warnings
+
     def _unsound(self) -> str | None:
         """Why the heartbeat must not be sent now (None: the control plane is sound)."""
         if self.loop_age() > self.settings.hub_stale_after:
@@ -158,14 +171,27 @@ class Hub:
         watchdog = Watchdog(self.loop_age, self.settings.hub_stale_after)
         while not self.stop_event.wait(min(1.0, self.settings.hub_stale_after / 2)):
             watchdog.check()
+            if self.incidents.unwritten():
+                self.incidents.flush()  # the disk was full: write them once it takes writes
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("received %s, stopping the hub", signal.Signals(signum).name)
         self.stop_event.set()
         self.reconciler.inbox.put(Wake("stop"))
 
+    def _render(self) -> None:
+        """Write the runtime files; on a full or read-only disk keep the ones there, since
+        the services already run on them (a hub that exits here would crash-loop)."""
+        try:
+            runtime.render(self.settings)
+        except OSError as exc:
+            if not runtime.rendered(self.settings):
+                raise
+            log.error("runtime files not rewritten (%s); the existing ones stay in use",
+                      exc.strerror or exc)
+
     def run(self) -> int:
-        runtime.render(self.settings)
+        self._render()
         self.incidents.prune()
         predecessor = self.tenure.begin(os.getpid())
         if predecessor is not None:

@@ -9,6 +9,7 @@ bounded (well under a second) because the hub waits for it before it kills.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -22,6 +23,9 @@ from typing import NamedTuple
 from unistack.logs import tail_lines
 from unistack.runtime import write_atomic
 
+log = logging.getLogger("unistack.hub")
+
+_HELD = 50  # incident files kept in memory while the disk refuses them
 _STACK_DUMP_WAIT = 0.3  # seconds a Python service gets to write its stack dump
 _GPU_TIMEOUT = 2.0
 
@@ -81,6 +85,7 @@ class IncidentRecorder:
         self._lines = lines
         self._redact = redact
         self._retention = retention or Retention(30 * 86400, 500)
+        self._unwritten: dict[Path, str] = {}
         self._clock: Callable[[], float] = time.time
 
     def prune(self) -> list[Path]:
@@ -119,9 +124,28 @@ class IncidentRecorder:
             "== GPU", gpu_report(),
         ]
         path = self._directory / f"{stamp}-{service}.txt"
-        write_atomic(path, self._redact("\n".join(sections)) + "\n")
-        self.prune()
+        self._unwritten[path] = self._redact("\n".join(sections)) + "\n"
+        self.flush()
         return path
+
+    def flush(self) -> None:
+        """Write incident files held in memory; on a full or read-only disk they stay
+        held (at most _HELD of them, the newest) until a later capture or flush."""
+        for path, text in list(self._unwritten.items()):
+            try:
+                write_atomic(path, text)
+            except OSError as exc:
+                log.error("incident file %s not written (%s); held in memory", path,
+                          exc.strerror or exc)
+                break
+            del self._unwritten[path]
+        while len(self._unwritten) > _HELD:
+            del self._unwritten[next(iter(self._unwritten))]
+        self.prune()
+
+    def unwritten(self) -> list[str]:
+        """Incident files captured but not on disk yet (the disk is full)."""
+        return [str(path) for path in self._unwritten]
 
     def _ask_for_stack_dump(self, log: Path, pid: int) -> bool:
         """SIGUSR1 makes faulthandler write every thread's stack to the service's log;

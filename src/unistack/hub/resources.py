@@ -7,6 +7,7 @@ as a gauge, which Prometheus's rules in alert_rules.yml evaluate."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 from collections.abc import Callable
@@ -22,6 +23,24 @@ from unistack.policy import Threshold
 log = logging.getLogger("unistack.hub")
 
 
+_FULL_BYTES = 2**20  # less free than this is a full disk: writes fail
+
+
+def filesystems(directories: list[Path]) -> dict[Path, list[Path]]:
+    """DIRECTORIES grouped by the mount point of the filesystem holding each."""
+    groups: dict[Path, list[Path]] = {}
+    for directory in directories:
+        groups.setdefault(mount_point(directory), []).append(directory)
+    return groups
+
+
+def mount_point(path: Path) -> Path:
+    path = path.resolve()
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
 class ResourceWatcher:
     def __init__(
         self, settings: Settings, pids: Callable[[], dict[str, int]], events: EventLog,
@@ -33,6 +52,7 @@ class ResourceWatcher:
         self._events = events
         self._directories = directories
         self._thresholds: dict[str, Threshold] = {}
+        self.disk_warnings: list[str] = []  # raised disk thresholds, for `status`
         self._processes: dict[str, psutil.Process] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="resources", daemon=True)
@@ -72,16 +92,28 @@ class ResourceWatcher:
         return shares
 
     def _sample_disks(self) -> None:
+        """One threshold per filesystem (var/data, var/log and var/run usually share one:
+        one full disk is one incident), named by its mount point."""
         s = self._settings
         margin = s.resource_hysteresis_percent
-        for directory in self._directories:
-            usage = shutil.disk_usage(directory)
+        warnings = []
+        for mount, directories in filesystems(self._directories).items():
+            try:
+                usage = shutil.disk_usage(mount)
+            except OSError:
+                continue
             free = 100.0 * usage.free / usage.total
             if self._metrics is not None:
-                self._metrics.disk_free(str(directory), usage.free / usage.total)
-            self._check(f"disk:{directory}", free,
-                        Threshold(s.disk_free_warn_percent, margin, above=False), "stack",
-                        f"free disk {free:.1f}% ({usage.free // 2**20} MiB) under {directory}")
+                for directory in directories:
+                    self._metrics.disk_free(str(directory), usage.free / usage.total)
+            what = f"free disk {free:.1f}% ({usage.free // 2**20} MiB) under {mount}"
+            self._check(f"disk:{mount}", free,
+                        Threshold(s.disk_free_warn_percent, margin, above=False), "stack", what)
+            if self._thresholds[f"disk:{mount}"].raised:
+                full = "disk full" if usage.free < _FULL_BYTES else "low disk"
+                names = ", ".join(str(d) for d in directories)
+                warnings.append(f"{full}: {what} (holds {names})")
+        self.disk_warnings = warnings
 
     def _usage(self, service: str, pid: int) -> tuple[float | None, float | None]:
         process = self._processes.get(service)

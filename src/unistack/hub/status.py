@@ -44,14 +44,17 @@ def overall(services: list[ServiceStatus]) -> str:
 
 
 def status_document(
-    services: list[ServiceStatus], now: float, hub: dict[str, Any]
+    services: list[ServiceStatus], now: float, hub: dict[str, Any],
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The JSON of `GET /status` and `status --json`."""
+    """The JSON of `GET /status` and `status --json`; WARNINGS are the stack's own
+    conditions that no service shows (a full or low disk, files held in memory)."""
     return {
         "overall": overall(services),
         "ts": now,
         "hub": hub,
         "services": [s.to_json() for s in services],
+        "warnings": warnings or [],
     }
 
 
