@@ -57,7 +57,7 @@ def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
         raise
 
 
-def _redis_quote(value: object) -> str:
+def redis_quote(value: object) -> str:
     """A Redis config argument in double quotes, so spaces and quotes survive."""
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
@@ -66,11 +66,11 @@ def _redis_quote(value: object) -> str:
 def redis_conf(settings: Settings) -> str:
     lines = [
         "# Written by the unistack hub at start; holds the password: mode 0600.",
-        f"include {_redis_quote(settings.root / 'redis.conf')}",
+        f"include {redis_quote(settings.root / 'redis.conf')}",
         f"bind {LOOPBACK}",
         f"port {settings.redis_port}",
-        f"dir {_redis_quote(settings.data_dir / 'redis')}",
-        f"requirepass {_redis_quote(settings.redis_password)}",
+        f"dir {redis_quote(settings.data_dir / 'redis')}",
+        f"requirepass {redis_quote(settings.redis_password)}",
     ]
     return "\n".join(lines) + "\n"
 

@@ -143,18 +143,24 @@ def test_an_unwritable_data_directory_is_degraded_never_killed_and_recovers(
         assert stack.cli("stop").returncode == 0
 
 
-def test_a_removed_data_directory_never_gets_redis_killed(stack: Stack) -> None:
+def test_a_removed_data_directory_is_rescued_and_nothing_is_lost(stack: Stack) -> None:
     start(stack, **NO_LOOPS)
     pid = settle_past_startsecs(stack, "redis")
     fill(stack, 10000)
     data = stack.home / "var" / "data" / "redis"
     shutil.rmtree(data)
     with contextlib.suppress(redis.ResponseError):
-        client(stack).bgsave()
-    wait_for(lambda: services(stack)["redis"]["state"] == "DEGRADED", timeout=10)
-    wait_for(data.is_dir, timeout=10)  # recreated by the hub, mode as at start
+        client(stack).bgsave()  # fails: its working directory is gone
+    wait_for(lambda: events(stack, "degraded", "redis"), timeout=10)
+    [degraded] = events(stack, "degraded", "redis")
+    assert "rdb_last_bgsave_status:err" in degraded["detail"]
+    # the hub copies the data out through a replica and restarts Redis on it
+    wait_for(lambda: (s := services(stack)["redis"])["ready"] and s["pid"] != pid, timeout=30)
     assert data.stat().st_mode & 0o777 == 0o700
-    time.sleep(2)
-    assert services(stack)["redis"]["pid"] == pid  # alive: it holds the only copy
+    assert (data / "appendonlydir").is_dir()
     assert present(stack, 10000) == 10000
-    assert "rdb_last_bgsave_status:err" in services(stack)["redis"]["detail"]
+    assert client(stack).set("after", "1")
+    kinds = [e["kind"] for e in events(stack, service="redis")]
+    assert "crashed" not in kinds and "hung" not in kinds
+    assert stack.cli("restart", "redis").returncode == 0  # it persists again
+    assert present(stack, 10000) == 10000

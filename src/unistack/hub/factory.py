@@ -24,6 +24,7 @@ from unistack.hub.metrics import HubMetrics
 from unistack.hub.monitor import Monitor, Patience
 from unistack.hub.reconcile import Exited, Message, Reconciler, Wake, build_services
 from unistack.hub.remedies import RedisRemedies
+from unistack.hub.rescue import RedisRescue
 from unistack.hub.resources import ResourceWatcher
 from unistack.hub.tenure import Tenure
 from unistack.probes import build_probe
@@ -114,7 +115,10 @@ class Hub:
         ready = self.settings.probe_timing(spec.name, "readiness")
         probes = (build_probe(spec.liveness, spec, self.settings, live.timeout),
                   build_probe(spec.readiness, spec, self.settings, ready.timeout))
-        redis = RedisRemedies(self.settings) if spec.name == "redis" else None
+        redis = RedisRemedies(self.settings, RedisRescue(
+            self.settings, pid=lambda: self._pids().get("redis", 0),
+            expect_exit=lambda: self.reconciler.expect_exit("redis"),
+        )) if spec.name == "redis" else None
         patience = Patience(
             busy_grace=self.settings.busy_grace,
             remedy=redis.busy if redis else None,

@@ -4,8 +4,9 @@ Redis busy in a script or function gets `SCRIPT KILL`, then `FUNCTION KILL`, bef
 hub kills it past BUSY_GRACE (a script that already wrote cannot be killed that way:
 Redis answers UNKILLABLE and only then does the hub act). Redis that cannot persist gets
 its state directories recreated (owner and mode as at start) and is asked to save
-again, so it recovers by itself once the disk takes writes: the hub never restarts it,
-because it holds the only copy of the data.
+again, so it recovers by itself once the disk takes writes: the hub never kills it,
+because it holds the only copy of the data. If its directory was removed, saving again
+cannot work (its working directory is gone): hub/rescue.py copies the data out first.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 
 from unistack import runtime
 from unistack.config import Settings
+from unistack.hub.rescue import RedisRescue
 from unistack.probes import redis_command
 
 log = logging.getLogger("unistack.hub")
@@ -22,8 +24,9 @@ _TIMEOUT = 0.5
 
 
 class RedisRemedies:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, rescue: RedisRescue | None = None) -> None:
         self._settings = settings
+        self._rescue = rescue
 
     def _command(self, *args: str) -> str:
         try:
@@ -46,6 +49,8 @@ class RedisRemedies:
             runtime.prepare_dirs(self._settings)
         except OSError as exc:
             log.warning("cannot recreate the state directories: %s", exc)
+        if self._rescue is not None and self._rescue.needed():
+            return self._rescue.run()  # its directory is gone: saving again cannot work
         info = self._command("INFO", "persistence")
         asks = [("BGSAVE",)] + ([("BGREWRITEAOF",)] if "aof_last_write_status:err" in info
                                 else [])
