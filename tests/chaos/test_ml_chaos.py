@@ -135,3 +135,44 @@ def test_a_corrupt_model_is_degraded_with_the_fix_and_never_restart_looped(stack
     assert trained.returncode == 0, trained.stderr
     wait_for(lambda: services(stack)["ml_engine"]["ready"], timeout=20)
     assert services(stack)["ml_engine"]["pid"] == pid
+
+
+POPULATE = "for i = ARGV[1], ARGV[2] do redis.call('SET', 'bulk:' .. i, i) end return 1"
+
+
+def test_redis_restarted_with_a_slow_load_under_the_engine_restarts_no_engine(
+    stack: Stack,
+) -> None:
+    """The engine backs off while Redis loads its dataset: waiting, not hung."""
+    start(stack, **NO_LOOPS)
+    settings = load_settings(environ=stack.env)
+    raw = redis.Redis(port=settings.redis_port, password=settings.redis_password,
+                      socket_timeout=30)
+    for first in range(1, 2_000_001, 250_000):  # a dataset that takes seconds to load
+        raw.eval(POPULATE, 0, first, first + 249_999)
+    engine_pid = services(stack)["ml_engine"]["pid"]
+    assert stack.cli("restart", "redis", timeout=120).returncode == 0
+    client = MLClient(settings)
+    wait_for(lambda: services(stack)["ml_engine"]["ready"], timeout=30)
+    assert client.predict(np.zeros((1, 8)), timeout=5).shape == (1,)
+    assert services(stack)["ml_engine"]["pid"] == engine_pid
+    kinds = [e["kind"] for e in hub_events(stack) if e["service"] == "ml_engine"]
+    assert "hung" not in kinds and "looping" not in kinds and "crashed" not in kinds
+    assert raw.dbsize() >= 2_000_000
+
+
+def test_redis_restarted_empty_under_load_is_survived(stack: Stack) -> None:
+    """A restore that replaces Redis's data with an empty dataset, under request load."""
+    start(stack, **NO_LOOPS)
+    engine_pid = services(stack)["ml_engine"]["pid"]
+    settings = load_settings(environ=stack.env)
+    with RequestLoad(settings, producers=2, rows=4, timeout=2) as load:
+        wait_for(lambda: load.answered > 100, timeout=20)
+        # the data replaced by an empty dataset, then Redis restarted on it
+        redis.Redis(port=settings.redis_port, password=settings.redis_password).flushall()
+        assert stack.cli("restart", "redis").returncode == 0
+        answered = load.answered
+        wait_for(lambda: load.answered > answered + 100, timeout=30)
+    assert services(stack)["ml_engine"]["pid"] == engine_pid
+    lost = [f for f in load.failures if not isinstance(f, PredictionTimeout | Unavailable)]
+    assert lost == [], lost
