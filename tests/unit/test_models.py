@@ -69,6 +69,23 @@ def test_with_every_version_corrupt_the_model_is_unservable_with_the_fix(tmp_pat
     assert store.unservable == {}
 
 
+def test_a_corrupt_version_restored_from_a_backup_is_served_again(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    only = train_and_register(registry, "alpha", synthetic_bars(800), "s", rounds=5)
+    good = only.model_file.read_bytes()
+    only.model_file.write_bytes(good + b"!")
+    reports: list[str] = []
+    store = ModelStore(registry, on_cpu, report=lambda kind, detail: reports.append(kind))
+    store.refresh()
+    store.refresh()  # unchanged: not tried again
+    assert store.get("alpha") is None and reports.count("model_load_failed") == 1
+    only.model_file.write_bytes(good)  # the operator restores the file
+    store.refresh()
+    serving = store.get("alpha")
+    assert serving is not None and serving.version.version == 1
+    assert store.unservable == {}
+
+
 def test_a_pinned_version_is_served_instead_of_the_newest(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "models")
     for _ in range(2):

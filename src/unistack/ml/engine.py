@@ -105,6 +105,7 @@ class Engine:
         self._clock: Callable[[], float] = time.time
         self._next_claim = 0.0
         self._own_pending = True  # first read our own pending entries (a restart)
+        self._had_group = False  # seen the stream and group: their absence is a reset
         self.progress = time.monotonic()  # the heartbeat: the loop turned
         self.counts: dict[str, int] = defaultdict(int)
         self.on_batch: Callable[[BatchTiming], None] = lambda timing: None
@@ -119,17 +120,22 @@ class Engine:
         """The GPU memory manager shrinks (and restores) the batch under memory pressure."""
         self._config = self._config._replace(max_batch_rows=rows)
 
-    def ensure_group(self) -> None:
+    def ensure_group(self, why: str = "found missing: a FLUSHALL, a restore or Redis "
+                     "restarted on an empty dataset") -> None:
+        """Create the request stream and its group if missing. Missing after this engine
+        had them is a reset (an operator's FLUSHALL, a restore, Redis restarted empty),
+        not a fault of the engine: it is reported once and serving carries on."""
         try:
             self._redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        else:
+            if self._had_group:
+                self._reset(why)
+        self._had_group = True
 
-    def _recreate(self, why: redis.ResponseError) -> None:
-        """The request stream or its group vanished under us: an operator's FLUSHALL or a
-        restore, not a fault of the engine. Recreate both and carry on serving."""
-        self.ensure_group()
+    def _reset(self, why: str) -> None:
         self._own_pending = False  # whatever was pending went with the stream
         self._redis.set(STREAM_RESET, int(self._clock() * 1000), ex=_RESET_TTL_S)
         self.counts["stream_resets"] += 1
@@ -146,7 +152,7 @@ class Engine:
         except redis.ResponseError as exc:
             if not stream_gone(exc):
                 raise
-            self._recreate(exc)
+            self.ensure_group(why=str(exc))
             return 0
         if not entries:
             return 0

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from unistack.ml.backends import Backend, BackendError, make_backend
 from unistack.ml.capability import Choice
-from unistack.ml.registry import ModelError, ModelRegistry, ModelVersion
+from unistack.ml.registry import METADATA, ModelError, ModelRegistry, ModelVersion
 
 log = logging.getLogger("unistack.ml")
 
@@ -51,7 +51,9 @@ class ModelStore:
         self._report = report
         self._pinned = pinned or {}
         self._loaded: dict[str, Loaded] = {}
-        self._failed: set[tuple[str, int]] = set()
+        # Versions that failed, with their files' signature when they did: an unchanged
+        # one is not retried on every refresh, a repaired one (restored) is.
+        self._failed: dict[tuple[str, int], tuple[int, ...]] = {}
         # Names with nothing to serve, and why (every version failed: checksum, load).
         self.unservable: dict[str, str] = {}
         self._why: dict[tuple[str, int], str] = {}
@@ -99,7 +101,8 @@ class ModelStore:
         for wanted in candidates:
             if current and current.version.version >= wanted.version:
                 break  # already serving this one, or better
-            if (name, wanted.version) not in self._failed and self._load(name, wanted, current):
+            if self._failed.get((name, wanted.version)) != _signature(wanted) and self._load(
+                    name, wanted, current):
                 break
         if name in self._loaded:
             self.unservable.pop(name, None)
@@ -114,7 +117,7 @@ class ModelStore:
             backend.load(wanted.model_file)
             backend.warm_up(len(wanted.feature_names))
         except (ModelError, BackendError, OSError, ValueError) as exc:
-            self._fail(name, wanted.version, str(exc))
+            self._fail(name, wanted.version, str(exc), _signature(wanted))
             return False
         self._loaded[name] = Loaded(wanted, backend)  # the swap: one assignment
         before = f"v{current.version.version}" if current else "nothing"
@@ -131,10 +134,25 @@ class ModelStore:
             raise BackendError(f"model kind {kind!r} cannot run here: {choice.reason}")
         return choice.device
 
-    def _fail(self, name: str, version: int, detail: str) -> None:
-        self._failed.add((name, version))
+    def _fail(self, name: str, version: int, detail: str,
+              signature: tuple[int, ...] = ()) -> None:
+        self._failed[(name, version)] = signature
         self._why[(name, version)] = detail
         serving = self._loaded.get(name)
         still = f"; still serving v{serving.version.version}" if serving else ""
         log.error("model %s v%d failed to load: %s%s", name, version, detail, still)
         self._report("model_load_failed", f"{name} v{version}: {detail}{still}")
+
+
+def _signature(model: ModelVersion) -> tuple[int, ...]:
+    """What any rewrite of a version's files changes (ctime cannot be set back, so even a
+    restore that keeps size and mtime counts): a repaired version is tried again."""
+    signature: list[int] = []
+    for path in (model.model_file, model.directory / METADATA):
+        try:
+            stat = path.stat()
+        except OSError:
+            signature += [-1, -1, -1]
+            continue
+        signature += [stat.st_ino, stat.st_size, stat.st_ctime_ns]
+    return tuple(signature)
