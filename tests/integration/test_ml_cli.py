@@ -45,6 +45,23 @@ def test_models_lists_every_version(tmp_path: Path) -> None:
     assert "auc=0.61" in run(tmp_path, "ml", "models").stdout
 
 
+def test_models_marks_a_version_that_fails_its_checksum_corrupt(tmp_path: Path) -> None:
+    model = tmp_path / "model.ubj"
+    model.write_bytes(b"m")
+    registry = ModelRegistry(tmp_path / "var" / "models")
+    for _ in range(2):
+        registry.register("alpha", model, {"backend": "xgboost", "feature_names": ["a"]})
+    (registry.get("alpha", 1).model_file).write_bytes(b"m!")
+    listed = run(tmp_path, "ml", "models")
+    assert listed.returncode == 1
+    [first, why, second] = listed.stdout.splitlines()
+    assert "v1" in first and "CORRUPT" in first and "v2" in second and " ok " in second
+    assert why.strip().startswith("model alpha v1 failed its checksum") and "ml train" in why
+    rows = json.loads(run(tmp_path, "ml", "models", "--json").stdout)
+    assert rows[0]["check"].startswith("model alpha v1 failed its checksum")
+    assert rows[1]["check"] == "ok"
+
+
 def test_doctor_names_this_machine_and_keeps_tensorflow_noise_out(tmp_path: Path) -> None:
     done = run(tmp_path, "ml", "doctor")
     assert f"Machine: {platform.machine()}" in done.stdout
