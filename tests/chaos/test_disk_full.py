@@ -12,12 +12,12 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.chaos.test_alerts import about, slack  # noqa: F401 -- the stand-in fixture
 from tests.chaos.test_chaos import NO_LOOPS, events, services, start
+from tests.chaos.test_redis_faults import fill_disk
 from tests.conftest import Stack, wait_for
 from tests.slack_standin import SlackStandIn
 
@@ -33,15 +33,6 @@ def tmpfs_home(stack: Stack, size: str = "300m") -> Iterator[None]:
     finally:
         stack.cleanup()
         subprocess.run(["umount", "-l", str(stack.home)], check=False)
-
-
-def fill(path: Path) -> Path:
-    filler = path / "filler"
-    with filler.open("wb") as handle, contextlib.suppress(OSError):
-        while True:
-            handle.write(b"\0" * 2**20)
-            handle.flush()
-    return filler
 
 
 def status(stack: Stack) -> dict:  # type: ignore[type-arg]
@@ -65,7 +56,7 @@ def test_a_full_disk_is_survived_reported_once_and_recovered(
         env_file.chmod(0o600)
         start(stack, **NO_LOOPS, RESOURCE_INTERVAL="0.5")
         hub_pid = services(stack)["hub"]["pid"]
-        filler = fill(stack.home)
+        filler = fill_disk(stack.home)
         warnings = wait_for(lambda: [w for w in status(stack)["warnings"]
                                      if w.startswith("disk full")], timeout=10)
         assert len(warnings) == 1 and str(stack.home) in warnings[0]  # one filesystem
