@@ -7,7 +7,7 @@ order once their dependencies are ready, probes them and serves the hub API.
 
 import sys
 
-from unistack.hub import main
+from unistack.hub.__main__ import main
 
 if __name__ == "__main__":
     sys.exit(main())

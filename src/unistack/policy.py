@@ -4,7 +4,8 @@ The hub feeds each `ServicePolicy` what it observed, with a timestamp, and appli
 actions it returns. This module owns the service states and every transition between
 them, exponential backoff with jitter, the flap guard, and incidents (one event when an
 incident opens, one when it escalates to LOOPING, one when it resolves).
-Like supervisor's states.py it depends on nothing but the standard library.
+Like supervisor's states.py it depends on nothing but the standard library (and the
+leaf module that names event kinds).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
+
+from unistack.event import Kind, Severity
 
 # Service states.
 STOPPED = "STOPPED"  # not running, not wanted yet (dependencies not ready) or stopped
@@ -29,7 +32,8 @@ LOOPING = "LOOPING"  # restarted too often: the hub restarts it with backoff
 FAILED = "FAILED"  # supervisord gave up (FATAL); the hub restarts it with backoff
 STATES = (STOPPED, STARTING, READY, UNHEALTHY, DEGRADED, RESTARTING, LOOPING, FAILED)
 # Incidents a later, worse failure of the same service escalates (one more event).
-_ESCALATES = {"busy": ("hung", "crashed", "failed"), "degraded": ("hung", "crashed", "failed")}
+_ESCALATES = {Kind.BUSY: (Kind.HUNG, Kind.CRASHED, Kind.FAILED),
+              Kind.DEGRADED: (Kind.HUNG, Kind.CRASHED, Kind.FAILED)}
 
 # Action kinds.
 START = "start"  # ask supervisord to spawn the program
@@ -41,8 +45,8 @@ EVENT = "event"  # tell the event log
 
 class Action(NamedTuple):
     kind: str
-    event: str = ""  # for EVENT: ready, crashed, hung, unhealthy, failed, looping, recovered
-    severity: str = ""
+    event: Kind | None = None  # for EVENT (and CAPTURE, KILL): what happened
+    severity: Severity = Severity.INFO
     detail: str = ""
 
 
@@ -74,7 +78,7 @@ class ServicePolicy:
         self.since = 0.0
         self.restarts: deque[float] = deque()
         self.next_start: float | None = None  # a start the hub scheduled (backoff)
-        self.incident: str | None = None  # kind of the open incident
+        self.incident: Kind | None = None  # kind of the open incident
         self.incident_since = 0.0
         self._looping_announced = False
         self._started_at = 0.0
@@ -110,9 +114,10 @@ class ServicePolicy:
         self._move(READY, now)  # STARTING/RESTARTING/UNHEALTHY/DEGRADED/LOOPING -> READY
         if first_start and self._adopting:
             self._adopting = False
-            return [Action(EVENT, "adopted", "info", "running before this hub started; ready")]
+            return [Action(EVENT, Kind.ADOPTED, Severity.INFO,
+                           "running before this hub started; ready")]
         if first_start:
-            return [Action(EVENT, "ready", "info", "ready")]
+            return [Action(EVENT, Kind.READY, Severity.INFO, "ready")]
         return []
 
     def not_ready(self, now: float, detail: str) -> list[Action]:
@@ -120,7 +125,7 @@ class ServicePolicy:
         self._ready_since = None
         if self.state == READY:
             self._move(UNHEALTHY, now)  # READY -> UNHEALTHY: alive, not serving
-            return self._open("unhealthy", "warning", f"not ready: {detail}", now)
+            return self._open(Kind.UNHEALTHY, Severity.WARNING, f"not ready: {detail}", now)
         self._last_detail = detail
         return []
 
@@ -130,7 +135,7 @@ class ServicePolicy:
             return []
         self._ready_since = None
         self._move(DEGRADED, now)  # READY/UNHEALTHY/STARTING -> DEGRADED: busy
-        return self._open("busy", "warning", detail, now)
+        return self._open(Kind.BUSY, Severity.WARNING, detail, now)
 
     def degraded(self, now: float, detail: str) -> list[Action]:
         """Alive and not ready for a reason the service says a restart cannot fix."""
@@ -138,7 +143,7 @@ class ServicePolicy:
             return []
         self._ready_since = None
         self._move(DEGRADED, now)  # READY/UNHEALTHY/STARTING -> DEGRADED: not fixable here
-        return self._open("degraded", self._severity, detail, now)
+        return self._open(Kind.DEGRADED, self._severity, detail, now)
 
     def held(self, now: float) -> list[Action]:
         """A dependency is not ready: waiting is not hanging, so its ready timeout starts
@@ -151,13 +156,13 @@ class ServicePolicy:
         """The liveness probe failed past its threshold while the process lives."""
         if self.state in (RESTARTING, STOPPED):
             return []
-        return self._restart("hung", detail, now, capture=True)
+        return self._restart(Kind.HUNG, detail, now, capture=True)
 
     def exited(self, now: float, detail: str) -> list[Action]:
         """The process died without being asked to (crash, OOM kill, kill -9)."""
         if self.state == STOPPED:
             return []
-        return self._restart("crashed", detail, now, capture=False)
+        return self._restart(Kind.CRASHED, detail, now, capture=False)
 
     def fatal(self, now: float, detail: str) -> list[Action]:
         """supervisord gave up spawning it (FATAL): the hub takes over with backoff."""
@@ -165,7 +170,7 @@ class ServicePolicy:
             return []
         self._ready_since = None
         self._record_restart(now)
-        actions = self._open("failed", self._severity, detail, now)
+        actions = self._open(Kind.FAILED, self._severity, detail, now)
         self._move(FAILED, now)  # any -> FAILED: supervisord stopped trying
         if self._flapping():
             actions += self._announce_loop(detail, now)
@@ -189,11 +194,11 @@ class ServicePolicy:
         if waiting and now - self._started_at > self._config.ready_timeout:
             why = f"not ready {self._config.ready_timeout:g} s after start"
             detail = f"{why}: {self._last_detail}" if self._last_detail else why
-            return self._restart("hung", detail, now, capture=True)
+            return self._restart(Kind.HUNG, detail, now, capture=True)
         stable_for = now - self._ready_since if self._ready_since is not None else -1.0
         actions: list[Action] = []
         if self.incident and self.state == READY and stable_for >= self._resolve_period():
-            actions.append(Action(EVENT, "recovered", "info",
+            actions.append(Action(EVENT, Kind.RECOVERED, Severity.INFO,
                                   f"ready again after {self.incident}; stable {stable_for:.1f} s"))
             self.incident = None
             self._looping_announced = False
@@ -210,7 +215,7 @@ class ServicePolicy:
         spread = 1 + self._config.jitter * (2 * self._rng() - 1)
         return float(min(self._config.backoff_max, base * spread))
 
-    def _restart(self, kind: str, detail: str, now: float, capture: bool) -> list[Action]:
+    def _restart(self, kind: Kind, detail: str, now: float, capture: bool) -> list[Action]:
         self._ready_since = None
         self._started_at = now  # a new process is on its way: its ready timeout starts now
         self._record_restart(now)
@@ -221,7 +226,7 @@ class ServicePolicy:
             self._move(LOOPING, now)  # any -> LOOPING: too many restarts in the window
             return actions + self._announce_loop(detail, now) + [Action(STOP)] + self._schedule(now)
         self._move(RESTARTING, now)  # READY/UNHEALTHY/DEGRADED/STARTING -> RESTARTING
-        return actions + ([Action(KILL, kind, severity, detail)] if kind == "hung" else [])
+        return actions + ([Action(KILL, kind, severity, detail)] if kind == Kind.HUNG else [])
 
     def _schedule(self, now: float) -> list[Action]:
         self._loop_failures += 1
@@ -233,19 +238,19 @@ class ServicePolicy:
             return []
         self._looping_announced = True
         window = self._config.flap_window
-        return [Action(EVENT, "looping", self._severity,
+        return [Action(EVENT, Kind.LOOPING, self._severity,
                        f"{len(self.restarts)} restarts within {window:g} s; restarting with "
                        f"backoff (cap {self._config.backoff_max:g} s); last: {detail}")]
 
-    def _open(self, kind: str, severity: str, detail: str, now: float) -> list[Action]:
+    def _open(self, kind: Kind, severity: Severity, detail: str, now: float) -> list[Action]:
         if self.incident is not None and kind not in _ESCALATES.get(self.incident, ()):
             return []  # one event per incident, not one per failure
         self.incident, self.incident_since = kind, now
         return [Action(EVENT, kind, severity, detail)]
 
     @property
-    def _severity(self) -> str:
-        return "critical" if self._critical else "warning"
+    def _severity(self) -> Severity:
+        return Severity.CRITICAL if self._critical else Severity.WARNING
 
     def _record_restart(self, now: float) -> None:
         self.restarts.append(now)

@@ -97,7 +97,7 @@ class _DeadlineReader:
         raise ConnectionError(f"unexpected reply {line[:32]!r}")
 
 
-def _info_fields(text: str) -> dict[str, str]:
+def info_fields(text: str) -> dict[str, str]:
     pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
     return {key: value.strip() for key, value in pairs}
 
@@ -145,7 +145,7 @@ class RedisProbe:
                 # holds the only copy of the data, so INFO below says what is wrong.
                 if not str(exc).startswith(("LOADING", "MISCONF")):
                     raise
-            return _persistence_verdict(_info_fields(reader.reply()))
+            return _persistence_verdict(info_fields(reader.reply()))
 
 
 SAVE_FAILED = "cannot persist"  # the verdict's words for a failed save: not a restart's to fix

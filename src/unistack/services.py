@@ -41,6 +41,11 @@ class ServiceSpec:
     autostart: bool = False
     # Our own Python services dump their stacks on SIGUSR1 (faulthandler) for incidents.
     python: bool = False
+    # What the hub reads for the status document's `facts` of this service (hub/facts.py):
+    # "redis-info" (INFO memory, persistence, keyspace, clients), "prometheus-targets"
+    # (active scrape targets up), "http-json" (GET facts_path); "" reads nothing.
+    facts: str = ""
+    facts_path: str = ""
 
     def port(self, settings: Settings) -> int:
         return settings.port(self.port_key)
@@ -58,6 +63,7 @@ REGISTRY: tuple[ServiceSpec, ...] = (
         critical=True,
         liveness=ProbeSpec("redis-alive"),
         readiness=ProbeSpec("redis-ready"),
+        facts="redis-info",
     ),
     ServiceSpec(
         name="prometheus",
@@ -67,6 +73,8 @@ REGISTRY: tuple[ServiceSpec, ...] = (
         liveness=ProbeSpec("http", "/-/healthy"),
         readiness=ProbeSpec("http", "/-/ready"),
         metrics_path="/metrics",
+        facts="prometheus-targets",
+        facts_path="/api/v1/targets?state=active",
     ),
     ServiceSpec(
         name="ml_engine",
@@ -80,6 +88,8 @@ REGISTRY: tuple[ServiceSpec, ...] = (
         depends_on=("redis",),
         metrics_path="/metrics",
         python=True,
+        facts="http-json",
+        facts_path="/facts",
     ),
     ServiceSpec(
         name="hub",

@@ -4,11 +4,14 @@ The state arrows are policy's, tested in test_policy.py."""
 
 from __future__ import annotations
 
+import threading
+import time
 from itertools import count
 
 import pytest
 
-from unistack.hub.events import Event, EventLog
+from unistack.event import Event, Kind, Severity
+from unistack.hub.events import EventLog
 from unistack.hub.status import (
     DEGRADED,
     DOWN,
@@ -73,22 +76,57 @@ def test_status_carries_restarts_and_incidents() -> None:
 # --- events ----------------------------------------------------------------------------
 
 
-def test_event_carries_its_fields_and_the_injected_clock() -> None:
+def test_event_carries_its_fields_an_id_and_the_injected_clock() -> None:
     log = EventLog(clock=lambda: 123.0)
-    event = log.emit("redis", "state", "warning", "READY -> UNHEALTHY")
-    assert event == {"ts": 123.0, "service": "redis", "kind": "state",
+    event = log.emit("redis", Kind.UNHEALTHY, Severity.WARNING, "READY -> UNHEALTHY")
+    assert event == {"id": 123_000_000, "ts": 123.0, "service": "redis", "kind": "unhealthy",
                      "severity": "warning", "detail": "READY -> UNHEALTHY"}
     assert log.recent() == [event]
 
 
 def test_event_carries_extra_fields() -> None:
     log = EventLog(clock=lambda: 5.0)
-    event = log.emit("prometheus", "crashed", "info", "caused by redis", cause="redis",
-                     incident="/var/log/incidents/x.txt")
-    assert event == {"ts": 5.0, "service": "prometheus", "kind": "crashed", "severity": "info",
-                     "detail": "caused by redis", "cause": "redis",
+    event = log.emit("prometheus", Kind.CRASHED, Severity.INFO, "caused by redis",
+                     cause="redis", incident="/var/log/incidents/x.txt")
+    assert event == {"id": 5_000_000, "ts": 5.0, "service": "prometheus", "kind": "crashed",
+                     "severity": "info", "detail": "caused by redis", "cause": "redis",
                      "incident": "/var/log/incidents/x.txt"}
-    assert log.recent() == [event]
+
+
+def test_ids_grow_even_when_the_clock_stands_still_or_goes_back() -> None:
+    times = iter([10.0, 10.0, 9.0])
+    log = EventLog(clock=lambda: next(times))
+    ids = [log.emit("redis", Kind.READY, Severity.INFO, "ready")["id"] for _ in range(3)]
+    assert ids == [10_000_000, 10_000_001, 10_000_002]
+
+
+def test_after_returns_what_a_reconnecting_reader_missed() -> None:
+    ticks = count(1)
+    log = EventLog(clock=lambda: float(next(ticks)))
+    first, second, third = (log.emit("redis", Kind.READY, Severity.INFO, str(n))
+                            for n in range(3))
+    assert log.after(first["id"]) == [second, third]
+    assert log.after(third["id"]) == []
+
+
+def test_wait_after_wakes_when_an_event_arrives_and_times_out_without_one() -> None:
+    log = EventLog()
+    began = time.monotonic()
+    assert log.wait_after(0, timeout=0.05) == []
+    assert time.monotonic() - began >= 0.05
+    timer = threading.Timer(0.05, lambda: log.emit("redis", Kind.HUNG, Severity.CRITICAL, "x"))
+    timer.start()
+    got = log.wait_after(0, timeout=5)
+    assert [e["kind"] for e in got] == ["hung"]
+    assert time.monotonic() - began < 2
+
+
+def test_preloaded_history_keeps_ids_and_gives_old_events_one() -> None:
+    log = EventLog(clock=lambda: 100.0)
+    mine = log.emit("hub", Kind.STARTED, Severity.INFO, "hub started")
+    log.preload([{"ts": 50.0, "service": "redis", "kind": Kind.CRASHED,
+                  "severity": Severity.CRITICAL, "detail": "old hub, no id"}])
+    assert [e["id"] for e in log.recent()] == [50_000_000, mine["id"]]
 
 
 def test_ring_keeps_only_the_newest_capacity_events() -> None:

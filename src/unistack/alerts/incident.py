@@ -14,49 +14,52 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 from unistack.alerts.records import SEVERITIES, Notice
-
-Event = dict[str, Any]
+from unistack.event import Event, Kind
 
 # Event kinds that open an incident (or, on an open one, escalate it when ranked higher).
-OPENING = {"unhealthy": 1, "busy": 1, "degraded": 2, "crashed": 2, "hung": 3, "failed": 4,
-           "looping": 5, "startup_failed": 5, "backup_failed": 2, "resource": 1, "alert_firing": 1,
-           "alert_source_down": 1, "alert_source_error": 1}
+OPENING: dict[str, int] = {
+    Kind.UNHEALTHY: 1, Kind.BUSY: 1, Kind.DEGRADED: 2, Kind.CRASHED: 2, Kind.HUNG: 3,
+    Kind.FAILED: 4, Kind.LOOPING: 5, Kind.STARTUP_FAILED: 5, Kind.BACKUP_FAILED: 2,
+    Kind.RESOURCE: 1, Kind.ALERT_FIRING: 1, Kind.ALERT_SOURCE_DOWN: 1, Kind.ALERT_SOURCE_ERROR: 1}
 # Event kinds that close the part of their fingerprint. `ready`/`adopted` only matter
 # when the part is open: a new hub never sends `recovered` for the old hub's incidents.
-RESOLVING = frozenset({"recovered", "ready", "adopted", "resource_ok", "alert_resolved",
-                       "alert_source_up", "startup_complete", "backup_ok"})
-# Resolves `startup_failed` if it is open; otherwise one info notice of its own.
-ANNOUNCING = frozenset({"startup_complete"})
+RESOLVING = frozenset({Kind.RECOVERED, Kind.READY, Kind.ADOPTED, Kind.RESOURCE_OK,
+                       Kind.ALERT_RESOLVED, Kind.ALERT_SOURCE_UP, Kind.STARTUP_COMPLETE,
+                       Kind.BACKUP_OK})
+# One info notice of their own: an operator's control action (audit), and a complete
+# startup (which first resolves `startup_failed` if that is open).
+ANNOUNCING = frozenset({Kind.STARTUP_COMPLETE, Kind.AUDIT})
 # Notes: folded into the cause's incident as a line, never a notice of their own.
-NOTING = frozenset({"restarted_with"})
+NOTING = frozenset({Kind.RESTARTED_WITH})
 # Info only, never a notice (as is any kind not named here).
-INFO_ONLY = frozenset({"started", "restart_requested", "events_dropped", "model_loaded"})
-SERVICE_KINDS = frozenset({"unhealthy", "busy", "degraded", "crashed", "hung", "failed",
-                           "looping"})
+INFO_ONLY = frozenset({Kind.STARTED, Kind.RESTART_REQUESTED, Kind.EVENTS_DROPPED,
+                       Kind.MODEL_LOADED})
+SERVICE_KINDS = frozenset({Kind.UNHEALTHY, Kind.BUSY, Kind.DEGRADED, Kind.CRASHED, Kind.HUNG,
+                           Kind.FAILED, Kind.LOOPING})
 
-_TITLES = {
-    "unhealthy": "{service} not ready", "crashed": "{service} crashed",
-    "busy": "{service} busy (not hung)", "degraded": "{service} cannot serve: {detail}",
-    "hung": "{service} hung", "failed": "{service} cannot start (supervisord gave up)",
-    "looping": "{service} in a restart loop", "startup_failed": "startup failed: {detail}",
-    "backup_failed": "{service} backup failed", "resource": "{service}: {detail}",
-    "alert_firing": "{alert}: {detail}",
-    "alert_source_down": "Prometheus alerts unreadable: {detail}",
-    "alert_source_error": "Prometheus alerts unreadable: {detail}",
+_TITLES: dict[str, str] = {
+    Kind.UNHEALTHY: "{service} not ready", Kind.CRASHED: "{service} crashed",
+    Kind.BUSY: "{service} busy (not hung)", Kind.DEGRADED: "{service} cannot serve: {detail}",
+    Kind.HUNG: "{service} hung", Kind.FAILED: "{service} cannot start (supervisord gave up)",
+    Kind.LOOPING: "{service} in a restart loop", Kind.STARTUP_FAILED: "startup failed: {detail}",
+    Kind.BACKUP_FAILED: "{service} backup failed", Kind.RESOURCE: "{service}: {detail}",
+    Kind.ALERT_FIRING: "{alert}: {detail}",
+    Kind.ALERT_SOURCE_DOWN: "Prometheus alerts unreadable: {detail}",
+    Kind.ALERT_SOURCE_ERROR: "Prometheus alerts unreadable: {detail}",
 }
-DONE = {
-    "unhealthy": "nothing yet: it is alive, so it is not restarted; the hub keeps probing it",
-    "crashed": "supervisord respawned it",
-    "busy": "nothing yet: it is making progress; it is killed only past BUSY_GRACE "
-            "(Redis is first asked to end its script)",
-    "degraded": "nothing: a restart would not fix it, so it is not restarted",
-    "hung": "killed the hung process group; supervisord respawned it",
-    "failed": "supervisord gave up; the hub restarts it with capped backoff",
-    "looping": "holding it stopped with backoff",
-    "resource": "nothing: a threshold warning never restarts a service",
-    "alert_firing": "nothing: a Prometheus alerting rule fired",
-    "alert_source_down": "nothing: the hub keeps polling Prometheus",
-    "alert_source_error": "nothing: the hub keeps polling Prometheus",
+DONE: dict[str, str] = {
+    Kind.UNHEALTHY: "nothing yet: it is alive, so it is not restarted; the hub keeps probing it",
+    Kind.CRASHED: "supervisord respawned it",
+    Kind.BUSY: "nothing yet: it is making progress; it is killed only past BUSY_GRACE "
+                 "(Redis is first asked to end its script)",
+    Kind.DEGRADED: "nothing: a restart would not fix it, so it is not restarted",
+    Kind.HUNG: "killed the hung process group; supervisord respawned it",
+    Kind.FAILED: "supervisord gave up; the hub restarts it with capped backoff",
+    Kind.LOOPING: "holding it stopped with backoff",
+    Kind.RESOURCE: "nothing: a threshold warning never restarts a service",
+    Kind.ALERT_FIRING: "nothing: a Prometheus alerting rule fired",
+    Kind.ALERT_SOURCE_DOWN: "nothing: the hub keeps polling Prometheus",
+    Kind.ALERT_SOURCE_ERROR: "nothing: the hub keeps polling Prometheus",
 }
 DIAGNOSE = "scripts/diagnose_container.sh"
 MAX_LINES = 12  # lines of "what happened" kept per notice: the first and the latest
@@ -74,6 +77,8 @@ def fingerprint(event: Event) -> str:
         return str(event["fingerprint"])  # Prometheus alerts: rule:<alertname>:<labels>
     if kind in ("resource", "resource_ok"):
         return f"resource:{service}:{event.get('resource') or _resource(event['detail'])}"
+    if kind == Kind.AUDIT:
+        return f"audit:{service}"
     if kind.startswith(("startup_", "backup_")):
         return f"{kind.split('_')[0]}:{service}"
     return f"service:{service}"

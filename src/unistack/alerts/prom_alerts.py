@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Mapping
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import requests
 
 from unistack.alerts.records import SEVERITIES
+from unistack.event import Event, Kind, Severity, event
 
-Event = dict[str, Any]
 Getter = Callable[[str, float], bytes]  # (url, timeout) -> body of a 2xx answer, or raises
 
 SOURCE = "prometheus"  # the service whose API the alerts come from
 SOURCE_FINGERPRINT = "alert_source:prometheus"
 _STATES = ("pending", "firing")  # /api/v1/alerts lists active alerts only
 _DEFAULT_SERVICE = "stack"  # an alert without a `service` label is about the stack
-_DEFAULT_SEVERITY = "warning"  # an alert with no valid `severity` is not dropped
+_DEFAULT_SEVERITY = Severity.WARNING  # an alert with no valid `severity` is not dropped
 
 
 class AlertDocumentError(ValueError):
@@ -89,23 +89,22 @@ def parse_alerts(document: object) -> list[PromAlert]:
     return [_alert(item) for item in alerts]
 
 
-def alert_event(kind: str, alert: PromAlert, now: float) -> Event:
+def alert_event(kind: Kind, alert: PromAlert, now: float) -> Event:
     """An `alert_firing` or `alert_resolved` event, shaped like the hub's own events."""
     severity = alert.labels.get("severity", "")
-    return {"ts": now, "service": alert.labels.get("service") or _DEFAULT_SERVICE,
-            "kind": kind,
-            "severity": severity if severity in SEVERITIES else _DEFAULT_SEVERITY,
-            "detail": alert.annotations.get("summary") or alert.alertname,
-            "fingerprint": alert.fingerprint, "alertname": alert.alertname,
-            "next_step": alert.annotations.get("next_step", "")}
+    return event(alert.labels.get("service") or _DEFAULT_SERVICE, kind,
+                 Severity(severity) if severity in SEVERITIES else _DEFAULT_SEVERITY,
+                 alert.annotations.get("summary") or alert.alertname, now,
+                 fingerprint=alert.fingerprint, alertname=alert.alertname,
+                 next_step=alert.annotations.get("next_step", ""))
 
 
 _SOURCE_EVENTS = {  # source state -> (kind, severity, next_step)
-    "up": ("alert_source_up", "info", ""),
-    "down": ("alert_source_down", "warning",
+    "up": (Kind.ALERT_SOURCE_UP, Severity.INFO, ""),
+    "down": (Kind.ALERT_SOURCE_DOWN, Severity.WARNING,
              "rule alerts (disk, memory, ML latency, backlog) are not seen until Prometheus "
              "answers again; the hub reports the prometheus service's own state"),
-    "error": ("alert_source_error", "warning",
+    "error": (Kind.ALERT_SOURCE_ERROR, Severity.WARNING,
               "check that PROMETHEUS_PORT is Prometheus's port and its version serves "
               "/api/v1/alerts; rule alerts are not seen meanwhile"),
 }
@@ -113,9 +112,8 @@ _SOURCE_EVENTS = {  # source state -> (kind, severity, next_step)
 
 def source_event(state: str, detail: str, now: float) -> Event:
     kind, severity, next_step = _SOURCE_EVENTS[state]
-    return {"ts": now, "service": SOURCE, "kind": kind, "severity": severity,
-            "detail": detail, "fingerprint": SOURCE_FINGERPRINT, "alertname": "",
-            "next_step": next_step}
+    return event(SOURCE, kind, severity, detail, now, fingerprint=SOURCE_FINGERPRINT,
+                 alertname="", next_step=next_step)
 
 
 class _Firing(NamedTuple):
@@ -149,7 +147,7 @@ class AlertTracker:
         return events + self._fire(current, now) + self._resolve(current.keys(), now)
 
     def _fire(self, current: dict[str, PromAlert], now: float) -> list[Event]:
-        events = [alert_event("alert_firing", alert, now)  # inactive/pending -> firing
+        events = [alert_event(Kind.ALERT_FIRING, alert, now)  # inactive/pending -> firing
                   for fingerprint, alert in current.items() if fingerprint not in self._firing]
         self._firing.update({fp: _Firing(alert, now) for fp, alert in current.items()})
         return events
@@ -158,7 +156,7 @@ class AlertTracker:
         gone = [fp for fp, entry in self._firing.items()
                 if fp not in current and now - entry.seen >= self._resolve_after]
         # firing -> missing or pending for RESOLVE_AFTER: resolved
-        return [alert_event("alert_resolved", self._firing.pop(fp).alert, now) for fp in gone]
+        return [alert_event(Kind.ALERT_RESOLVED, self._firing.pop(fp).alert, now) for fp in gone]
 
     def unreachable(self, detail: str, now: float) -> list[Event]:
         """A poll that got no answer: the alerts keep their state."""

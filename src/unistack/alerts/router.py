@@ -22,7 +22,7 @@ import time
 from typing import Any, NamedTuple
 
 from unistack.alerts import incident as inc
-from unistack.alerts.incident import Event, Incident, IncidentView, Part, Silence
+from unistack.alerts.incident import Incident, IncidentView, Part, Silence
 from unistack.alerts.records import (
     OPENED,
     REMINDER,
@@ -33,6 +33,7 @@ from unistack.alerts.records import (
     Notice,
 )
 from unistack.config import Settings
+from unistack.event import Event, Kind
 from unistack.services import REGISTRY, ServiceSpec
 
 _SEEN_MAX = 2048  # event keys remembered for duplicate detection
@@ -82,6 +83,8 @@ class Router:
         elif kind in inc.RESOLVING:
             if not self._resolve(event, fp, now) and kind in inc.ANNOUNCING:
                 self._announce(event, fp, now)
+        elif kind in inc.ANNOUNCING and not event.get("quiet"):
+            self._announce(event, fp, now)
         elif kind in inc.NOTING:
             self._note(event)
 
@@ -101,7 +104,7 @@ class Router:
     def _echoed(self, event: Event) -> str | None:
         """The open incident a Prometheus alert repeats: the hub watches memory and disk
         itself at the same thresholds, seconds before a rule's `for` has passed."""
-        if event["kind"] != "alert_firing":
+        if event["kind"] != Kind.ALERT_FIRING:
             return None
         prefix = f"resource:{event['service']}:"
         return next((i.id for i in self._incidents.values()
@@ -229,8 +232,9 @@ class Router:
         return True
 
     def _announce(self, event: Event, fp: str, now: float) -> None:
-        """An info event worth one message of its own (startup complete)."""
-        if self._silenced(event["service"], now):
+        """An info event worth one message of its own (startup complete, an audit: an
+        operator's action is told even about a silenced service)."""
+        if event["kind"] != Kind.AUDIT and self._silenced(event["service"], now):
             return
         self._queue.append(Notice(
             f"{fp}@{event['ts']:.3f}", OPENED, "info", event["service"],

@@ -31,10 +31,10 @@ from unistack.alerts.render import RenderConfig, render
 from unistack.alerts.router import Router, RouterConfig
 from unistack.alerts.slack import build_transport
 from unistack.config import LOOPBACK, Settings
+from unistack.event import Event, Kind, Severity
 
 log = logging.getLogger("unistack.alerts")
 
-Event = dict[str, Any]
 _STATE = "router"
 _IDLE = 60.0  # longest sleep with nothing scheduled
 _HELD_RETRY = 1.0  # seconds between two tries of a full outbox
@@ -195,8 +195,10 @@ class Alerts:
                      if fp not in firing]
             stale += self.router.open_parts(SOURCE_FINGERPRINT)
         for fingerprint, service in stale:
-            kind = "alert_source_up" if fingerprint == SOURCE_FINGERPRINT else "alert_resolved"
-            self._inbox.put({"ts": now, "service": service, "kind": kind, "severity": "info",
+            kind = Kind.ALERT_SOURCE_UP if fingerprint == SOURCE_FINGERPRINT \
+                else Kind.ALERT_RESOLVED
+            self._inbox.put({"ts": now, "service": service, "kind": kind,
+                             "severity": Severity.INFO,
                              "detail": "no longer firing", "fingerprint": fingerprint})
 
     # --- operator actions ------------------------------------------------------------

@@ -1,9 +1,12 @@
 """The hub's HTTP API on 127.0.0.1:HUB_PORT.
 
 GET /health (the loop is alive), /ready (every critical service ready), /status,
-/events, /metrics, /alerts (open incidents, silences, the outbox), /alerts/message?key=K.
+/events[?after=ID], /events/stream (server-sent events: each event with its id, then the
+status document; `Last-Event-ID` replays what a reconnecting reader missed), /metrics,
+/alerts (open incidents, silences, the outbox), /alerts/message?key=K, /incidents/<file>.
 POST /services/<name>/restart, /alerts/test, /alerts/silences ({"service", "seconds",
-"reason"}) and /alerts/silences/<service>/end need the operator token.
+"reason"}) and /alerts/silences/<service>/end need the operator token; each one done or
+refused is an audit event naming who asked (the X-Unistack-Actor header) and the result.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 from unistack.alerts.service import Alerts
 from unistack.config import LOOPBACK
+from unistack.event import Event, Kind, Severity
+from unistack.hub.client import ACTOR_HEADER
 from unistack.hub.events import EventLog
 from unistack.hub.metrics import HubMetrics
 from unistack.hub.status import DOWN, status_document
@@ -29,12 +34,25 @@ log = logging.getLogger("unistack.hub.api")
 
 _RESTART = re.compile(r"^/services/([a-z_]+)/restart$")
 _END_SILENCE = re.compile(r"^/alerts/silences/([a-z_]+)/end$")
+_INCIDENT = re.compile(r"^/incidents/([A-Za-z0-9._-]+)$")
 _BODY_MAX = 4096
 _SILENCE_MAX = 7 * 86400.0
+_STREAM_EVERY = 10.0  # seconds: the status document (and a keepalive) at least this often
+_ACTOR_MAX = 160
 
 
 class BadRequest(Exception):
     """A request the API refuses; the message says what was expected."""
+
+
+class Action(NamedTuple):
+    """A control action: the service it is about, what it does (for the audit), the call
+    that does it, and whether it sends a Slack message of its own (then its audit does not)."""
+
+    service: str
+    what: str
+    run: Callable[[], tuple[int, dict[str, Any]]]
+    quiet: bool = False
 
 
 class HubApi:
@@ -52,6 +70,7 @@ class HubApi:
         token: str,
         alerts: Alerts | None = None,
         services: tuple[str, ...] = (),
+        incident: Callable[[str], str | None] = lambda name: None,
     ) -> None:
         self.status = status
         self.loop_age = loop_age
@@ -62,6 +81,18 @@ class HubApi:
         self.token = token
         self.alerts = alerts
         self.services = services  # what a silence may name (with "stack")
+        self.incident = incident  # an incident file's text by its name
+
+    def audit(self, action: Action, actor: str, code: int, body: dict[str, Any]) -> None:
+        """One audit event per control action: what, by whom, and its result."""
+        result = "done" if code < 300 else f"refused ({body.get('error', f'HTTP {code}')})"
+        what = action.what
+        if code == 201 and "until" in body:  # a silence: say which, how long and why
+            until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(body["until"]))
+            what = f"silence of {body['service']} until {until} ({body['reason']})"
+        self.events.emit(body.get("service") or action.service, Kind.AUDIT, Severity.INFO,
+                         f"{what} by {actor}: {result}", actor=actor,
+                         quiet=action.quiet and code < 300)
 
     def health(self) -> tuple[int, dict[str, Any]]:
         age = self.loop_age()
@@ -116,7 +147,11 @@ def _handler(api: HubApi) -> type[BaseHTTPRequestHandler]:
             elif path == "/status":
                 self._json(200, api.status())
             elif path == "/events":
-                self._json(200, {"events": api.events.recent()})
+                self._json(200, {"events": self._events()})
+            elif path == "/events/stream":
+                self._stream()
+            elif _INCIDENT.match(path):
+                self._incident(_INCIDENT.match(path).group(1))  # type: ignore[union-attr]
             elif path == "/metrics":
                 self._send(200, api.metrics.render(), "text/plain; version=0.0.4")
             elif path == "/alerts" and api.alerts:
@@ -128,36 +163,88 @@ def _handler(api: HubApi) -> type[BaseHTTPRequestHandler]:
             else:
                 self._json(404, {"error": f"no such resource {path}"})
 
+        def _events(self) -> list[Event]:
+            after = parse_qs(urlsplit(self.path).query).get("after", [""])[0]
+            return api.events.after(int(after)) if after.isdigit() else api.events.recent()
+
+        def _incident(self, name: str) -> None:
+            text = api.incident(name)
+            if text is None:
+                self._json(404, {"error": f"no incident file {name!r}"})
+            else:
+                self._send(200, text.encode(), "text/plain; charset=utf-8")
+
+        def _stream(self) -> None:
+            """Server-sent events until the reader goes away: what it missed (after its
+            Last-Event-ID), then each new event and the status document after it."""
+            last = self._stream_start()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            chunk = b"retry: 1000\n\n"
+            try:
+                while True:
+                    events = api.events.after(last)
+                    if events:
+                        last = events[-1]["id"]
+                    chunk += b"".join(_sse("event", e, e["id"]) for e in events)
+                    self.wfile.write(chunk + _sse("status", api.status()) + b": keepalive\n\n")
+                    chunk = b""
+                    api.events.wait_after(last, _STREAM_EVERY)
+            except OSError:
+                return  # the reader went away
+
+        def _stream_start(self) -> int:
+            """The reader's Last-Event-ID (or ?after=), else the newest event: no replay."""
+            raw = self.headers.get("Last-Event-ID") or \
+                parse_qs(urlsplit(self.path).query).get("after", [""])[0]
+            if raw.isdigit():
+                return int(raw)
+            newest = api.events.recent(1)
+            return newest[-1]["id"] if newest else 0
+
         def do_POST(self) -> None:
-            action = self._action()
-            if action is None:
+            found = self._action()
+            if found is None:
                 self._json(404, {"error": f"no such action {self.path}"})
                 return
             supplied = self.headers.get("Authorization", "").removeprefix("Bearer ")
             if not api.token or not hmac.compare_digest(supplied.encode(), api.token.encode()):
+                log.warning("%s refused: no valid operator token", found.what)
                 self._json(401, {"error": "a valid operator token is required "
                                           "(Authorization: Bearer <UNISTACK_OPERATOR_TOKEN>)"})
                 return
             try:
-                self._json(*action())
+                code, body = found.run()
             except BadRequest as exc:
-                self._json(400, {"error": str(exc)})
+                code, body = 400, {"error": str(exc)}
+            api.audit(found, self._actor(), code, body)
+            self._json(code, body)
 
-        def _action(self) -> Callable[[], tuple[int, dict[str, Any]]] | None:
-            """The POST handler for this path, or None (404)."""
+        def _actor(self) -> str:
+            said = self.headers.get(ACTOR_HEADER, "")
+            said = "".join(c for c in said if c.isprintable())[:_ACTOR_MAX].strip()
+            return said or f"an unnamed client at {self.client_address[0]}"
+
+        def _action(self) -> Action | None:
+            """The control action of this POST path, or None (404)."""
             restart, end = _RESTART.match(self.path), _END_SILENCE.match(self.path)
             alerts = api.alerts
             if restart:
-                return lambda: _restarted(api, restart.group(1))
+                name = restart.group(1)
+                return Action(name, f"restart of {name}", lambda: _restarted(api, name))
             if alerts is None:
                 return None
-            if self.path == "/alerts/test":
-                return lambda: (202, {"key": alerts.test(), "slack": alerts.slack_mode})
-            if self.path == "/alerts/silences":
-                return lambda: api.silence(self._body())
+            if self.path == "/alerts/test":  # Slack gets the test message itself
+                return Action("stack", "test alert", lambda: (
+                    202, {"key": alerts.test(), "slack": alerts.slack_mode}), quiet=True)
+            if self.path == "/alerts/silences":  # ... and the silence's announcement
+                return Action("stack", "silence", lambda: api.silence(self._body()), quiet=True)
             if end:
-                return lambda: (200, {"ended": alerts.unsilence(end.group(1)),
-                                      "service": end.group(1)})
+                name = end.group(1)
+                return Action(name, f"end of the silence of {name}", lambda: (
+                    200, {"ended": alerts.unsilence(name), "service": name}), quiet=True)
             return None
 
         def _body(self) -> dict[str, Any]:
@@ -173,6 +260,11 @@ def _handler(api: HubApi) -> type[BaseHTTPRequestHandler]:
             return body
 
     return Handler
+
+
+def _sse(kind: str, document: Any, event_id: int | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {kind}\ndata: {json.dumps(document)}\n\n".encode()
 
 
 def _restarted(api: HubApi, name: str) -> tuple[int, dict[str, Any]]:
@@ -202,14 +294,24 @@ class HubServer:
         self._server.server_close()
 
 
-def document_builder(
-    statuses: Callable[[], list[Any]], loop_age: Callable[[], float], pid: int,
-    warnings: Callable[[], list[str]] = list,
-) -> Callable[[], dict[str, Any]]:
-    """The /status document: services, the hub's own loop age, the stack's warnings."""
+class StatusSources(NamedTuple):
+    """What the /status document is made of, each read when it is asked for."""
+
+    statuses: Callable[[], list[Any]]
+    loop_age: Callable[[], float]
+    pid: int
+    warnings: Callable[[], list[str]] = list
+    facts: Callable[[str], dict[str, Any]] = lambda name: {}
+    system: Callable[[], dict[str, Any]] = dict
+    gpu: Callable[[], dict[str, Any]] = dict
+
+
+def document_builder(sources: StatusSources) -> Callable[[], dict[str, Any]]:
+    """The /status document: services with their facts, the hub's own loop age, the
+    stack's warnings, the machine and its GPUs."""
     def build() -> dict[str, Any]:
-        services = statuses()
-        hub = {"pid": pid, "loop_age": round(loop_age(), 3)}
-        return status_document(services, time.time(), hub, warnings())
+        hub = {"pid": sources.pid, "loop_age": round(sources.loop_age(), 3)}
+        return status_document(sources.statuses(), time.time(), hub, sources.warnings(),
+                               sources.facts, system=sources.system(), gpu=sources.gpu())
 
     return build

@@ -19,7 +19,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from unistack.config import LOOPBACK, Settings
-from unistack.hub.events import Event, EventLog
+from unistack.event import Event, Kind, Severity, parse
+from unistack.hub.events import EventLog
 
 log = logging.getLogger("unistack.hub")
 
@@ -85,8 +86,8 @@ class EventStore:
 
     def _load(self, client: redis.Redis) -> None:
         entries: Any = client.xrevrange(STREAM, count=_HISTORY)
-        history = [json.loads(fields[b"json"]) for _, fields in reversed(entries)]
-        self._events.preload(history)
+        stored = (parse(json.loads(fields[b"json"])) for _, fields in reversed(entries))
+        self._events.preload([e for e in stored if e is not None])
         self._loaded = True
 
     def _flush(self, client: redis.Redis) -> None:
@@ -103,6 +104,6 @@ class EventStore:
                 self._pending.popleft()
             self._dropped -= dropped
         if dropped:
-            self._events.emit("hub", "events_dropped", "warning",
+            self._events.emit("hub", Kind.EVENTS_DROPPED, Severity.WARNING,
                               f"{dropped} events were not persisted: Redis was down and the "
                               f"buffer of {_BUFFER} was full")

@@ -14,10 +14,12 @@ from types import FrameType
 from unistack import runtime
 from unistack.alerts.service import Alerts
 from unistack.config import Settings
-from unistack.hub.api import HubApi, HubServer, document_builder
-from unistack.hub.events import Event, EventLog
+from unistack.event import Event, Kind, Severity
+from unistack.hub.api import HubApi, HubServer, StatusSources, document_builder
+from unistack.hub.events import EventLog
 from unistack.hub.eventstore import EventStore
 from unistack.hub.exits import ExitWatcher
+from unistack.hub.facts import Facts
 from unistack.hub.heartbeat import Heartbeat
 from unistack.hub.incidents import IncidentRecorder, Retention
 from unistack.hub.metrics import HubMetrics
@@ -55,7 +57,7 @@ class Watchdog:
 
 
 def _log_event(event: Event) -> None:
-    level = logging.INFO if event["severity"] == "info" else logging.WARNING
+    level = logging.INFO if event["severity"] == Severity.INFO else logging.WARNING
     log.log(level, "event %s %s: %s", event["service"], event["kind"], event["detail"])
 
 
@@ -86,6 +88,7 @@ class Hub:
             settings, self._pids, self.events,
             [settings.data_dir, settings.log_dir, settings.run_dir], metrics=self.metrics)
         self.alerts = Alerts(settings, prometheus_ready=lambda: self._ready("prometheus"))
+        self.facts = Facts(settings, registry, self._ready)
         self.events.subscribe(self.alerts.on_event)
         self.reconciler.watch = self.exits.watch
         self.tenure = Tenure(settings.run_dir / "hub.json", settings.flap_window)
@@ -93,8 +96,9 @@ class Hub:
                                    self._unsound) if settings.heartbeat_url else None
         self.stop_event = threading.Event()
         api = HubApi(
-            status=document_builder(self.reconciler.statuses, self.loop_age, os.getpid(),
-                                    self._warnings),
+            status=document_builder(StatusSources(
+                self.reconciler.statuses, self.loop_age, os.getpid(), self._warnings,
+                self.facts.of, lambda: self.resources.system, lambda: self.facts.gpu)),
             loop_age=self.loop_age,
             stale_after=settings.hub_stale_after,
             events=self.events,
@@ -103,6 +107,7 @@ class Hub:
             token=settings.unistack_operator_token,
             alerts=self.alerts,
             services=tuple(spec.name for spec in registry),
+            incident=self.incidents.read,
         )
         self.server = HubServer(api, settings.hub_port)
 
@@ -160,7 +165,8 @@ class Hub:
         spec = by_name(self.registry).get(name)
         if spec is None or spec.autostart:
             return f"{name!r} is not a service the hub restarts"
-        self.events.emit(name, "restart_requested", "info", "restart requested by an operator")
+        self.events.emit(name, Kind.RESTART_REQUESTED, Severity.INFO,
+                         "restart requested by an operator")
         self.reconciler.expect_exit(name)
         threading.Thread(target=self._stop_quietly, args=(name,), daemon=True).start()
         return None
@@ -208,13 +214,14 @@ class Hub:
         self.exits.start()
         self.store.start()
         self.resources.start()
+        self.facts.start()
         self.alerts.start()
         self.server.start()
         threading.Thread(target=self._watchdog, name="watchdog", daemon=True).start()
         if self.heartbeat is not None:
             self.heartbeat.start()
         log.info("hub serving on %s (pid %d)", self.settings.hub_url, os.getpid())
-        self.events.emit("hub", "started", "info", f"hub started, pid {os.getpid()}")
+        self.events.emit("hub", Kind.STARTED, Severity.INFO, f"hub started, pid {os.getpid()}")
         try:
             self.reconciler.run(self.stop_event)
         finally:
@@ -222,6 +229,7 @@ class Hub:
                 self.heartbeat.stop()
             self.exits.stop()
             self.resources.stop()
+            self.facts.stop()
             self.server.stop()
             self.alerts.stop()
             self.store.stop()

@@ -143,6 +143,19 @@ class IncidentRecorder:
             del self._unwritten[next(iter(self._unwritten))]
         self.prune()
 
+    def read(self, name: str) -> str | None:
+        """The incident file NAME (a bare file name), held in memory or on disk; None when
+        there is no such incident file."""
+        path = self._directory / name
+        if path.parent != self._directory or path.suffix != ".txt":
+            return None
+        if path in self._unwritten:
+            return self._unwritten[path]
+        try:
+            return path.read_text(errors="replace")
+        except OSError:
+            return None
+
     def unwritten(self) -> list[str]:
         """Incident files captured but not on disk yet (the disk is full)."""
         return [str(path) for path in self._unwritten]

@@ -30,7 +30,12 @@ class HubMetrics:
         self._disk_free = Gauge("unistack_disk_free_ratio", "Free share of the filesystem "
                                 "holding a state directory (0..1)", ["path"],
                                 registry=self.registry)
+        self._cpu = Gauge("unistack_cpu_used_ratio", "Share of one core used by the service's "
+                          "process (0..1 per core)", ["service"], registry=self.registry)
+        self._host = Gauge("unistack_host_used_ratio", "Share of the machine's CPU (all cores) "
+                           "and memory in use (0..1)", ["resource"], registry=self.registry)
         self._memory_services: set[str] = set()
+        self._cpu_services: set[str] = set()
 
     def observe(self, status: ServiceStatus) -> None:
         self._ready.labels(status.name).set(1 if status.ready else 0)
@@ -44,11 +49,15 @@ class HubMetrics:
     def memory_used(self, ratios: Mapping[str, float]) -> None:
         """Every sampled service's memory share; one no longer sampled is dropped, so a
         stopped service does not keep its last value (and its alert) forever."""
-        for service in self._memory_services - ratios.keys():
-            self._memory.remove(service)
-        for service, ratio in ratios.items():
-            self._memory.labels(service).set(ratio)
-        self._memory_services = set(ratios)
+        self._memory_services = _per_service(self._memory, self._memory_services, ratios)
+
+    def cpu_used(self, ratios: Mapping[str, float]) -> None:
+        """Every sampled service's CPU share (of one core), dropped like memory."""
+        self._cpu_services = _per_service(self._cpu, self._cpu_services, ratios)
+
+    def host(self, cpu: float, memory: float) -> None:
+        self._host.labels("cpu").set(cpu)
+        self._host.labels("memory").set(memory)
 
     def disk_free(self, path: str, ratio: float) -> None:
         self._disk_free.labels(path).set(ratio)
@@ -58,3 +67,12 @@ class HubMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _per_service(gauge: Gauge, known: set[str], ratios: Mapping[str, float]) -> set[str]:
+    """Set GAUGE per service from RATIOS; remove the services no longer there."""
+    for service in known - ratios.keys():
+        gauge.remove(service)
+    for service, ratio in ratios.items():
+        gauge.labels(service).set(ratio)
+    return set(ratios)

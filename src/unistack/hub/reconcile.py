@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 from unistack import policy, runtime
 from unistack.config import Settings
+from unistack.event import Kind, Severity
 from unistack.hub.events import EventLog
 from unistack.hub.incidents import IncidentRecorder
 from unistack.hub.metrics import HubMetrics
@@ -99,7 +100,7 @@ class Reconciler:
         self.watch: Callable[[str, int], None] = lambda service, pid: None
         self.startup = Startup(self._clock(), settings.start_timeout, self._emit_stack)
 
-    def _emit_stack(self, kind: str, severity: str, detail: str) -> None:
+    def _emit_stack(self, kind: Kind, severity: Severity, detail: str) -> None:
         self._events.emit("stack", kind, severity, detail)
 
     # --- reading ------------------------------------------------------------------
@@ -218,10 +219,10 @@ class Reconciler:
                   "(killed, crashed or stale); supervisord started this one")
         with self._lock:
             hub.policy.restarts.extend(now - (wall - t) for t in predecessor.restarts)
-            hub.policy.incident, hub.policy.incident_since = "crashed", now
+            hub.policy.incident, hub.policy.incident_since = Kind.CRASHED, now
             path = self._incidents.capture(hub.spec.name, 0, detail, python=False)
             hub.last_incident = hub.captured = str(path)
-            self._emit(hub, policy.Action(policy.EVENT, "crashed", "warning", detail))
+            self._emit(hub, policy.Action(policy.EVENT, Kind.CRASHED, Severity.WARNING, detail))
             hub.captured = ""
 
     def expect_exit(self, name: str) -> None:
@@ -327,7 +328,7 @@ class Reconciler:
         """Dependents whose edge says so restart once NAME is ready again after a restart."""
         for dependent in self._services.values():
             if name in dependent.spec.restart_with and dependent.pid > 0:
-                self._events.emit(dependent.spec.name, "restarted_with", "info",
+                self._events.emit(dependent.spec.name, Kind.RESTARTED_WITH, Severity.INFO,
                                   f"restarted because {name} restarted", cause=name)
                 self._kill(dependent)
 
@@ -375,12 +376,13 @@ class Reconciler:
             self._kill(service)
 
     def _emit(self, service: _Service, action: policy.Action) -> None:
+        assert action.event is not None, action
         extra: dict[str, Any] = {}
         severity, detail = action.severity, action.detail
         cause = self._root_cause(service.spec)
-        if cause and action.event not in ("ready", "recovered"):
+        if cause and action.event not in (Kind.READY, Kind.RECOVERED):
             extra["cause"] = cause
-            severity = "info"
+            severity = Severity.INFO
             detail += f" (caused by {cause}: {self._services[cause].policy.incident})"
         if service.captured:
             extra["incident"] = service.captured

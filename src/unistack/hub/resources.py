@@ -12,10 +12,12 @@ import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from unistack.config import Settings
+from unistack.event import Kind, Severity
 from unistack.hub.events import EventLog
 from unistack.hub.metrics import HubMetrics
 from unistack.policy import Threshold
@@ -53,6 +55,10 @@ class ResourceWatcher:
         self._directories = directories
         self._thresholds: dict[str, Threshold] = {}
         self.disk_warnings: list[str] = []  # raised disk thresholds, for `status`
+        # The machine as the status document's `system` shows it: host CPU and memory
+        # use (percent) and each state filesystem's free space.
+        self.system: dict[str, Any] = {"cpu_percent": None, "memory_percent": None,
+                                       "disks": []}
         self._processes: dict[str, psutil.Process] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="resources", daemon=True)
@@ -64,24 +70,32 @@ class ResourceWatcher:
         self._stop.set()
 
     def _run(self) -> None:
+        psutil.cpu_percent()  # primes the host's counter: the first sample has a base
         while not self._stop.wait(self._settings.resource_interval):
             self.sample()
 
     def sample(self) -> None:
         """One pass over every service and directory; emits events on level changes."""
-        memory = self._sample_services()
-        self._sample_disks()
+        cpu, memory = self._sample_services()
+        disks = self._sample_disks()
+        host = (psutil.cpu_percent(), psutil.virtual_memory().percent)
+        self.system = {"cpu_percent": host[0], "memory_percent": host[1], "disks": disks}
         if self._metrics is not None:
             self._metrics.memory_used(memory)
+            self._metrics.cpu_used(cpu)
+            self._metrics.host(host[0] / 100.0, host[1] / 100.0)
 
-    def _sample_services(self) -> dict[str, float]:
-        """CPU and memory thresholds of every service; returns memory shares (0..1)."""
+    def _sample_services(self) -> tuple[dict[str, float], dict[str, float]]:
+        """CPU and memory thresholds of every service; returns its CPU (of one core) and
+        memory (of the machine) shares, 0..1."""
         s = self._settings
         margin = s.resource_hysteresis_percent
         shares: dict[str, float] = {}
+        cores: dict[str, float] = {}
         for service, pid in self._pids().items():
             cpu, memory = self._usage(service, pid)
             if cpu is not None:
+                cores[service] = cpu / 100.0
                 self._check(f"{service}/cpu", cpu, Threshold(s.cpu_warn_percent, margin),
                             service, f"CPU {cpu:.0f}% of one core")
             if memory is not None:
@@ -89,20 +103,24 @@ class ResourceWatcher:
                 self._check(f"{service}/memory", memory,
                             Threshold(s.memory_warn_percent, margin), service,
                             f"memory {memory:.1f}% of the machine")
-        return shares
+        return cores, shares
 
-    def _sample_disks(self) -> None:
+    def _sample_disks(self) -> list[dict[str, Any]]:
         """One threshold per filesystem (var/data, var/log and var/run usually share one:
-        one full disk is one incident), named by its mount point."""
+        one full disk is one incident), named by its mount point; returns each one's
+        free space."""
         s = self._settings
         margin = s.resource_hysteresis_percent
-        warnings = []
+        warnings, disks = [], []
         for mount, directories in filesystems(self._directories).items():
             try:
                 usage = shutil.disk_usage(mount)
             except OSError:
                 continue
             free = 100.0 * usage.free / usage.total
+            disks.append({"path": ", ".join(str(d) for d in directories), "mount": str(mount),
+                          "free_percent": round(free, 2), "free_bytes": usage.free,
+                          "total_bytes": usage.total})
             if self._metrics is not None:
                 for directory in directories:
                     self._metrics.disk_free(str(directory), usage.free / usage.total)
@@ -114,6 +132,7 @@ class ResourceWatcher:
                 names = ", ".join(str(d) for d in directories)
                 warnings.append(f"{full}: {what} (holds {names})")
         self.disk_warnings = warnings
+        return disks
 
     def _usage(self, service: str, pid: int) -> tuple[float | None, float | None]:
         process = self._processes.get(service)
@@ -132,6 +151,6 @@ class ResourceWatcher:
         change = threshold.update(value)
         if change == "raised":
             limit = f"{'below' if not threshold.above else 'above'} {threshold.limit:g}%"
-            self._events.emit(service, "resource", "warning", f"{what}: {limit}")
+            self._events.emit(service, Kind.RESOURCE, Severity.WARNING, f"{what}: {limit}")
         elif change == "cleared":
-            self._events.emit(service, "resource_ok", "info", f"{what}: back to normal")
+            self._events.emit(service, Kind.RESOURCE_OK, Severity.INFO, f"{what}: back to normal")

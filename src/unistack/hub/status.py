@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from unistack.event import Kind, Severity
+
 # Overall verdicts and the exit codes of `status`.
 HEALTHY, DEGRADED, DOWN = "healthy", "degraded", "down"
 EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, DOWN: 2}
@@ -45,16 +47,21 @@ def overall(services: list[ServiceStatus]) -> str:
 
 def status_document(
     services: list[ServiceStatus], now: float, hub: dict[str, Any],
-    warnings: list[str] | None = None,
+    warnings: list[str] | None = None, facts: Callable[[str], dict[str, Any]] | None = None,
+    **machine: Any,
 ) -> dict[str, Any]:
     """The JSON of `GET /status` and `status --json`; WARNINGS are the stack's own
-    conditions that no service shows (a full or low disk, files held in memory)."""
+    conditions that no service shows (a full or low disk, files held in memory); FACTS
+    gives each service's card figures (Redis memory, the engine's models, ...); MACHINE
+    adds `system` (CPU, memory, disks) and `gpu` (GPU health) where the hub has them."""
     return {
         "overall": overall(services),
         "ts": now,
         "hub": hub,
-        "services": [s.to_json() for s in services],
+        "services": [{**s.to_json(), "facts": facts(s.name) if facts else {}}
+                     for s in services],
         "warnings": warnings or [],
+        **machine,
     }
 
 
@@ -64,7 +71,7 @@ class Startup:
     A hub that only adopted running services started nothing and says nothing."""
 
     def __init__(self, began: float, timeout: float,
-                 emit: Callable[[str, str, str], None]) -> None:
+                 emit: Callable[[Kind, Severity, str], None]) -> None:
         self._began, self._timeout, self._emit = began, timeout, emit
         self._started = self._failed = self._done = False
 
@@ -80,10 +87,10 @@ class Startup:
         if not waiting:
             self._done = True  # starting -> complete
             if self._started or self._failed:
-                self._emit("startup_complete", "info",
+                self._emit(Kind.STARTUP_COMPLETE, Severity.INFO,
                            f"startup complete: every service ready in {took:.1f} s")
         elif not self._failed and took > self._timeout:
             self._failed = True  # starting -> failed (complete may still follow)
-            self._emit("startup_failed", "critical",
+            self._emit(Kind.STARTUP_FAILED, Severity.CRITICAL,
                        f"not ready {self._timeout:g} s after the hub started: "
                        f"{', '.join(waiting)}")

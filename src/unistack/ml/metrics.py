@@ -79,6 +79,7 @@ class EngineMetrics:
                                     registry=self.registry)
                       for name in ("batches", "rows", "reclaimed", "dead_lettered")}
         self._seen: dict[str, int] = {}
+        self._backlog = {"stream_length": 0, "pending": 0, "dead_letters": 0}  # last read
         self._events = Counter("ml_engine_events", "Engine events (model loads, GPU memory "
                                "steps)", ["kind", "severity"], registry=self.registry)
         self.duration = self._histogram("ml_engine_request_duration_seconds",
@@ -160,6 +161,13 @@ class EngineMetrics:
         self._gauges["gpu_memory_total_bytes"].set(state.total_bytes)
         self._gauges["gpu_memory_level"].set(state.level)
 
+    def backlog(self) -> dict[str, int]:
+        """The stream's length, pending and dead-letter counts, read now (the last values
+        when Redis does not answer)."""
+        with contextlib.suppress(redis.RedisError):
+            self._sync_stream()
+        return dict(self._backlog)
+
     def _sync_stream(self) -> None:
         pipe = self._client.pipeline(transaction=False)
         pipe.xlen(STREAM)
@@ -167,11 +175,15 @@ class EngineMetrics:
         pipe.xlen(DEAD_LETTERS)
         length, pending, dead = pipe.execute(raise_on_error=False)
         if isinstance(length, int):
-            self._gauges["stream_length"].set(length)
+            self._set("stream_length", length)
         if isinstance(dead, int):
-            self._gauges["dead_letters"].set(dead)
+            self._set("dead_letters", dead)
         if isinstance(pending, dict):  # an error (no group yet) leaves the last values
-            self._gauges["pending"].set(int(pending["pending"]))
+            self._set("pending", int(pending["pending"]))
             oldest = pending.get("min")
             age = time.time() - int(oldest.split(b"-")[0]) / 1000 if oldest else 0.0
             self._gauges["oldest_pending_seconds"].set(max(age, 0.0))
+
+    def _set(self, name: str, value: int) -> None:
+        self._gauges[name].set(value)
+        self._backlog[name] = value

@@ -3,7 +3,8 @@
 GET /health answers from the loop's heartbeat (a hung loop is caught even while this
 HTTP thread still answers), /ready only when a model is loaded, warmed up and a canary
 prediction succeeded (and a GPU is in use when ML_REQUIRE_GPU=1), /metrics for
-Prometheus. The loop reconnects to Redis with capped backoff and never exits on input.
+Prometheus, /facts for the hub's status (models served, the device and why, the backlog,
+GPU health from NVML). The loop reconnects to Redis with capped backoff and never exits on input.
 (The first `start` trains and registers a default model before the engine runs.)
 """
 
@@ -28,6 +29,7 @@ from unistack.config import LOOPBACK, ConfigError, Settings, load_settings
 from unistack.logs import setup_logging
 from unistack.ml import capability
 from unistack.ml.engine import Engine, EngineConfig
+from unistack.ml.gpu_health import GpuHealth
 from unistack.ml.gpu_memory import (
     DefaultActions,
     GpuMemoryManager,
@@ -74,6 +76,7 @@ class EngineService:
             DefaultActions(self.engine.set_max_batch_rows), settings.ml_max_batch_rows,
             report=self._report,
         ) if self.choice.device == "cuda" else None
+        self.gpu = GpuHealth()
         self.canary_ok = False
         self.waiting = ""  # why the loop is backing off on purpose (Redis down or loading)
         self.stop = threading.Event()
@@ -110,6 +113,14 @@ class EngineService:
             return False, "canary prediction has not succeeded", True
         fresh = time.monotonic() - self.engine.progress < _STALE_AFTER
         return fresh, "loop heartbeat", True
+
+    def facts(self) -> dict[str, Any]:
+        """What the dashboard's ML and GPU cards show."""
+        models = [{"name": name, "version": d.get("version"), "kind": d.get("kind"),
+                   "device": d.get("device")} for name, d in self.models.describe().items()]
+        return {"models": models, "device": self.choice.device or "none",
+                "device_reason": self.choice.reason, **self.metrics.backlog(),
+                "gpu": self.gpu.report()}
 
     def canary(self) -> None:
         for name in self.models.names():
@@ -164,6 +175,8 @@ def _handler(service: EngineService) -> type[BaseHTTPRequestHandler]:
                 body = {"ready": ok, "detail": why, "restart_helps": restart_helps,
                         "models": service.models.describe()}
                 self._send(200 if ok else 503, json.dumps(body).encode(), "application/json")
+            elif self.path == "/facts":
+                self._send(200, json.dumps(service.facts()).encode(), "application/json")
             elif self.path == "/metrics":
                 text = service.metrics.render(service.models.describe().items())
                 self._send(200, text, "text/plain; version=0.0.4")
