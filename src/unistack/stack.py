@@ -229,6 +229,14 @@ def _confirmed(settings: Settings, service: dict[str, Any]) -> bool:
     return bool(tick and result.ok and processes.start_tick(pid) == tick)
 
 
+def _lagging(service: dict[str, Any], begun: int) -> str:
+    """Why SERVICE does not count as ready for `start`."""
+    if _fresh(service, begun):
+        return (f"{service['name']} is {service['state']} in the hub's view but did not pass "
+                "our own readiness probe")
+    return f"{service['name']} is {service['state']}: {service['detail']}"
+
+
 def wait_ready(settings: Settings, report: Report, deadline: float, begun: int,
                daemon: tuple[int, int]) -> None:
     """Poll the status until healthy; raise "stopped while starting" as soon as supervisord
@@ -252,8 +260,7 @@ def wait_ready(settings: Settings, report: Report, deadline: float, begun: int,
         return bool(last["overall"] == HEALTHY and len(fresh) == len(last["services"]))
 
     if not _poll(healthy, deadline):
-        lagging = [f"{s['name']} is {s['state']}: {s['detail']}"
-                   for s in last.get("services", []) if not _fresh(s, begun)]
+        lagging = [_lagging(s, begun) for s in last.get("services", []) if s["name"] not in seen]
         raise StackError(
             f"not ready after {settings.start_timeout:g} s (START_TIMEOUT): "
             + "; ".join(lagging)
