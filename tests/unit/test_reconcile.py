@@ -311,12 +311,26 @@ def test_an_exit_the_hub_expected_is_not_a_crash(make_hub: Callable[..., Hub]) -
     hub = make_hub()
     db = running_and_ready(hub, "db")["db"]
     hub.reconciler.expect_exit("db")
+    assert hub.monitors["db"].calls[-1] == "pause"  # a stopping process fails its probes
     db.kill()
     db.wait(5)
     hub.post(Exited("db", db.pid))
     hub.syncs(2)
     assert hub.kinds() == ["adopted"]
     assert hub.state("db") == policy.READY
+
+
+def test_a_stop_that_did_not_happen_is_probed_again(make_hub: Callable[..., Hub]) -> None:
+    hub = make_hub()
+    db = running_and_ready(hub, "db")["db"]
+    hub.reconciler.expect_exit("db")
+    hub.reconciler.exit_not_expected("db")  # supervisord refused the stop
+    assert hub.monitors["db"].calls[-2:] == ["pause", "resume"]
+    db.kill()
+    db.wait(5)
+    hub.post(Exited("db", db.pid))
+    hub.syncs(2)
+    assert "crashed" in hub.kinds()  # its exit is a crash again
 
 
 def test_an_exit_of_another_pid_is_ignored(make_hub: Callable[..., Hub]) -> None:

@@ -176,6 +176,7 @@ class Hub:
             self.supervisor.stop(name)
         except SupervisorError as exc:
             log.error("restart of %s failed: %s", name, exc)
+            self.reconciler.exit_not_expected(name)  # it runs on: probe it again
 
     def _watchdog(self) -> None:
         watchdog = Watchdog(self.loop_age, self.settings.hub_stale_after)

@@ -226,10 +226,22 @@ class Reconciler:
             hub.captured = ""
 
     def expect_exit(self, name: str) -> None:
-        """The current process of NAME is being stopped on purpose: not a crash."""
+        """The current process of NAME is being stopped on purpose: not a crash, and its
+        probes failing while it stops are not a hang (its monitor resumes on the next
+        process)."""
         with self._lock:
             service = self._services[name]
             service.killed.add(service.pid)
+            if service.monitor:
+                service.monitor.pause()
+
+    def exit_not_expected(self, name: str) -> None:
+        """A stop announced by `expect_exit` did not happen: the process runs on."""
+        with self._lock:
+            service = self._services[name]
+            service.killed.discard(service.pid)
+            if service.monitor:
+                service.monitor.resume()
 
     # --- supervisord --------------------------------------------------------------
 
