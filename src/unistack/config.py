@@ -141,7 +141,7 @@ class Key:
 
 _DURATION = r"[0-9]+(ms|s|m|h|d|w|y)"
 # Services the hub probes, each with its own liveness and readiness timings.
-PROBED_SERVICES = ("REDIS", "PROMETHEUS", "ML_ENGINE")
+PROBED_SERVICES = ("REDIS", "PROMETHEUS", "ML_ENGINE", "DASHBOARD")
 _PROBE_DEFAULTS = {"INTERVAL": "0.3", "TIMEOUT": "0.4", "THRESHOLD": "2"}
 
 
@@ -182,6 +182,7 @@ KEYS: tuple[Key, ...] = (
     Key("PROMETHEUS_PORT", "9190", _port, "a TCP port 1-65535"),
     Key("HUB_PORT", "9180", _port, "a TCP port 1-65535"),
     Key("ML_ENGINE_PORT", "9181", _port, "a TCP port 1-65535"),
+    Key("DASHBOARD_PORT", "5000", _port, "a TCP port 1-65535"),
     Key("REDIS_SERVER_BIN", "redis-server", _text, "a program name or path"),
     Key("PROMETHEUS_BIN", "prometheus", _text, "a program name or path"),
     Key("PROMETHEUS_SCRAPE_INTERVAL", "5s", _pattern(_DURATION), "a duration like 5s"),
@@ -218,9 +219,12 @@ KEYS: tuple[Key, ...] = (
     Key("ML_MAX_DELIVERIES", "3", _positive_int, "a count > 0"),
     Key("ML_REPLY_TTL", "60", _positive_int, "seconds > 0"),
     Key("ML_MODEL_REFRESH_INTERVAL", "2", _positive_float, "seconds > 0"),
+    Key("DASHBOARD_WORKERS", "2", _positive_int, "a count > 0"),
+    Key("DASHBOARD_THREADS", "16", _positive_int, "a count > 0"),
+    Key("DASHBOARD_CONTROL_INTERVAL", "10", _positive_float, "seconds > 0"),
     *_probe_keys(),
     Key("START_TIMEOUT", "30", _positive_float, "seconds > 0"),
-    Key("STOP_TIMEOUT", "8", _positive_float, "seconds > 0"),
+    Key("STOP_TIMEOUT", "9", _positive_float, "seconds > 0"),
     Key("LOG_FORMAT", "text", _choice("text", "json"), "one of text, json"),
     Key("LOG_LEVEL", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"),
         "one of DEBUG, INFO, WARNING, ERROR"),
@@ -276,6 +280,7 @@ class Settings:
     prometheus_port: int
     hub_port: int
     ml_engine_port: int
+    dashboard_port: int
     redis_server_bin: str
     prometheus_bin: str
     prometheus_scrape_interval: str
@@ -311,6 +316,9 @@ class Settings:
     ml_max_deliveries: int
     ml_reply_ttl: int
     ml_model_refresh_interval: float
+    dashboard_workers: int
+    dashboard_threads: int
+    dashboard_control_interval: float
     slack_api_url: str
     slack_channel_info: str
     slack_channel_warning: str

@@ -92,6 +92,18 @@ REGISTRY: tuple[ServiceSpec, ...] = (
         facts_path="/facts",
     ),
     ServiceSpec(
+        name="dashboard",
+        port_key="DASHBOARD_PORT",
+        group="frontend",
+        critical=False,
+        # No depends_on: the hub starts it, so the hub is up; it shows "hub unreachable"
+        # by itself while the hub restarts.
+        liveness=ProbeSpec("http", "/health"),
+        readiness=ProbeSpec("http", "/ready"),
+        metrics_path="/metrics",
+        python=True,
+    ),
+    ServiceSpec(
         name="hub",
         port_key="HUB_PORT",
         group="infrastructure",

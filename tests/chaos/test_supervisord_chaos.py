@@ -19,10 +19,11 @@ import redis
 
 from tests.conftest import Stack, wait_for
 from unistack import processes
+from unistack.services import REGISTRY, stop_order
 
 pytestmark = pytest.mark.chaos
 
-SERVICES = ["redis", "prometheus", "ml_engine", "hub"]
+SERVICES = [spec.name for spec in REGISTRY]
 
 
 def password(stack: Stack) -> str:
@@ -122,7 +123,7 @@ def test_kill_9_supervisord_orphans_reported_then_replaced_without_losing_a_writ
         assert "running without supervisord" in started.stdout
         order = [line.split()[0] for line in started.stdout.splitlines()
                  if line.strip().endswith("s)") and "stopped (pid" in line]
-        assert order == ["hub", "ml_engine", "prometheus", "redis"], started.stdout
+        assert order == [spec.name for spec in stop_order()], started.stdout
         now = json.loads(stack.cli("status", "--json").stdout)
         fresh = {s["name"]: s["pid"] for s in now["services"]}
         assert now["overall"] == "healthy"

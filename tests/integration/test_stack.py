@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from tests.conftest import PORT_KEYS, ROOT, Stack, make_home, stack_environment, wait_for
+from unistack.services import REGISTRY
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,7 @@ def test_start_status_stop_leaves_nothing_running(stack: Stack) -> None:
     document = status(stack)
     assert document["overall"] == "healthy"
     by_name = {s["name"]: s for s in document["services"]}
-    assert set(by_name) == {"redis", "prometheus", "ml_engine", "hub"}
+    assert set(by_name) == {spec.name for spec in REGISTRY}
     for service in by_name.values():
         assert service["ready"] is True and service["state"] == "READY"
         assert psutil.pid_exists(service["pid"])

@@ -20,7 +20,8 @@ def sources() -> str:
 
 
 def is_read(name: str, text: str) -> bool:
-    probe = next((s for s in PROBED_SERVICES if name.startswith(s + "_")), None)
+    probe = next((s for s in PROBED_SERVICES
+                  if re.match(rf"{s}_(LIVENESS|READINESS)_", name)), None)
     if probe and ("probe_timing(" in text or "probes[" in text):
         return True  # read through Settings.probe_timing(service, kind)
     return bool(re.search(rf"settings\.{name.lower()}\b|%\(ENV_{name}\)s|\.{name.lower()}\b",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from unistack import runtime, stack
-from unistack.config import SECRET_KEYS, Settings, load_settings
+from unistack.config import KEYS_BY_NAME, PROBED_SERVICES, SECRET_KEYS, Settings, load_settings
 from unistack.services import REGISTRY, ServiceSpec, priorities
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -201,3 +201,25 @@ def test_the_hub_knows_supervisords_startsecs(supervisord: configparser.RawConfi
     for spec in REGISTRY:
         startsecs = float(supervisord.get(f"program:{spec.name}", "startsecs"))
         assert startsecs == reconcile._STARTSECS, spec.name
+
+
+def test_stop_budgets_add_up_to_the_stop_timeout(
+    supervisord: configparser.RawConfigParser,
+) -> None:
+    # stack.stop gives the whole stop STOP_TIMEOUT; supervisord's own ordered shutdown
+    # (SIGTERM to it, as in docker) waits up to each program's stopwaitsecs in turn.
+    total = sum(float(program(supervisord, name)["stopwaitsecs"]) for name in NAMES)
+    assert total == float(KEYS_BY_NAME["STOP_TIMEOUT"].default)
+    header = (ROOT / "supervisord.conf").read_text().split("[unix_http_server]")[0]
+    assert f"STOP_TIMEOUT, {total:g} s" in header
+
+
+@pytest.mark.parametrize("spec", [s for s in REGISTRY if not s.autostart],
+                         ids=[s.name for s in REGISTRY if not s.autostart])
+def test_every_service_the_hub_probes_has_probe_timing_keys(spec: ServiceSpec) -> None:
+    prefix = spec.name.upper()
+    assert prefix in PROBED_SERVICES
+    for kind in ("LIVENESS", "READINESS"):
+        for field in ("TIMEOUT", "THRESHOLD"):
+            assert f"{prefix}_{kind}_{field}" in KEYS_BY_NAME
+    assert f"{prefix}_READINESS_INTERVAL" in KEYS_BY_NAME
