@@ -327,7 +327,11 @@
   function renderGpu(gpu) {
     const box = document.getElementById("gpu");
     if (!gpu || !gpu.available) {
-      box.replaceChildren(card("No GPU on this host", "grey", [el("p", { text: dash(gpu && gpu.reason) })]));
+      // "no GPU on this host: why", or "unknown: ..." while the engine does not answer.
+      const reason = dash(gpu && gpu.reason), none = "no GPU on this host: ";
+      const absent = reason.startsWith(none);
+      box.replaceChildren(card(absent ? "No GPU on this host" : "GPU state not known", "grey",
+        [el("p", { text: absent ? reason.slice(none.length) : reason })]));
       return;
     }
     box.replaceChildren(...(gpu.devices || []).map(gpuCard));
