@@ -159,3 +159,24 @@ def test_status_carries_what_the_cards_show(stack: Stack) -> None:
     assert 0 <= document["system"]["memory_percent"] <= 100
     assert any(str(stack.home) in disk["path"] for disk in document["system"]["disks"])
     assert facts("hub") == {}  # the hub has no card facts of its own
+
+
+def test_a_state_change_without_an_event_reaches_the_stream(stack: Stack) -> None:
+    # Ready again inside an open incident: no event until it resolves 5 s later, but the
+    # card must turn green now.
+    start(stack, INCIDENT_RESOLVE_AFTER="5")
+    reader = Reader(stack)
+    wait_for(reader.statuses, timeout=5)
+    os.kill(settle_past_startsecs(stack, "redis"), signal.SIGKILL)
+    [(crashed_at, _)] = wait_for(lambda: reader.events("crashed", "redis"), timeout=10)
+
+    def redis_ready_again() -> float | None:
+        for at, message in reader.got:
+            if at > crashed_at and message.get("event") == "status" and next(
+                    s for s in message["data"]["services"] if s["name"] == "redis")["ready"]:
+                return at
+        return None
+
+    ready_at = wait_for(redis_ready_again, timeout=5)
+    assert ready_at - crashed_at < 3  # not the 10 s keepalive's status
+    assert not reader.events("recovered", "redis")  # no event carried it

@@ -109,15 +109,19 @@ def test_after_returns_what_a_reconnecting_reader_missed() -> None:
     assert log.after(third["id"]) == []
 
 
-def test_wait_after_wakes_when_an_event_arrives_and_times_out_without_one() -> None:
+def test_wait_wakes_on_an_event_or_a_status_change_and_times_out_without_one() -> None:
     log = EventLog()
     began = time.monotonic()
-    assert log.wait_after(0, timeout=0.05) == []
+    log.wait(0, log.revision, timeout=0.05)
     assert time.monotonic() - began >= 0.05
     timer = threading.Timer(0.05, lambda: log.emit("redis", Kind.HUNG, Severity.CRITICAL, "x"))
     timer.start()
-    got = log.wait_after(0, timeout=5)
-    assert [e["kind"] for e in got] == ["hung"]
+    log.wait(0, log.revision, timeout=5)
+    assert [e["kind"] for e in log.after(0)] == ["hung"]
+    newest, revision = log.after(0)[-1]["id"], log.revision
+    threading.Timer(0.05, log.status_changed).start()
+    log.wait(newest, revision, timeout=5)  # no event: a service's state changed
+    assert log.revision == revision + 1
     assert time.monotonic() - began < 2
 
 

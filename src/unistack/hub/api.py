@@ -176,7 +176,8 @@ def _handler(api: HubApi) -> type[BaseHTTPRequestHandler]:
 
         def _stream(self) -> None:
             """Server-sent events until the reader goes away: what it missed (after its
-            Last-Event-ID), then each new event and the status document after it."""
+            Last-Event-ID), then each new event and the status document after it, and the
+            document again whenever a service's status changes without an event."""
             last = self._stream_start()
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
@@ -185,13 +186,14 @@ def _handler(api: HubApi) -> type[BaseHTTPRequestHandler]:
             chunk = b"retry: 1000\n\n"
             try:
                 while True:
+                    revision = api.events.revision  # before the document that shows it
                     events = api.events.after(last)
                     if events:
                         last = events[-1]["id"]
                     chunk += b"".join(_sse("event", e, e["id"]) for e in events)
                     self.wfile.write(chunk + _sse("status", api.status()) + b": keepalive\n\n")
                     chunk = b""
-                    api.events.wait_after(last, _STREAM_EVERY)
+                    api.events.wait(last, revision, _STREAM_EVERY)
             except OSError:
                 return  # the reader went away
 

@@ -1,7 +1,9 @@
 """The hub's event log: every state change as an `Event` (unistack.event).
 
 A bounded ring in memory; listeners (the alert router, persistence) subscribe to it, and
-readers of the live stream wait on it for what is newer than the last id they saw.
+readers of the live stream wait on it for what is newer than the last id they saw, or
+for a change of any service's status (a revision: a state can change without an event,
+e.g. a service ready again inside an incident that is not resolved yet).
 Each event gets an id that only grows, across hub restarts too: the larger of the last
 id plus one and its time in microseconds, so a client's Last-Event-ID stays meaningful.
 """
@@ -27,6 +29,7 @@ class EventLog:
         self._changed = threading.Condition()
         self._clock = clock
         self._last_id = 0
+        self._revision = 0  # of the services' status, bumped by status_changed()
         self._listeners: list[Callable[[Event], None]] = []
 
     def subscribe(self, listener: Callable[[Event], None]) -> None:
@@ -67,11 +70,22 @@ class EventLog:
         with self._changed:
             return [e for e in self._ring if e["id"] > last_id][-limit:]
 
-    def wait_after(self, last_id: int, timeout: float) -> list[Event]:
-        """Like `after`, waiting up to TIMEOUT seconds for one to arrive."""
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    def status_changed(self) -> None:
+        """Some service's status changed: wake the readers of the live stream."""
         with self._changed:
-            self._changed.wait_for(lambda: self._newest() > last_id, timeout)
-        return self.after(last_id)
+            self._revision += 1
+            self._changed.notify_all()
+
+    def wait(self, last_id: int, revision: int, timeout: float) -> None:
+        """Wait up to TIMEOUT seconds for an event newer than LAST_ID or a status change
+        past REVISION."""
+        with self._changed:
+            self._changed.wait_for(
+                lambda: self._newest() > last_id or self._revision != revision, timeout)
 
     def _newest(self) -> int:
         return self._ring[-1]["id"] if self._ring else 0

@@ -97,6 +97,7 @@ class Reconciler:
         self._next_sync = 0.0
         self._first_sync = True
         self.last_round = time.monotonic()
+        self._shown: list[tuple[Any, ...]] = []  # the statuses the live stream last got
         self.watch: Callable[[str, int], None] = lambda service, pid: None
         self.startup = Startup(self._clock(), settings.start_timeout, self._emit_stack)
 
@@ -154,11 +155,19 @@ class Reconciler:
                     service.policy.held(now)
                 self._apply(service, service.policy.tick(now))
             statuses = [self._status(service) for service in self._services.values()]
+            self._tell_if_changed(statuses)
             for status in statuses:
                 self._metrics.observe(status)
             self.startup.check(now, statuses)
         self.last_round = time.monotonic()
         self._metrics.round_done()
+
+    def _tell_if_changed(self, statuses: list[ServiceStatus]) -> None:
+        """A status that changed, with or without an event, goes to the live stream."""
+        shown = [(s.state, s.ready, s.pid, s.detail, s.restarts, s.incident) for s in statuses]
+        if shown != self._shown:
+            self._shown = shown
+            self._events.status_changed()
 
     def _handle(self, message: Message) -> None:
         if isinstance(message, Wake):
