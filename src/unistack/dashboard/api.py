@@ -22,7 +22,7 @@ RECENT_EVENTS = 100
 
 @bp.get("/status")
 def status() -> ResponseReturnValue:
-    return jsonify(components().snapshot.get())
+    return Response(components().snapshot.encoded(), mimetype="application/json")
 
 
 @bp.get("/events")

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Flask, Response, request
+from flask import Flask, Request, Response, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -22,8 +23,19 @@ MAX_CONTENT_LENGTH = 16 * 1024
 SESSION_LIFETIME = timedelta(hours=12)
 
 
+class CookieSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, without building a signer for a request that
+    carries no session cookie (most API reads): a fresh, empty session is all it gets."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if app.secret_key and self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()
+        return super().open_session(app, request)
+
+
 def harden(app: Flask) -> None:
     """Apply the hardening to APP."""
+    app.session_interface = CookieSessions()
     app.debug = False  # FLASK_DEBUG and the like are ignored: no debugger, ever
     app.config.update(
         DEBUG=False,

@@ -3,8 +3,8 @@ bound to 127.0.0.1 only, no access log and no control socket, its own log lines 
 stack's format (root logger, redacted). Never the Flask development server.
 
 A stop is quick: a worker told to stop (SIGTERM) ends its live streams at once (they
-would hold it until the hub's next keepalive), and no connection is kept alive idle, so
-it has nothing left to wait for; GRACEFUL_TIMEOUT bounds the rest within supervisord's
+would hold it until the hub's next keepalive), and an idle kept-alive connection holds
+it at most KEEPALIVE (1 s); GRACEFUL_TIMEOUT bounds the rest within supervisord's
 stopwaitsecs."""
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ from unistack.config import LOOPBACK, Settings
 from unistack.dashboard.components import components
 
 GRACEFUL_TIMEOUT = 1  # seconds; supervisord.conf's stopwaitsecs for the dashboard
+# Seconds an idle connection is kept open. Without keep-alive every request pays for a
+# new connection, which is most of gunicorn's cost here (benchmarks/dashboard.py: 2.4x
+# the dev server's requests/s without it, 3.7x with it). A stopping worker lets an idle
+# one linger at most this long, inside GRACEFUL_TIMEOUT.
+KEEPALIVE = 1
 
 
 class StackLogger(Logger):  # type: ignore[misc]  # gunicorn has no type hints
@@ -72,7 +77,7 @@ def options(settings: Settings, stopping: threading.Event | None = None) -> dict
         "threads": settings.dashboard_threads,
         "graceful_timeout": GRACEFUL_TIMEOUT,
         "timeout": 30,
-        "keepalive": 0,  # an idle kept-alive connection would hold a stopping worker
+        "keepalive": KEEPALIVE,
         "accesslog": None,
         "errorlog": "-",
         "loglevel": settings.log_level.lower(),

@@ -1,9 +1,11 @@
 """The snapshot behind `/api/status`: the hub's `/status` and `/alerts` documents fetched
 together, at most once per MAX_AGE per process, so many open pages cost the hub one
-request pair per half second. An unreachable hub is an answer too (shown plainly)."""
+request pair per half second. An unreachable hub is an answer too (shown plainly). The
+document is kept as JSON too, so a request serves bytes without encoding them again."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -25,15 +27,24 @@ class Snapshot:
         self._clock, self._wall = clock, wall
         self._lock = threading.Lock()
         self._document: dict[str, Any] = {}
+        self._encoded = b"{}"
         self._taken = -float("inf")
 
     def get(self) -> dict[str, Any]:
+        return self._fresh()[0]
+
+    def encoded(self) -> bytes:
+        """The same document as JSON."""
+        return self._fresh()[1]
+
+    def _fresh(self) -> tuple[dict[str, Any], bytes]:
         # One fetch at a time: concurrent requests wait for it instead of repeating it.
         with self._lock:
             if self._clock() - self._taken >= self._max_age:
                 self._document = self._fetch()
+                self._encoded = json.dumps(self._document).encode()
                 self._taken = self._clock()
-            return self._document
+            return self._document, self._encoded
 
     def _fetch(self) -> dict[str, Any]:
         fetched = self._wall()
