@@ -2,18 +2,22 @@
 # Installs what unistack needs, idempotently, and does nothing when all is in place:
 #   - redis-server and prometheus from Debian's packages (as root; otherwise prints
 #     the exact command to run),
-#   - the virtualenv .venv with unistack and the extras asked for (default: none).
-# Usage: scripts/bootstrap.sh [--quiet] [--extras dev,ml]
+#   - the virtualenv .venv with unistack and the extras asked for (default: none),
+#   - with --test-tools (scripts/run_tests.sh), what only the tests and benchmarks use:
+#     Debian's chromium (browser tests) and wrk (benchmarks/dashboard.py).
+# Usage: scripts/bootstrap.sh [--quiet] [--extras dev,ml] [--test-tools]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 quiet=0
 extras=""
+test_tools=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quiet) quiet=1 ;;
     --extras) extras="$2"; shift ;;
-    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "bootstrap.sh: unknown argument '$1' (expected --quiet or --extras LIST)" >&2; exit 2 ;;
+    --test-tools) test_tools=1 ;;
+    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bootstrap.sh: unknown argument '$1' (expected --quiet, --extras LIST or --test-tools)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -68,6 +72,28 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 still="$(running_units)"
 [ -z "$still" ] || say "note: $still running beside unistack (Debian's own; unistack uses other ports)"
+
+# Test-only tools, never for `manage_production.sh start`. Neither package has a service
+# of its own, so no policy-rc.d is needed. Playwright drives this chromium through its
+# executable_path: `playwright install` (a browser download) is never run.
+# Seams for tests: CHROMIUM_BIN, WRK_BIN.
+if [ "$test_tools" = 1 ]; then
+  tools=()
+  command -v "${CHROMIUM_BIN:-chromium}" >/dev/null 2>&1 || tools+=(chromium)
+  command -v "${WRK_BIN:-wrk}" >/dev/null 2>&1 || tools+=(wrk)
+  if [ ${#tools[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+      echo "bootstrap: installing the test tools ${tools[*]} from Debian's packages ..."
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq
+      apt-get install -y -qq --no-install-recommends "${tools[@]}" >/dev/null
+    else
+      echo "bootstrap: missing the test tools ${tools[*]}; run as root:" >&2
+      echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${tools[*]}" >&2
+      exit 1
+    fi
+  fi
+fi
 
 venv="$root/.venv"
 stamp="$venv/.unistack-installed"

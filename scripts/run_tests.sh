@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The one test command: installs what the tests need (scripts/bootstrap.sh, idempotent),
-# then runs ruff, mypy, promtool and the whole pytest suite (unit, integration).
+# The one test command: installs what the tests need (scripts/bootstrap.sh, idempotent;
+# with --test-tools: Debian's chromium and wrk), then runs ruff, mypy, promtool and the
+# whole pytest suite (unit, integration, chaos, browser).
 # Extra arguments go to pytest, e.g. `scripts/run_tests.sh tests/unit -k config`.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-scripts/bootstrap.sh --extras dev,ml,tf
+scripts/bootstrap.sh --extras dev,ml,tf --test-tools
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy"
