@@ -44,9 +44,11 @@ def redis_facts(info: dict[str, str]) -> dict[str, Any]:
 
 
 def prometheus_facts(document: Any) -> dict[str, Any]:
-    """Active scrape targets and how many are up, from /api/v1/targets."""
+    """Active scrape targets, how many are up and how many not scraped yet (health
+    "unknown": right after a start, not a failure), from /api/v1/targets."""
     targets = document.get("data", {}).get("activeTargets", [])
-    return {"targets_up": sum(1 for t in targets if t.get("health") == "up"),
+    health = [t.get("health") for t in targets]
+    return {"targets_up": health.count("up"), "targets_unknown": health.count("unknown"),
             "targets_total": len(targets)}
 
 

@@ -219,7 +219,8 @@
   }
 
   function prometheusFacts(f) {
-    const up = present(f.targets_up) ? f.targets_up + " of " + dash(f.targets_total) + " up" : "\u2014";
+    const waiting = f.targets_unknown ? " (" + f.targets_unknown + " not scraped yet)" : "";
+    const up = present(f.targets_up) ? f.targets_up + " of " + dash(f.targets_total) + " up" + waiting : "\u2014";
     return [["targets", up]];
   }
 
