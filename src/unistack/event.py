@@ -33,7 +33,6 @@ class Kind(StrEnum):
     LOOPING = "looping"  # restarted too often: backoff
     RECOVERED = "recovered"  # an incident of it is over
     RESTARTED_WITH = "restarted_with"  # restarted because a dependency restarted
-    RESTART_REQUESTED = "restart_requested"  # an operator asked for a restart
     # The stack and the hub itself.
     STARTED = "started"  # a hub started
     STARTUP_COMPLETE = "startup_complete"

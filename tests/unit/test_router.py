@@ -292,7 +292,6 @@ def test_a_new_hubs_adopted_event_closes_the_old_hubs_incident(clock: Clock) -> 
 
 def test_info_only_kinds_send_nothing(clock: Clock) -> None:
     clock.feed(ev(T0, "redis", "ready", "info"), ev(T0 + 1, "hub", "started", "info"),
-               ev(T0 + 2, "redis", "restart_requested", "info"),
                ev(T0 + 3, "ml_engine", "model_loaded", "info"),
                ev(T0 + 4, "ml_engine", "restarted_with", "info", cause="redis"))
     assert clock.until(T0 + 10_000) == [] and clock.router.next_wakeup(T0) is None

@@ -32,8 +32,7 @@ ANNOUNCING = frozenset({Kind.STARTUP_COMPLETE, Kind.AUDIT})
 # Notes: folded into the cause's incident as a line, never a notice of their own.
 NOTING = frozenset({Kind.RESTARTED_WITH})
 # Info only, never a notice (as is any kind not named here).
-INFO_ONLY = frozenset({Kind.STARTED, Kind.RESTART_REQUESTED, Kind.EVENTS_DROPPED,
-                       Kind.MODEL_LOADED})
+INFO_ONLY = frozenset({Kind.STARTED, Kind.EVENTS_DROPPED, Kind.MODEL_LOADED})
 SERVICE_KINDS = frozenset({Kind.UNHEALTHY, Kind.BUSY, Kind.DEGRADED, Kind.CRASHED, Kind.HUNG,
                            Kind.FAILED, Kind.LOOPING})
 

@@ -165,8 +165,6 @@ class Hub:
         spec = by_name(self.registry).get(name)
         if spec is None or spec.autostart:
             return f"{name!r} is not a service the hub restarts"
-        self.events.emit(name, Kind.RESTART_REQUESTED, Severity.INFO,
-                         "restart requested by an operator")
         self.reconciler.expect_exit(name)
         threading.Thread(target=self._stop_quietly, args=(name,), daemon=True).start()
         return None
