@@ -97,6 +97,14 @@ class ServicePolicy:
             self._move(STARTING, now)  # STOPPED/FAILED -> STARTING
         return []
 
+    def stopping(self, now: float) -> list[Action]:
+        """The hub stops it on request (an operator's restart, a rescue): not ready, so its
+        dependents wait instead of being judged hung, and no failure of its own."""
+        self._started_at = now
+        self._ready_since = None
+        self._move(RESTARTING, now)  # any -> RESTARTING: stopped on request, back soon
+        return []
+
     def adopted(self, now: float, running_since: float) -> list[Action]:
         """A new hub found the program already running: probe it, restart nothing."""
         # Probe it before judging it: its ready timeout starts now, not when it was spawned.

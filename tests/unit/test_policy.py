@@ -74,6 +74,17 @@ def test_started_moves_stopped_to_starting() -> None:
     assert (p.state, p.since) == (STARTING, 5.0)
 
 
+def test_a_stop_on_request_is_not_ready_and_no_failure() -> None:
+    p = make()
+    p.started(0.0)
+    p.ready(1.0)
+    assert p.stopping(10.0) == []  # no event, no incident, no restart counted
+    assert (p.state, p.incident, len(p.restarts)) == (RESTARTING, None, 0)
+    p.started(12.0)  # the new process
+    assert p.ready(13.0) == [] and p.state == READY
+    assert p.tick(100.0) == []  # nothing to resolve
+
+
 def test_first_ready_emits_one_ready_event() -> None:
     p = make()
     p.started(0.0)

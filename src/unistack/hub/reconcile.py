@@ -212,10 +212,14 @@ class Reconciler:
         self._resync_soon(now)
 
     def waiting_for(self, name: str) -> str | None:
-        """The first dependency of NAME that is not ready: NAME is waiting, not hung.
-        Monitor threads call this without the lock: it only reads each policy's state."""
+        """The first dependency of NAME that is not ready, or ready again but with its
+        incident still open (not yet stable: a Redis busy in bursts answers between them,
+        and a dependent blocked behind the last burst must not be judged hung then):
+        NAME is waiting, not hung. Monitor threads call this without the lock: it only
+        reads each policy's state."""
         for dependency in self._services[name].spec.depends_on:
-            if self._services[dependency].policy.state != policy.READY:
+            depended = self._services[dependency].policy
+            if depended.state != policy.READY or depended.incident is not None:
                 return dependency
         return None
 
@@ -237,12 +241,13 @@ class Reconciler:
     def expect_exit(self, name: str) -> None:
         """The current process of NAME is being stopped on purpose: not a crash, and its
         probes failing while it stops are not a hang (its monitor resumes on the next
-        process)."""
+        process); it is not ready meanwhile, so its dependents wait for it."""
         with self._lock:
             service = self._services[name]
             service.killed.add(service.pid)
             if service.monitor:
                 service.monitor.pause()
+            self._apply(service, service.policy.stopping(self._clock()))
 
     def exit_not_expected(self, name: str) -> None:
         """A stop announced by `expect_exit` did not happen: the process runs on."""
