@@ -137,8 +137,6 @@ def test_a_corrupt_model_is_degraded_with_the_fix_and_never_restart_looped(stack
     assert services(stack)["ml_engine"]["pid"] == pid
 
 
-
-
 def test_redis_restarted_with_a_slow_load_under_the_engine_restarts_no_engine(
     stack: Stack,
 ) -> None:
