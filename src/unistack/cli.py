@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from unistack import logs, stack
+from unistack.backup import commands as backup_commands
 from unistack.config import KEYS, ConfigError, Settings, load_settings, parse_duration
 from unistack.hub.client import HubClient, HubUnreachable
 from unistack.hub.status import DOWN, EXIT_CODES, HEALTHY
@@ -402,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--rows", required=True,
                          help='feature rows as JSON, e.g. "[[0.1, 0.2, ...]]"')
     predict.add_argument("--timeout", type=_seconds, default=2.0, help="seconds to wait (2)")
+    backup_commands.add_parsers(commands)
     return parser
 
 
@@ -409,6 +411,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "start": cmd_start, "stop": cmd_stop, "restart": cmd_restart, "status": cmd_status,
     "health": cmd_health, "logs": cmd_logs, "config": cmd_config, "ml": cmd_ml,
     "alerts": cmd_alerts, "silence": cmd_silence, "alert-test": cmd_alert_test,
+    **backup_commands.HANDLERS,
 }
 
 

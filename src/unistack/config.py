@@ -162,6 +162,27 @@ def _probe_keys() -> tuple[Key, ...]:
                         _positive_float, "seconds > 0"))
     return tuple(keys)
 
+def _interval(raw: str) -> float:
+    """A duration, or 0 for off."""
+    return 0.0 if raw.strip() == "0" else parse_duration(raw)
+
+
+def _count(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError
+    return value
+
+
+# Retention, restic's rules (unistack.backup.retention): kept by any rule means kept.
+_KEEP_DEFAULTS = {"LAST": "7", "HOURLY": "0", "DAILY": "7", "WEEKLY": "4", "MONTHLY": "6",
+                  "YEARLY": "0"}
+
+
+def _keep_keys() -> tuple[Key, ...]:
+    return tuple(Key(f"BACKUP_KEEP_{rule}", default, _count, "a count >= 0")
+                 for rule, default in _KEEP_DEFAULTS.items())
+
 _SIZE = r"[0-9]+(B|KB|MB|GB|TB)"
 _CHANNEL = r"#[a-z0-9_.-]{1,80}|[CGD][A-Z0-9]{6,20}"
 
@@ -222,6 +243,14 @@ KEYS: tuple[Key, ...] = (
     Key("DASHBOARD_WORKERS", "2", _positive_int, "a count > 0"),
     Key("DASHBOARD_THREADS", "16", _positive_int, "a count > 0"),
     Key("DASHBOARD_CONTROL_INTERVAL", "10", _positive_float, "seconds > 0"),
+    Key("BACKUP_DIR", "", _optional_pattern(r"/\S.*|/"),
+        "an absolute directory path (empty: UNISTACK_HOME/var/backups)"),
+    Key("BACKUP_INTERVAL", "1d", _interval,
+        "a duration like 6h or 1d, or 0 (no scheduled backups)"),
+    *_keep_keys(),
+    Key("BACKUP_RECIPIENT", "", _optional_pattern(r"age1[02-9ac-hj-np-z]{58}"),
+        "an age recipient (age1..., 62 characters) that --include-secrets archives are "
+        "encrypted to (empty: --include-secrets refused)"),
     *_probe_keys(),
     Key("START_TIMEOUT", "30", _positive_float, "seconds > 0"),
     Key("STOP_TIMEOUT", "9", _positive_float, "seconds > 0"),
@@ -319,6 +348,15 @@ class Settings:
     dashboard_workers: int
     dashboard_threads: int
     dashboard_control_interval: float
+    backup_dir: str
+    backup_interval: float
+    backup_keep_last: int
+    backup_keep_hourly: int
+    backup_keep_daily: int
+    backup_keep_weekly: int
+    backup_keep_monthly: int
+    backup_keep_yearly: int
+    backup_recipient: str
     slack_api_url: str
     slack_channel_info: str
     slack_channel_warning: str
@@ -368,6 +406,10 @@ class Settings:
     @property
     def models_dir(self) -> Path:
         return self.var / "models"
+
+    @property
+    def backups_dir(self) -> Path:
+        return Path(self.backup_dir) if self.backup_dir else self.var / "backups"
 
     @property
     def alerts_db(self) -> Path:

@@ -47,9 +47,11 @@ class Kind(StrEnum):
     ALERT_SOURCE_DOWN = "alert_source_down"
     ALERT_SOURCE_UP = "alert_source_up"
     ALERT_SOURCE_ERROR = "alert_source_error"
-    # Backups (issue 11).
-    BACKUP_OK = "backup_ok"
-    BACKUP_FAILED = "backup_failed"
+    # Backups and restores (unistack.backup, hub/backups.py, hub/maintenance.py).
+    BACKUP_OK = "backup_ok"  # a backup was taken and verified (resolves backup_failed)
+    BACKUP_FAILED = "backup_failed"  # a backup failed, or the newest verified one is stale
+    MAINTENANCE = "maintenance"  # services held stopped by an operator's command (restore)
+    MAINTENANCE_OVER = "maintenance_over"  # ... released: the hub starts them again
     # The ML engine.
     MODEL_LOADED = "model_loaded"
 

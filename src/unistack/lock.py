@@ -1,4 +1,5 @@
-"""The control lock of one UNISTACK_HOME: one start, stop, restart (later restore) at a time.
+"""The locks of one UNISTACK_HOME: one start, stop, restart or restore at a time (the
+control lock), one backup, prune or restore at a time (the backup lock).
 
 An fcntl.flock on var/run/control.lock: the kernel drops it when its holder exits, even
 by kill -9, so a stale lock cannot exist. The holder writes "pid command since" into the
@@ -21,8 +22,8 @@ class Busy(Exception):
     """Another command holds the control lock and the caller would not wait."""
 
 
-def lock_path(home: Path) -> Path:
-    return home / "var" / "run" / "control.lock"
+def lock_path(home: Path, name: str = "control") -> Path:
+    return home / "var" / "run" / f"{name}.lock"
 
 
 def describe(text: str) -> str:
@@ -36,9 +37,11 @@ def describe(text: str) -> str:
 
 
 @contextmanager
-def control_lock(home: Path, command: str, wait: bool, report: Report) -> Iterator[None]:
-    """Hold HOME's control lock for COMMAND; wait for it (saying so) or raise Busy."""
-    path = lock_path(home)
+def control_lock(home: Path, command: str, wait: bool, report: Report,
+                 name: str = "control") -> Iterator[None]:
+    """Hold HOME's lock NAME (the control lock, or the backup lock that backups, prunes
+    and restores take) for COMMAND; wait for it (saying so) or raise Busy."""
+    path = lock_path(home, name)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -30,7 +30,10 @@ DEGRADED = "DEGRADED"
 RESTARTING = "RESTARTING"  # crashed or killed as hung; supervisord is respawning it
 LOOPING = "LOOPING"  # restarted too often: the hub restarts it with backoff
 FAILED = "FAILED"  # supervisord gave up (FATAL); the hub restarts it with backoff
-STATES = (STOPPED, STARTING, READY, UNHEALTHY, DEGRADED, RESTARTING, LOOPING, FAILED)
+# stopped on purpose by an operator's command (a restore): no restarts, no incidents
+MAINTENANCE = "MAINTENANCE"
+STATES = (STOPPED, STARTING, READY, UNHEALTHY, DEGRADED, RESTARTING, LOOPING, FAILED,
+          MAINTENANCE)
 # Incidents a later, worse failure of the same service escalates (one more event).
 _ESCALATES = {Kind.BUSY: (Kind.HUNG, Kind.CRASHED, Kind.FAILED),
               Kind.DEGRADED: (Kind.HUNG, Kind.CRASHED, Kind.FAILED)}
@@ -103,6 +106,20 @@ class ServicePolicy:
         self._started_at = now
         self._ready_since = None
         self._move(RESTARTING, now)  # any -> RESTARTING: stopped on request, back soon
+        return []
+
+    def maintenance(self, now: float) -> list[Action]:
+        """An operator's command holds it (stopped, its files replaced): nothing it does
+        meanwhile is a failure, and no start is due."""
+        self.next_start = None
+        self._ready_since = None
+        self._move(MAINTENANCE, now)  # any -> MAINTENANCE
+        return []
+
+    def maintenance_over(self, now: float) -> list[Action]:
+        """The hold ended: start it again like a first start (its ready timeout from now)."""
+        self._started_at = now
+        self._move(STOPPED, now)  # MAINTENANCE -> STOPPED: the hub starts it
         return []
 
     def adopted(self, now: float, running_since: float) -> list[Action]:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from unistack import logs, preflight, processes, runtime
+from unistack.backup import journal
 from unistack.config import SECRET_KEYS, Settings, check_home_writable, ensure_secrets
 from unistack.hub.client import HubClient, HubUnreachable
 from unistack.hub.status import HEALTHY, ServiceStatus, status_document
@@ -172,6 +173,7 @@ def start(settings: Settings, report: Report, wait: bool = True) -> Settings:
         else:
             check_programs(settings)
             settings = ensure_secrets(settings)
+            journal.recover(settings, report)  # a restore killed mid-swap: the old data
             runtime.prepare_dirs(settings)
             _end_orphans(settings, report)
             preflight.check(settings)  # every port free, or exit 2 naming its holder

@@ -28,7 +28,8 @@ RESOLVING = frozenset({Kind.RECOVERED, Kind.READY, Kind.ADOPTED, Kind.RESOURCE_O
                        Kind.BACKUP_OK})
 # One info notice of their own: an operator's control action (audit), and a complete
 # startup (which first resolves `startup_failed` if that is open).
-ANNOUNCING = frozenset({Kind.STARTUP_COMPLETE, Kind.AUDIT})
+ANNOUNCING = frozenset({Kind.STARTUP_COMPLETE, Kind.AUDIT, Kind.MAINTENANCE,
+                        Kind.MAINTENANCE_OVER})
 # Notes: folded into the cause's incident as a line, never a notice of their own.
 NOTING = frozenset({Kind.RESTARTED_WITH})
 # Info only, never a notice (as is any kind not named here).
@@ -76,8 +77,8 @@ def fingerprint(event: Event) -> str:
         return str(event["fingerprint"])  # Prometheus alerts: rule:<alertname>:<labels>
     if kind in ("resource", "resource_ok"):
         return f"resource:{service}:{event.get('resource') or _resource(event['detail'])}"
-    if kind == Kind.AUDIT:
-        return f"audit:{service}"
+    if kind in (Kind.AUDIT, Kind.MAINTENANCE, Kind.MAINTENANCE_OVER):
+        return f"{kind}:{service}"
     if kind.startswith(("startup_", "backup_")):
         return f"{kind.split('_')[0]}:{service}"
     return f"service:{service}"
@@ -259,6 +260,7 @@ class Silence:
     reason: str
     since: float
     seq: int = 0  # of the next notice about it
+    quiet: bool = False  # a maintenance hold: neither its start nor its end is a notice
 
     @property
     def id(self) -> str:

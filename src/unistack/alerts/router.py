@@ -344,16 +344,19 @@ class Router:
 
     # --- silences ---------------------------------------------------------------------
 
-    def silence(self, service: str, until: float, reason: str, now: float) -> None:
-        """Silence SERVICE until UNTIL (epoch seconds); setting it again moves the end."""
+    def silence(self, service: str, until: float, reason: str, now: float,
+                quiet: bool = False) -> None:
+        """Silence SERVICE until UNTIL (epoch seconds); setting it again moves the end.
+        QUIET: not announced (maintenance announces itself, once for all its services)."""
         if until <= now:
             raise ValueError(f"a silence must end in the future (until={until}, now={now})")
         silence = self._silences.get(service) or Silence(service, until, reason, now)
-        silence.until, silence.reason = until, reason
+        silence.until, silence.reason, silence.quiet = until, reason, quiet
         self._silences[service] = silence  # -> silenced
         ends = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(until))
         title = f"{service} silenced until {ends}: {reason}"
-        self._queue.append(silence.notice(SILENCED, title, now))
+        if not quiet:
+            self._queue.append(silence.notice(SILENCED, title, now))
 
     def unsilence(self, service: str, now: float) -> bool:
         """Lift SERVICE's silence before it expires; False if it has none."""
@@ -364,7 +367,8 @@ class Router:
 
     def _end_silence(self, silence: Silence, now: float, how: str) -> list[Notice]:
         del self._silences[silence.service]  # silenced -> not silenced
-        notices = [silence.notice(SILENCE_ENDED, f"{silence.service} silence {how}", now)]
+        notices = [] if silence.quiet else [
+            silence.notice(SILENCE_ENDED, f"{silence.service} silence {how}", now)]
         for incident in list(self._incidents.values()):
             affected = any(p.service == silence.service for p in incident.roots())
             if affected and incident.open_parts() and not self._incident_silenced(incident, now):

@@ -203,11 +203,11 @@ class Alerts:
 
     # --- operator actions ------------------------------------------------------------
 
-    def silence(self, service: str, seconds: float, reason: str) -> float:
+    def silence(self, service: str, seconds: float, reason: str, quiet: bool = False) -> float:
         """Silence SERVICE for SECONDS; returns when it ends (epoch seconds)."""
         now = self._clock()
         with self._lock:
-            self.router.silence(service, now + seconds, reason, now)
+            self.router.silence(service, now + seconds, reason, now, quiet)
             self._flush()
         return now + seconds
 

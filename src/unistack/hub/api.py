@@ -3,10 +3,13 @@
 GET /health (the loop is alive), /ready (every critical service ready), /status,
 /events[?after=ID], /events/stream (server-sent events: each event with its id, then the
 status document; `Last-Event-ID` replays what a reconnecting reader missed), /metrics,
-/alerts (open incidents, silences, the outbox), /alerts/message?key=K, /incidents/<file>.
+/alerts (open incidents, silences, the outbox), /alerts/message?key=K, /incidents/<file>,
+/backups (the archives, the schedule, the last run), /maintenance (the current hold).
 POST /services/<name>/restart, /alerts/test, /alerts/silences ({"service", "seconds",
-"reason"}) and /alerts/silences/<service>/end need the operator token; each one done or
-refused is an audit event naming who asked (the X-Unistack-Actor header) and the result.
+"reason"}), /alerts/silences/<service>/end, /backups (take one now), /maintenance
+({"services", "reason", "pid"}: hold them, for a restore) and /maintenance/end need the
+operator token; each one done or refused is an audit event naming who asked (the
+X-Unistack-Actor header) and the result.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from urllib.parse import parse_qs, urlsplit
 from unistack.alerts.service import Alerts
 from unistack.config import LOOPBACK
 from unistack.event import Event, Kind, Severity
+from unistack.hub.backups import BackupScheduler
 from unistack.hub.client import ACTOR_HEADER
 from unistack.hub.events import EventLog
+from unistack.hub.maintenance import BadHold, Maintenance
 from unistack.hub.metrics import HubMetrics
 from unistack.hub.status import DOWN, status_document
 
@@ -71,6 +76,8 @@ class HubApi:
         alerts: Alerts | None = None,
         services: tuple[str, ...] = (),
         incident: Callable[[str], str | None] = lambda name: None,
+        backups: BackupScheduler | None = None,
+        maintenance: Maintenance | None = None,
     ) -> None:
         self.status = status
         self.loop_age = loop_age
@@ -82,6 +89,8 @@ class HubApi:
         self.alerts = alerts
         self.services = services  # what a silence may name (with "stack")
         self.incident = incident  # an incident file's text by its name
+        self.backups = backups
+        self.maintenance = maintenance
 
     def audit(self, action: Action, actor: str, code: int, body: dict[str, Any]) -> None:
         """One audit event per control action: what, by whom, and its result."""
@@ -154,6 +163,10 @@ def _handler(api: HubApi) -> type[BaseHTTPRequestHandler]:
                 self._incident(_INCIDENT.match(path).group(1))  # type: ignore[union-attr]
             elif path == "/metrics":
                 self._send(200, api.metrics.render(), "text/plain; version=0.0.4")
+            elif path == "/backups" and api.backups:
+                self._json(200, api.backups.status())
+            elif path == "/maintenance" and api.maintenance:
+                self._json(200, api.maintenance.status())
             elif path == "/alerts" and api.alerts:
                 self._json(200, api.alerts.status())
             elif path == "/alerts/message" and api.alerts:
@@ -219,7 +232,7 @@ def _handler(api: HubApi) -> type[BaseHTTPRequestHandler]:
                 return
             try:
                 code, body = found.run()
-            except BadRequest as exc:
+            except (BadRequest, BadHold) as exc:
                 code, body = 400, {"error": str(exc)}
             api.audit(found, self._actor(), code, body)
             self._json(code, body)
@@ -236,8 +249,11 @@ def _handler(api: HubApi) -> type[BaseHTTPRequestHandler]:
             if restart:
                 name = restart.group(1)
                 return Action(name, f"restart of {name}", lambda: _restarted(api, name))
-            if alerts is None:
-                return None
+            if alerts is None or not self.path.startswith("/alerts/"):
+                return self._backup_action()
+            return self._alert_action(alerts, end)
+
+        def _alert_action(self, alerts: Alerts, end: re.Match[str] | None) -> Action | None:
             if self.path == "/alerts/test":  # Slack gets the test message itself
                 return Action("stack", "test alert", lambda: (
                     202, {"key": alerts.test(), "slack": alerts.slack_mode}), quiet=True)
@@ -247,6 +263,19 @@ def _handler(api: HubApi) -> type[BaseHTTPRequestHandler]:
                 name = end.group(1)
                 return Action(name, f"end of the silence of {name}", lambda: (
                     200, {"ended": alerts.unsilence(name), "service": name}), quiet=True)
+            return None
+
+        def _backup_action(self) -> Action | None:
+            """POST /backups, /maintenance (a restore's hold) and /maintenance/end."""
+            backups, hold = api.backups, api.maintenance
+            if self.path == "/backups" and backups:
+                return Action("backup", "backup now", lambda: backups.request(self._actor()))
+            if self.path == "/maintenance" and hold:  # the hold announces itself
+                return Action("stack", "maintenance", lambda: (201, hold.begin(self._body())),
+                              quiet=True)
+            if self.path == "/maintenance/end" and hold:
+                return Action("stack", "end of maintenance", lambda: (200, hold.end()),
+                              quiet=True)
             return None
 
         def _body(self) -> dict[str, Any]:
@@ -306,6 +335,8 @@ class StatusSources(NamedTuple):
     facts: Callable[[str], dict[str, Any]] = lambda name: {}
     system: Callable[[], dict[str, Any]] = dict
     gpu: Callable[[], dict[str, Any]] = dict
+    backups: Callable[[], dict[str, Any]] = dict
+    maintenance: Callable[[], dict[str, Any]] = dict
 
 
 def document_builder(sources: StatusSources) -> Callable[[], dict[str, Any]]:
@@ -314,6 +345,7 @@ def document_builder(sources: StatusSources) -> Callable[[], dict[str, Any]]:
     def build() -> dict[str, Any]:
         hub = {"pid": sources.pid, "loop_age": round(sources.loop_age(), 3)}
         return status_document(sources.statuses(), time.time(), hub, sources.warnings(),
-                               sources.facts, system=sources.system(), gpu=sources.gpu())
+                               sources.facts, system=sources.system(), gpu=sources.gpu(),
+                               backups=sources.backups(), maintenance=sources.maintenance())
 
     return build

@@ -16,12 +16,14 @@ from unistack.alerts.service import Alerts
 from unistack.config import Settings
 from unistack.event import Event, Kind, Severity
 from unistack.hub.api import HubApi, HubServer, StatusSources, document_builder
+from unistack.hub.backups import BackupScheduler
 from unistack.hub.events import EventLog
 from unistack.hub.eventstore import EventStore
 from unistack.hub.exits import ExitWatcher
 from unistack.hub.facts import Facts
 from unistack.hub.heartbeat import Heartbeat
 from unistack.hub.incidents import IncidentRecorder, Retention
+from unistack.hub.maintenance import Maintenance
 from unistack.hub.metrics import HubMetrics
 from unistack.hub.monitor import Monitor, Patience
 from unistack.hub.reconcile import Exited, Message, Reconciler, Wake, build_services
@@ -95,10 +97,15 @@ class Hub:
         self.heartbeat = Heartbeat(settings.heartbeat_url, settings.heartbeat_interval,
                                    self._unsound) if settings.heartbeat_url else None
         self.stop_event = threading.Event()
+        names = tuple(spec.name for spec in registry)
+        self.backups = BackupScheduler(settings, self.events)
+        self.maintenance = Maintenance(settings, self.reconciler, events=self.events,
+                                       alerts=self.alerts, services=names)
         api = HubApi(
             status=document_builder(StatusSources(
                 self.reconciler.statuses, self.loop_age, os.getpid(), self._warnings,
-                self.facts.of, lambda: self.resources.system, lambda: self.facts.gpu)),
+                self.facts.of, lambda: self.resources.system, lambda: self.facts.gpu,
+                self.backups.status, self.maintenance.status)),
             loop_age=self.loop_age,
             stale_after=settings.hub_stale_after,
             events=self.events,
@@ -106,8 +113,10 @@ class Hub:
             restart=self.restart,
             token=settings.unistack_operator_token,
             alerts=self.alerts,
-            services=tuple(spec.name for spec in registry),
+            services=names,
             incident=self.incidents.read,
+            backups=self.backups,
+            maintenance=self.maintenance,
         )
         self.server = HubServer(api, settings.hub_port)
 
@@ -180,6 +189,7 @@ class Hub:
         watchdog = Watchdog(self.loop_age, self.settings.hub_stale_after)
         while not self.stop_event.wait(min(1.0, self.settings.hub_stale_after / 2)):
             watchdog.check()
+            self.maintenance.check()
             if self.incidents.unwritten():
                 self.incidents.flush()  # the disk was full: write them once it takes writes
 
@@ -205,6 +215,7 @@ class Hub:
         predecessor = self.tenure.begin(os.getpid())
         if predecessor is not None:
             self.reconciler.hub_replaced(predecessor)
+        self.maintenance.resume()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         for service in self.services.values():
@@ -215,6 +226,7 @@ class Hub:
         self.resources.start()
         self.facts.start()
         self.alerts.start()
+        self.backups.start()
         self.server.start()
         threading.Thread(target=self._watchdog, name="watchdog", daemon=True).start()
         if self.heartbeat is not None:
@@ -229,6 +241,7 @@ class Hub:
             self.exits.stop()
             self.resources.stop()
             self.facts.stop()
+            self.backups.stop()
             self.server.stop()
             self.alerts.stop()
             self.store.stop()

@@ -68,6 +68,7 @@ class _Service:
     onset: float = 0.0  # when the failure being applied began (a hang: its first probe)
     killed: set[int] = field(default_factory=set)
     stopping: threading.Thread | None = None  # a stop for backoff still in progress
+    held: str = ""  # why an operator's command holds it in maintenance ("" when not)
 
 
 class Reconciler:
@@ -151,6 +152,8 @@ class Reconciler:
             if now >= self._next_sync:
                 self._sync(now)
             for service in self._services.values():
+                if service.held:
+                    continue  # in maintenance: nothing it does is acted on
                 if self.waiting_for(service.spec.name):
                     service.policy.held(now)
                 self._apply(service, service.policy.tick(now))
@@ -174,6 +177,9 @@ class Reconciler:
             return
         service = self._services[message.service]
         now = self._clock()
+        if service.held:
+            self._resync_soon(now)  # an exit or a verdict while held: not a failure
+            return
         if isinstance(message, Exited):
             self._exited(service, message.pid, now)
             return
@@ -257,6 +263,34 @@ class Reconciler:
             if service.monitor:
                 service.monitor.resume()
 
+    def hold(self, names: list[str], reason: str) -> None:
+        """Maintenance: an operator's command stops NAMES and replaces their files; the
+        hub neither restarts them nor reports them failing until `release`."""
+        with self._lock:
+            for name in names:
+                service = self._services[name]
+                service.held, service.detail = reason, f"maintenance: {reason}"
+                if service.monitor:
+                    service.monitor.pause()
+                self._apply(service, service.policy.maintenance(self._clock()))
+
+    def release(self, names: list[str]) -> None:
+        """End maintenance of NAMES: the loop starts them, dependencies first."""
+        with self._lock:
+            now = self._clock()
+            for name in names:
+                service = self._services[name]
+                if service.held:
+                    service.held, service.pid = "", 0
+                    service.detail = "maintenance over; starting"
+                    self._apply(service, service.policy.maintenance_over(now))
+            self._resync_soon(now)
+        self.inbox.put(Wake("maintenance over"))
+
+    def held(self) -> dict[str, str]:
+        with self._lock:
+            return {s.spec.name: s.held for s in self._services.values() if s.held}
+
     # --- supervisord --------------------------------------------------------------
 
     def _resync_soon(self, now: float) -> None:
@@ -272,7 +306,7 @@ class Reconciler:
         settling = False
         for service in self._services.values():
             info = processes.get(service.spec.name)
-            if info is not None and service.monitor is not None:
+            if info is not None and service.monitor is not None and not service.held:
                 self._observe(service, info, now)
             settling |= service.policy.state != policy.READY
         self._first_sync = False

@@ -1,0 +1,1 @@
+"""Backups: what to keep, how to take, verify and restore them."""

@@ -1,0 +1,84 @@
+"""The restore journal: which live directories a restore is swapping, written before the
+first rename, removed after the last check. A restore killed in between (kill -9, power
+loss) leaves it behind; `recover` puts every live directory back as it was, so the
+stack never starts on half-restored data. `start`, `backup`, `restore` and the hub
+(when a restore holding its services in maintenance dies) call it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+from unistack.config import Settings
+from unistack.runtime import write_atomic
+
+log = logging.getLogger("unistack.backup")
+Report = Callable[[str], None]
+
+
+class Swap(NamedTuple):
+    """LIVE moves to ASIDE, then NEW (from the staging directory) moves to LIVE."""
+
+    live: Path
+    aside: Path
+    new: Path
+
+
+def path(settings: Settings) -> Path:
+    return settings.run_dir / "restore.json"
+
+
+def begin(settings: Settings, swaps: list[Swap], archive: str) -> None:
+    document = {"archive": archive, "since": time.time(), "pid": os.getpid(),
+                "swaps": [[str(p) for p in swap] for swap in swaps]}
+    write_atomic(path(settings), json.dumps(document, indent=2) + "\n", 0o600)
+
+
+def apply(swaps: list[Swap]) -> None:
+    """Move each live directory aside and the restored one into its place."""
+    for swap in swaps:
+        if swap.live.exists():
+            os.rename(swap.live, swap.aside)
+        _move(swap.new, swap.live)
+
+
+def _move(source: Path, target: Path) -> None:
+    """A rename (same file system, atomic); a copy if BACKUP_DIR's staging is elsewhere."""
+    try:
+        os.rename(source, target)
+    except OSError:
+        shutil.move(str(source), str(target))
+
+
+def done(settings: Settings) -> None:
+    path(settings).unlink(missing_ok=True)
+
+
+def recover(settings: Settings, report: Report = log.warning) -> bool:
+    """Undo an interrupted restore's swaps (if its journal is there); True if it did."""
+    journal = path(settings)
+    try:
+        document = json.loads(journal.read_text())
+        swaps = [Swap(*map(Path, swap)) for swap in document["swaps"]]
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RuntimeError(f"{journal} is unreadable ({exc}); see docs/backup.md "
+                           "'An interrupted restore' to put the data back by hand") from None
+    for swap in reversed(swaps):
+        if not swap.aside.exists():
+            continue  # never moved aside: the live directory is still the old one
+        if swap.live.exists():
+            shutil.rmtree(swap.live)  # restored data, half in place: the old data wins
+        os.rename(swap.aside, swap.live)
+    journal.unlink()
+    report(f"an interrupted restore of {document.get('archive')} was rolled back: the data "
+           "is as it was before it")
+    return True
