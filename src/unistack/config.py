@@ -472,9 +472,9 @@ def _text_of(key: Key, value: Any) -> str:
     """A parsed value written back the way its key reads it."""
     if isinstance(value, tuple):
         return ",".join(map(_seconds, value))
-    if key.parse is parse_duration:
+    if key.parse is parse_duration or (key.parse is _interval and value):
         return _seconds(value)
-    return str(value)
+    return "0" if key.parse is _interval else str(value)
 
 
 def _seconds(value: float) -> str:

@@ -57,12 +57,30 @@ def _move(source: Path, target: Path) -> None:
         shutil.move(str(source), str(target))
 
 
+def placed(settings: Settings) -> None:
+    """Every swap is done: from here an interrupted restore keeps the restored data (it
+    was verified, and Redis may already have taken writes on it) instead of undoing it."""
+    journal = path(settings)
+    document = json.loads(journal.read_text())
+    write_atomic(journal, json.dumps({**document, "placed": True}, indent=2) + "\n", 0o600)
+
+
 def done(settings: Settings) -> None:
-    path(settings).unlink(missing_ok=True)
+    """The restore is over: its journal and the directories it moved aside go."""
+    journal = path(settings)
+    try:
+        swaps = [Swap(*map(Path, swap)) for swap in json.loads(journal.read_text())["swaps"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        swaps = []
+    journal.unlink(missing_ok=True)
+    for swap in swaps:
+        shutil.rmtree(swap.aside, ignore_errors=True)
 
 
-def recover(settings: Settings, report: Report = log.warning) -> bool:
-    """Undo an interrupted restore's swaps (if its journal is there); True if it did."""
+def recover(settings: Settings, report: Report = log.warning, force: bool = False) -> bool:
+    """Finish an interrupted restore (if its journal is there): undo its swaps, unless
+    they were all done (then keep the restored data) and FORCE is not given (a restore
+    whose restored data failed its checks). True if there was one."""
     journal = path(settings)
     try:
         document = json.loads(journal.read_text())
@@ -72,6 +90,11 @@ def recover(settings: Settings, report: Report = log.warning) -> bool:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RuntimeError(f"{journal} is unreadable ({exc}); see docs/backup.md "
                            "'An interrupted restore' to put the data back by hand") from None
+    if document.get("placed") and not force:
+        done(settings)
+        report(f"an interrupted restore of {document.get('archive')} had placed all its "
+               "data: the restored data is kept")
+        return True
     for swap in reversed(swaps):
         if not swap.aside.exists():
             continue  # never moved aside: the live directory is still the old one

@@ -7,6 +7,8 @@ import sys
 import time
 from typing import TextIO
 
+_QUIET_BELOW = 64 << 20  # bytes: smaller work ends before plain lines would help
+
 
 class Meter:
     """Counts bytes of one phase against its total and shows how far it is."""
@@ -36,7 +38,8 @@ class Meter:
                                f" {percent:3d}% {self._rate(now)}")
             self._stream.flush()
             self._shown = percent
-        elif not self._tty and (percent >= self._shown + 10 or now - self._last >= 5):
+        elif not self._tty and self._total >= _QUIET_BELOW and (
+                percent >= self._shown + 10 or now - self._last >= 5):
             self._stream.write(f"  {self._label}: {percent}% {self._rate(now)}\n")
             self._stream.flush()
             self._shown, self._last = percent, now

@@ -111,6 +111,7 @@ def _place(settings: Settings, staging: Path, checked: verify.Verification, repo
     try:
         journal.begin(settings, swaps, name)
         journal.apply(swaps)
+        journal.placed(settings)
         if hub:
             hub.release()
             _wait_ready(settings, checked, report)
@@ -121,8 +122,6 @@ def _place(settings: Settings, staging: Path, checked: verify.Verification, repo
                                "is as it was before the restore") from exc
         raise
     journal.done(settings)
-    for swap in swaps:
-        shutil.rmtree(swap.aside, ignore_errors=True)
     if online:
         return []
     return ["the stack is not running: `manage_production.sh start` serves the restored "
@@ -132,7 +131,7 @@ def _place(settings: Settings, staging: Path, checked: verify.Verification, repo
 def _roll_back(settings: Settings, hub: _Hub | None, report: Report) -> None:
     if hub:
         hub.hold("rolling back a failed restore")
-    journal.recover(settings, report)
+    journal.recover(settings, report, force=True)
     if hub:
         hub.release()
 
