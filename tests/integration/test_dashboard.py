@@ -1,18 +1,28 @@
 """The dashboard program in a real stack: gunicorn (not the Flask development server) on
 127.0.0.1 only, the hub's status and live events through it, restarted by the hub and
-leaving no process behind at stop."""
+leaving no process behind at stop. And the dashboard's real hub client against a stand-in
+hub on loopback: the Backups card and "Back up now" (POST /backups with the operator
+token and the actor header)."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import threading
 import time
-from typing import Any
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import psutil
 import pytest
 
-from tests.conftest import Stack, wait_for
+from tests.conftest import Stack, free_ports, wait_for
+from tests.dashboard_fakes import STATUS, TOKEN, settings_for, sign_in
+from unistack.dashboard import create_app
+from unistack.dashboard.components import components
 from unistack.services import REGISTRY
 
 pytestmark = pytest.mark.integration
@@ -148,3 +158,102 @@ def test_restart_dashboard(stack: Stack) -> None:
     assert get(stack, "/ready")[0] == 200
     assert took < 10
     assert not hung_events(stack)  # probes failing while it stops on request are no hang
+
+
+# --- the hub client against a stand-in hub: backups ------------------------------------------
+
+
+class Asked(NamedTuple):
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class StandInHub(ThreadingHTTPServer):
+    """The hub API as far as backups go: GET /status (with STATUS's backups document) and
+    /alerts; POST /backups starts a backup (202), or refuses while one runs (409). Every
+    request is recorded."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(("127.0.0.1", port), _StandInHandler)
+        self.asked: list[Asked] = []
+        self.running = False
+
+
+class _StandInHandler(BaseHTTPRequestHandler):
+    server: StandInHub
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _answer(self, code: int, document: Any) -> None:
+        body = json.dumps(document).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _record(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.server.asked.append(Asked(self.command, self.path, dict(self.headers.items()),
+                                       self.rfile.read(length)))
+
+    def do_GET(self) -> None:
+        self._record()
+        documents = {"/status": STATUS, "/alerts": {"slack": "off", "incidents": []}}
+        found = documents.get(self.path)
+        self._answer(200 if found else 404, found or {"error": "no"})
+
+    def do_POST(self) -> None:
+        self._record()
+        if self.path != "/backups":
+            self._answer(404, {"error": "no"})
+        elif self.server.running:
+            self._answer(409, {"error": "a backup is already running (since 12:00:01 UTC)"})
+        else:
+            self.server.running = True
+            self._answer(202, {"started": True, "service": "backup"})
+
+
+@contextlib.contextmanager
+def stand_in_hub() -> Iterator[StandInHub]:
+    hub = StandInHub(free_ports(1)[0])
+    thread = threading.Thread(target=hub.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield hub
+    finally:
+        hub.shutdown()
+        hub.server_close()
+        thread.join(5)
+
+
+def back_up_now(client: Any, csrf: str) -> tuple[int, str]:
+    """The two POSTs of "Back up now": (the result's status, its page)."""
+    first = client.post("/controls/backup", data={"csrf_token": csrf}).get_data(as_text=True)
+    nonce = first.split('name="confirm" value="', 1)[1].split('"', 1)[0]
+    second = client.post("/controls/backup", data={"csrf_token": csrf, "confirm": nonce})
+    return second.status_code, second.get_data(as_text=True)
+
+
+def test_back_up_now_reaches_the_hub_with_the_token_and_the_actor(tmp_path: Path) -> None:
+    with stand_in_hub() as hub:
+        settings = settings_for(tmp_path, HUB_PORT=str(hub.server_address[1]),
+                                DASHBOARD_CONTROL_INTERVAL="0.01")
+        app = create_app(settings)  # with the real HubClient
+        client = app.test_client()
+        page = client.get("/").get_data(as_text=True)
+        assert 'id="backups-card"' in page and "1.2 GiB \u00b7 verified" in page
+        csrf = sign_in(client)
+        code, result = back_up_now(client, csrf)
+        assert code == 200 and "Back up now: accepted" in result
+        [post] = [a for a in hub.asked if a.method == "POST"]
+        assert post.path == "/backups" and post.body == b""
+        assert post.headers["Authorization"] == f"Bearer {TOKEN}"
+        assert post.headers["X-Unistack-Actor"] == "dashboard from 127.0.0.1"
+        wait_for(lambda: components(app).ledger.wait("backup", 0.01) == 0.0)  # the limit
+        code, result = back_up_now(client, csrf)
+        assert code == 409 and "Back up now: refused" in result
+        assert "a backup is already running (since 12:00:01 UTC)" in result

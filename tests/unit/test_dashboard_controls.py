@@ -12,7 +12,15 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.dashboard_fakes import TOKEN, FakeHub, FakePrometheus, csrf_of, make_app, sign_in
+from tests.dashboard_fakes import (
+    TOKEN,
+    FakeHub,
+    FakePrometheus,
+    backups,
+    csrf_of,
+    make_app,
+    sign_in,
+)
 from unistack.config import ConfigError
 from unistack.dashboard import __main__ as program
 from unistack.dashboard import auth, server
@@ -26,6 +34,7 @@ CONTROLS = {
                 ("/alerts/silences", {"service": "redis", "seconds": 1800.0,
                                       "reason": "maintenance"})),
     "test_alert": ("/controls/test-alert", {}, ("/alerts/test", None)),
+    "backup": ("/controls/backup", {}, ("/backups", None)),
 }
 
 
@@ -183,6 +192,47 @@ def test_the_confirmation_says_exactly_what_happens(client: FlaskClient) -> None
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "<script>alert" not in text
 
 
+def test_the_backup_confirmation_says_what_the_hub_does(client: FlaskClient,
+                                                       hub: FakeHub) -> None:
+    csrf = sign_in(client)
+    page = client_post(client, "/controls/backup", csrf)
+    assert "Confirm: Back up now" in page
+    for said in ("a Redis snapshot (BGSAVE)", "the models, the market data and config.env",
+                 "trial restore into a scratch Redis", "then retention",
+                 "Services keep running", "about as long as the last one (14 s)",
+                 "the hub refuses"):
+        assert said in page, said
+    assert 'action="/controls/backup"' in page and hub.posts == []
+
+
+def test_the_backup_confirmation_without_a_last_run_or_a_hub(tmp_path: Path) -> None:
+    hub = FakeHub()
+    hub.status["backups"] = backups(last=None)
+    client = make_app(tmp_path, hub, FakePrometheus()).test_client()
+    csrf = sign_in(client)
+    assert "It takes seconds to minutes" in client_post(client, "/controls/backup", csrf)
+    hub.down = "connection refused"  # the confirmation needs no hub; the action says so
+    fresh = make_app(tmp_path / "other", hub, FakePrometheus()).test_client()
+    assert "It takes seconds to minutes" in client_post(fresh, "/controls/backup",
+                                                        sign_in(fresh))
+
+
+def test_a_backup_the_hub_started_is_accepted(client: FlaskClient, hub: FakeHub) -> None:
+    page, status = confirm(client, sign_in(client), "backup")
+    assert status == 200 and "Back up now: accepted" in page
+    assert "The hub answered HTTP 202: started: True, service: backup" in page
+    assert hub.posts == [("/backups", None, "dashboard from 127.0.0.1")]
+
+
+def test_a_backup_already_running_is_409_with_the_hubs_words(client: FlaskClient,
+                                                             hub: FakeHub) -> None:
+    hub.answers["/backups"] = (409, {"error": "a backup is already running "
+                                              "(since 12:00:01 UTC)"})
+    page, status = confirm(client, sign_in(client), "backup")
+    assert status == 409 and "Back up now: refused" in page
+    assert "The hub answered HTTP 409: a backup is already running (since 12:00:01 UTC)" in page
+
+
 def test_a_confirmation_works_once(client: FlaskClient, hub: FakeHub) -> None:
     csrf = sign_in(client)
     first = client.post("/controls/restart/redis", data={"csrf_token": csrf})
@@ -238,7 +288,9 @@ def test_one_action_per_service_per_interval(client: FlaskClient, hub: FakeHub) 
                           data={"csrf_token": csrf, "duration": "1h", "reason": "x"})
     assert silence.status_code == 429
     assert confirm(client, csrf, "test_alert")[1] == 200  # another target is free
-    assert len(hub.posts) == 2
+    assert confirm(client, csrf, "backup")[1] == 200
+    assert client.post("/controls/backup", data={"csrf_token": csrf}).status_code == 429
+    assert len(hub.posts) == 3
 
 
 def test_two_pending_confirmations_do_one_action(client: FlaskClient, hub: FakeHub) -> None:

@@ -1,4 +1,5 @@
-"""Control actions: restart a service, silence a service's alerts, send a test alert.
+"""Control actions: restart a service, silence a service's alerts, send a test alert, back
+up now.
 
 POST only, for a signed-in operator, CSRF-checked (auth.py). The first POST answers a
 confirmation page saying exactly what will happen, with a one-time nonce; the second
@@ -19,6 +20,7 @@ from flask import Blueprint, abort, render_template, request
 from flask.typing import ResponseReturnValue
 
 from unistack.config import parse_duration
+from unistack.dashboard import backups
 from unistack.dashboard.auth import csrf_token, is_operator
 from unistack.dashboard.components import components
 from unistack.dashboard.errors import answer
@@ -35,15 +37,16 @@ _AUDIT = ("The hub records this action (what, when, its result, and that it came
 class Action(NamedTuple):
     """One control action, as confirmed and as done."""
 
-    kind: str  # restart, silence or test_alert
-    service: str  # its target, and the key of the rate limit ("alerts" for a test alert)
-    seconds: float = 0.0
+    kind: str  # restart, silence, test_alert or backup
+    service: str  # its target and rate-limit key ("alerts": test alert, "backup": backup)
+    seconds: float = 0.0  # a silence's length; for a backup, how long the last one took
     reason: str = ""
 
     def title(self) -> str:
         return {"restart": f"Restart {self.service}",
                 "silence": f"Silence {self.service} for {_duration(self.seconds)}",
-                "test_alert": "Send a test alert"}[self.kind]
+                "test_alert": "Send a test alert",
+                "backup": "Back up now"}[self.kind]
 
     def consequence(self) -> str:
         if self.kind == "restart":
@@ -57,6 +60,8 @@ class Action(NamedTuple):
             return (f"No Slack messages about {self.service} until about {until} (reason: "
                     f"{self.reason}). Incidents are still recorded and shown here; the "
                     "silence is announced in Slack and ends by itself.")
+        if self.kind == "backup":
+            return _backup_consequence(self.seconds)
         return ("The hub puts a test message into its Slack outbox and delivers it like any "
                 "alert; the Hub section then shows whether Slack accepted it.")
 
@@ -66,7 +71,19 @@ class Action(NamedTuple):
         if self.kind == "silence":
             return "/alerts/silences", {"service": self.service, "seconds": self.seconds,
                                         "reason": self.reason}
+        if self.kind == "backup":
+            return "/backups", None
         return "/alerts/test", None
+
+
+def _backup_consequence(last_took: float) -> str:
+    took = (f"about as long as the last one ({backups.span(last_took)})" if last_took
+            else "seconds to minutes, growing with the data")
+    return ("The hub runs a backup now: a Redis snapshot (BGSAVE), an archive of the Redis "
+            "data, the models, the market data and config.env, its verification with a "
+            "trial restore into a scratch Redis, then retention prunes old archives. "
+            f"Services keep running. It takes {took}; the Backups card shows it running, "
+            "then its result. If a backup is running already, the hub refuses.")
 
 
 def _duration(seconds: float) -> str:
@@ -89,6 +106,11 @@ def silence(service: str) -> ResponseReturnValue:
 @bp.post("/test-alert")
 def test_alert() -> ResponseReturnValue:
     return _control("test_alert", "alerts", lambda: Action("test_alert", "alerts"))
+
+
+@bp.post("/backup")
+def backup() -> ResponseReturnValue:
+    return _control("backup", "backup", lambda: Action("backup", "backup", _last_took()))
 
 
 def _control(kind: str, service: str, build: Callable[[], Action]) -> ResponseReturnValue:
@@ -115,6 +137,12 @@ def _known(service: str, *extra: str) -> str:
     if service not in names:
         abort(404, f"no service {service!r}: expected one of {', '.join(map(str, names))}")
     return service
+
+
+def _last_took() -> float:
+    """How long the hub's last backup took (0.0: not known, the hub unreachable included:
+    the confirmation does not need the hub, the action says whether it answers)."""
+    return backups.last_took(backups.of_snapshot(components().snapshot.get()))
 
 
 def _silence(service: str) -> Action:

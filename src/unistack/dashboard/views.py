@@ -1,6 +1,7 @@
 """Pages and probes: the overview page (its figures arrive through the JSON API and the
-live stream), an incident file as escaped text, and the hub's probes of the dashboard
-(`/health`, `/ready`) with its own `/metrics`."""
+live stream; the Backups card comes rendered with the page too), an incident file as
+escaped text, and the hub's probes of the dashboard (`/health`, `/ready`) with its own
+`/metrics`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from flask import Blueprint, Response, abort, jsonify, render_template
 from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from unistack.dashboard import backups
 from unistack.dashboard.components import components
 from unistack.dashboard.history import CHARTS, RANGES
 from unistack.hub.client import HubUnreachable
@@ -21,7 +23,10 @@ _INCIDENT_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
 @bp.get("/")
 def overview() -> ResponseReturnValue:
-    return render_template("overview.html", charts=CHARTS, ranges=list(RANGES))
+    parts = components()
+    card = backups.card(backups.of_snapshot(parts.snapshot.get()), parts.clock())
+    return render_template("overview.html", charts=CHARTS, ranges=list(RANGES), card=card,
+                           missing=backups.MISSING)
 
 
 @bp.get("/health")

@@ -338,6 +338,104 @@
     box.replaceChildren(...(gpu.devices || []).map(gpuCard));
   }
 
+  // --- backups: the same words as unistack/dashboard/backups.py (the server's first render) -
+  const ARCHIVE_CLASS = { verified: "good", sealed: "good", unverified: "warn-text", failed: "bad", partial: "bad" };
+  const RECENT_ARCHIVES = 5;
+  const DOT = " \u00b7 ";
+
+  function number(v) { return typeof v === "number" && Number.isFinite(v) ? v : null; }
+  function text(v) { return v === undefined || v === null ? "" : String(v); }
+  function nowSeconds() { return Date.now() / 1000; }
+
+  function span(secs) { // to the nearest unit: 40 s, 12 min, 3 h, 2 days 4 h (from 48 h on)
+    const s = Math.max(0, secs);
+    if (Math.round(s) < 60) return Math.round(s) + " s";
+    if (Math.round(s / 60) < 60) return Math.round(s / 60) + " min";
+    const hours = Math.round(s / 3600);
+    if (hours < 48) return hours + " h";
+    return Math.floor(hours / 24) + " days" + (hours % 24 ? " " + (hours % 24) + " h" : "");
+  }
+
+  function spanAgo(ts) { return number(ts) === null ? "\u2014" : span(nowSeconds() - ts) + " ago"; }
+  function failedRun(last) { return Boolean(last) && typeof last === "object" && last.ok !== true; }
+  function hms(ts) {
+    const d = new Date(ts * 1000);
+    return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, "0")).join(":");
+  }
+
+  function backupWarnings(b) {
+    const found = [];
+    if (b.stale === true) {
+      const ts = b.newest_verified && typeof b.newest_verified === "object" ? number(b.newest_verified.ts) : null;
+      found.push(ts === null ? "no verified backup yet" : "no verified backup for " + span(nowSeconds() - ts));
+    }
+    if (failedRun(b.last)) found.push("last backup failed" + (text(b.last.detail) ? ": " + text(b.last.detail) : ""));
+    return found;
+  }
+
+  function backupVerdict(b, off) {
+    if (b.stale === true) return "stale";
+    if (failedRun(b.last)) return "failed";
+    return b.running === true ? "running" : off ? "off" : "ok";
+  }
+
+  function backupRunning(b) {
+    if (b.running !== true) return "";
+    const since = number(b.running_since);
+    return since === null ? "backup running" : "backup running since " + hms(since) + " (for " + span(nowSeconds() - since) + ")";
+  }
+
+  function backupRows(b) {
+    const n = b.newest_verified && typeof b.newest_verified === "object" ? b.newest_verified : null;
+    const newest = n ? [spanAgo(n.ts), bytes(number(n.size)), text(n.state) || "\u2014"].join(DOT) : "none";
+    let last = "none yet";
+    if (b.last && typeof b.last === "object") {
+      const parts = [failedRun(b.last) ? "failed" : "ok", spanAgo(b.last.ts)];
+      if (number(b.last.took) !== null) parts.push("took " + b.last.took.toFixed(1) + " s");
+      if (text(b.last.detail)) parts.push(text(b.last.detail));
+      last = parts.join(DOT);
+    }
+    return [["newest verified", newest], ["last run", last], ["next backup", backupNext(b)], ["directory", text(b.dir) || "\u2014"]];
+  }
+
+  function backupNext(b) {
+    const interval = number(b.interval), due = number(b.next_due), now = nowSeconds();
+    if (interval === 0) return "scheduling off: a backup runs only when asked for";
+    const when = due === null ? "\u2014" : due > now ? "in " + span(due - now) : "due now";
+    return when + (interval ? " (every " + span(interval) + ")" : "");
+  }
+
+  function archiveItem(a) {
+    const state = text(a.state) || "unknown";
+    let line = [text(a.name) || "\u2014", spanAgo(a.ts), bytes(number(a.size))].join(DOT);
+    if (a.encrypted === true && state !== "sealed") line += DOT + "encrypted";
+    return el("li", { "data-state": state }, [el("span", { class: "state " + (ARCHIVE_CLASS[state] || ""), text: state }), " " + line]);
+  }
+
+  function backupControl() {
+    const box = el("div", { class: "controls" }, [controlForm("/controls/backup", [], "Back up now")]);
+    if (!operator) box.append(el("p", { class: "note", text: "operator sign-in required" }));
+    return box;
+  }
+
+  function renderBackups(backups) {
+    const b = backups && typeof backups === "object" && !Array.isArray(backups) ? backups : {};
+    const root = el("article", { id: "backups-card", class: "card grey", "data-verdict": "unknown" }, [el("h3", { text: "Backups" })]);
+    document.getElementById("backups").replaceChildren(root);
+    if (!Object.keys(b).length) { root.append(el("p", { class: "muted", text: "no backup information from the hub" })); return; }
+    const warnings = backupWarnings(b), off = number(b.interval) === 0;
+    setColour(root, warnings.length ? "red" : off ? "grey" : "green");
+    root.dataset.verdict = backupVerdict(b, off);
+    for (const w of warnings) root.append(el("p", { class: "warning bad", text: w }));
+    if (backupRunning(b)) root.append(el("p", { class: "running warn-text", text: backupRunning(b) }));
+    const list = el("ul", { class: "plain archives" });
+    for (const a of (Array.isArray(b.backups) ? b.backups : []).slice(0, RECENT_ARCHIVES)) {
+      if (a && typeof a === "object") list.append(archiveItem(a));
+    }
+    if (!list.childElementCount) list.append(el("li", { class: "muted", text: "no archives yet" }));
+    root.append(facts(backupRows(b)), list, backupControl());
+  }
+
   // --- the whole status document --------------------------------------------------------
   function renderWarnings(warnings) {
     const box = document.getElementById("warnings");
@@ -371,6 +469,7 @@
     renderServices(doc.services, doc.hub && doc.hub.pid);
     renderSystem(doc.system);
     renderGpu(doc.gpu);
+    renderBackups(doc.backups);
   }
 
   function applySnapshot(snapshot) {
