@@ -129,3 +129,16 @@ def stack() -> Iterator[Stack]:
     finally:
         running.cleanup()
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_home() -> Iterator[Any]:
+    """A home with only its redis-server running (tests/backup_support.py)."""
+    from tests.backup_support import new_redis_home
+
+    made = new_redis_home()
+    made.start_redis()
+    try:
+        yield made
+    finally:
+        made.cleanup()

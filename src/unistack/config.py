@@ -205,6 +205,8 @@ KEYS: tuple[Key, ...] = (
     Key("ML_ENGINE_PORT", "9181", _port, "a TCP port 1-65535"),
     Key("DASHBOARD_PORT", "5000", _port, "a TCP port 1-65535"),
     Key("REDIS_SERVER_BIN", "redis-server", _text, "a program name or path"),
+    Key("REDIS_MAXMEMORY", "1gb", _pattern(r"[1-9][0-9]*(kb|mb|gb)?"),
+        "a size like 512mb or 2gb (Redis refuses writes past it: noeviction)"),
     Key("PROMETHEUS_BIN", "prometheus", _text, "a program name or path"),
     Key("PROMETHEUS_SCRAPE_INTERVAL", "5s", _pattern(_DURATION), "a duration like 5s"),
     Key("PROMETHEUS_RETENTION_TIME", "15d", _pattern(_DURATION), "a duration like 15d"),
@@ -311,6 +313,7 @@ class Settings:
     ml_engine_port: int
     dashboard_port: int
     redis_server_bin: str
+    redis_maxmemory: str
     prometheus_bin: str
     prometheus_scrape_interval: str
     prometheus_retention_time: str

@@ -71,6 +71,7 @@ def redis_conf(settings: Settings) -> str:
         f"port {settings.redis_port}",
         f"dir {redis_quote(settings.data_dir / 'redis')}",
         f"requirepass {redis_quote(settings.redis_password)}",
+        f"maxmemory {settings.redis_maxmemory}",
     ]
     return "\n".join(lines) + "\n"
 

@@ -47,9 +47,20 @@ class Taken(NamedTuple):
 
 @contextmanager
 def backup_lock(settings: Settings, command: str, report: Report) -> Iterator[None]:
-    """The backup lock, never waited for: a second backup or restore fails fast (Busy)."""
+    """The backup lock, never waited for: a second backup or restore fails fast (Busy).
+    Whoever holds it first clears what a holder killed by SIGKILL left behind."""
     with control_lock(settings.unistack_home, command, False, report, name="backup"):
+        _clear_leftovers(settings, report)
         yield
+
+
+def _clear_leftovers(settings: Settings, report: Report) -> None:
+    """Staging directories (var/restore/) and snapshot links of dead holders."""
+    for path in sorted((settings.var / "restore").glob("*")):
+        report(f"removing {path}, left by a verify or restore that did not finish")
+        shutil.rmtree(path, ignore_errors=True)
+    for path in (settings.data_dir / "redis").glob(".backup-*.rdb"):
+        path.unlink(missing_ok=True)
 
 
 def take(settings: Settings, report: Report, meter: Meter, *, include_secrets: bool = False,
