@@ -107,11 +107,11 @@ def value(n: int, size: int = 64) -> bytes:
     return (seed * (size // len(seed) + 1))[:size]
 
 
-def digest(client: redis.Redis) -> str:
-    """The dataset's content: every key with its type and DUMP, sorted (DEBUG DIGEST is
-    disabled in our redis.conf)."""
+def digest(client: redis.Redis, match: str | None = None) -> str:
+    """The dataset's content: every key (matching MATCH) with its type and DUMP, sorted
+    (DEBUG DIGEST is disabled in our redis.conf)."""
     entries = []
-    for key in sorted(client.scan_iter(count=1000)):
+    for key in sorted(client.scan_iter(match=match, count=1000)):
         entries.append(key + b"\0" + client.type(key) + b"\0" + (client.dump(key) or b""))
     return hashlib.sha256(b"\n".join(entries)).hexdigest()
 

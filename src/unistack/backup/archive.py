@@ -14,6 +14,7 @@ frame checksum (a .tar.gz cut by a few bytes passes a full tarfile read; this do
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -312,7 +313,7 @@ def _extract(stream: _Decompressed, staging: Path) -> dict[str, Any]:
                 if member.name == MANIFEST:
                     manifest = _manifest(reader.read() if reader else b"")
                 elif reader is not None:
-                    seen[member.name] = _store(reader, staging, member)
+                    seen[member.name] = _stored(reader, staging, member)
         stream.finish()
     except tarfile.TarError as exc:
         raise ArchiveError(f"not a readable tar stream: {exc}") from None
@@ -357,6 +358,18 @@ def _kind(member: tarfile.TarInfo) -> str:
     if member.isfifo():
         return "FIFO"
     return "sparse file" if member.issparse() else f"member of type {member.type!r}"
+
+
+def _stored(reader: IO[bytes], staging: Path, member: tarfile.TarInfo) -> dict[str, Any]:
+    """_store, with a name that cannot be written (under a file, over a directory) as
+    the archive's fault; a full disk stays the disk's."""
+    try:
+        return _store(reader, staging, member)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise ArchiveError(f"member {member.name!r} cannot be written where it points "
+                           f"({exc.strerror or exc}): refused") from None
 
 
 def _store(reader: IO[bytes], staging: Path, member: tarfile.TarInfo) -> dict[str, Any]:

@@ -117,7 +117,7 @@ def scan(directory: Path) -> list[Backup]:
     """Every backup in DIRECTORY, newest first (partial ones included)."""
     try:
         names = os.listdir(directory)
-    except FileNotFoundError:
+    except OSError:  # missing, or not a directory: the next backup says why
         return []
     found = [entry(directory / name) for name in names
              if name.endswith((".tar.zst", ".tar.zst.age", ".partial"))]
@@ -129,7 +129,7 @@ def orphans(directory: Path) -> list[Path]:
     """Sidecars whose archive is gone (a prune or a writer that died between files)."""
     try:
         names = set(os.listdir(directory))
-    except FileNotFoundError:
+    except OSError:
         return []
     return [directory / n for n in sorted(names) if n.endswith((".sha256", ".json"))
             and n.rsplit(".", 1)[0] not in names and stamp_of(n.rsplit(".", 1)[0])]

@@ -80,7 +80,11 @@ def _take(settings: Settings, report: Report, meter: Meter, *, include_secrets: 
     recipients = _recipients(settings) if include_secrets else None
     journal.recover(settings, report)  # never archive a half-restored home
     directory = settings.backups_dir
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        why = "it is not a directory" if directory.exists() else exc.strerror or str(exc)
+        raise BackupError(f"BACKUP_DIR {directory} cannot be used: {why}") from None
     _remove_partials(directory, report)
     begun = time.monotonic()
     link = settings.data_dir / "redis" / f".backup-{os.getpid()}.rdb"
