@@ -90,3 +90,13 @@ def test_a_reader_of_the_hub_loads_neither_the_hub_nor_the_alerts() -> None:
     assert set(ours_loaded) <= {"unistack", "unistack.config", "unistack.envfile",
                                 "unistack.event", "unistack.hub", "unistack.hub.client",
                                 "unistack.hub.status"}
+
+
+ALLOWED_IN_BACKUP = {"unistack.config", "unistack.lock", "unistack.runtime", "unistack.services",
+                     "unistack.supervisor", "unistack.hub.client"}
+
+
+@pytest.mark.parametrize("path", modules_under("unistack.backup"), ids=module_name)
+def test_backups_import_only_configuration_locks_and_the_hub_client(path: Path) -> None:
+    foreign = {m for m in ours(path) if not m.startswith("unistack.backup")}
+    assert foreign <= ALLOWED_IN_BACKUP
