@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +17,8 @@ from pyrage import x25519
 
 from tests.backup_support import RedisHome, digest, fill, model_files, new_redis_home, value
 from tests.conftest import wait_for
-from unistack.backup import journal
+from unistack.backup import catalog, journal
+from unistack.lock import control_lock
 
 
 def backup_name(home: RedisHome, *args: str) -> str:
@@ -261,3 +263,73 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def synthetic(directory: Path, ts: float, state: str, tag: str = "") -> str:
+    """An archive-shaped file with its sidecars (retention reads names and states only)."""
+    name = catalog.archive_name(ts, tag)
+    path = directory / name
+    path.write_bytes(b"x")
+    if state == "partial":
+        path.rename(path.with_name(name + ".partial"))
+        return name + ".partial"
+    catalog.write_sha256(path, "0" * 64)
+    catalog.write_state(path, {"state": state})
+    return name
+
+
+def test_prune_keeps_what_the_policy_says_and_never_the_wrong_ones(
+        redis_home: RedisHome) -> None:
+    directory = redis_home.backups
+    directory.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    days = [synthetic(directory, now - d * 86400, "verified") for d in range(1, 11)]
+    failed = synthetic(directory, now - 3600, "failed")
+    unverified = synthetic(directory, now - 7200, "unverified")
+    partial = synthetic(directory, now - 60, "partial")
+    future = synthetic(directory, now + 365 * 86400, "verified")
+    redis_home.env.update(BACKUP_KEEP_LAST="2", BACKUP_KEEP_DAILY="0", BACKUP_KEEP_WEEKLY="0",
+                          BACKUP_KEEP_MONTHLY="0")
+    dry = redis_home.cli("prune", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    planned = json.loads(dry.stdout)
+    assert sorted(planned["remove"]) == sorted([*days[2:], failed])
+    assert set(planned["ignored"]) == {unverified, future}
+    assert len(os.listdir(directory)) == 3 * 13 + 1  # nothing deleted by a dry run
+    done = redis_home.cli("prune", "--json")
+    assert done.returncode == 0, done.stderr
+    left = set(os.listdir(directory))
+    assert {days[0], days[1], unverified, future} <= left
+    assert not {failed, partial, *days[2:]} & left
+    assert not [n for n in left if n.startswith(tuple(days[2:]))]  # sidecars went too
+    redis_home.env.update(BACKUP_KEEP_LAST="0")
+    empty = redis_home.cli("prune")
+    assert empty.returncode == 2 and "BACKUP_KEEP_LAST" in empty.stderr
+    assert {days[0], days[1]} <= set(os.listdir(directory))
+
+
+def test_restore_while_a_start_or_stop_holds_the_control_lock_is_busy(
+        redis_home: RedisHome) -> None:
+    name = backup_name(redis_home)
+    settings = redis_home.settings()
+    with control_lock(settings.unistack_home, "start", False, lambda text: None):
+        done = redis_home.cli("restore", name, "--yes")
+    assert done.returncode == 3, done.stderr
+    assert "busy" in done.stderr and "start" in done.stderr
+
+
+def test_every_backup_command_has_help_and_json(redis_home: RedisHome) -> None:
+    name = backup_name(redis_home)
+    for command in ("backup", "backups", "verify", "restore", "prune"):
+        helped = redis_home.cli(command, "--help")
+        assert helped.returncode == 0 and "--json" in helped.stdout, command
+    for args in (("backups", "--json"), ("verify", name, "--json"),
+                 ("prune", "--dry-run", "--json")):
+        done = redis_home.cli(*args)
+        assert done.returncode == 0, done.stderr
+        json.loads(done.stdout)
+    missing = redis_home.cli("verify", "no-such-archive.tar.zst", "--json")
+    assert missing.returncode == 2
+    assert "no-such-archive" in json.loads(missing.stdout)["error"]
+    unconfirmed = redis_home.cli("restore", name, stdin="")
+    assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -83,6 +84,36 @@ def test_online_restore_holds_its_services_quietly_and_serves_the_archive(
     assert not alarms, (new, events(stack))
     listed = json.loads(stack.cli("backups", "--json").stdout)
     assert {b["tag"] for b in listed} == {"", "pre-restore"}
+    asked_for_a_backup_through_the_hub(stack)
+    for log in (stack.home / "var" / "log").rglob("*"):  # no secret in any log
+        if log.is_file():
+            assert slack.webhook_url not in log.read_text(errors="replace"), log
+            assert password(stack) not in log.read_text(errors="replace"), log
+
+
+def post(stack: Stack, path: str, token: str | None) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(f"http://127.0.0.1:{stack.port('HUB_PORT')}{path}",
+                                     method="POST", data=b"")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request) as answer:
+            return answer.status, json.load(answer)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def asked_for_a_backup_through_the_hub(stack: Stack) -> None:
+    """POST /backups: the operator token required; one at a time; the result an event."""
+    token = next(line.split("=", 1)[1] for line in (stack.home / ".env").read_text()
+                 .splitlines() if line.startswith("UNISTACK_OPERATOR_TOKEN="))
+    assert post(stack, "/backups", None)[0] == 401
+    done = len(events(stack, "backup_ok"))
+    assert post(stack, "/backups", token) == (202, {"started": True, "service": "backup"})
+    code, answer = post(stack, "/backups", token)
+    assert code == 409 and "already running" in answer["error"]
+    wait_for(lambda: len(events(stack, "backup_ok")) > done, timeout=60)
+    assert [e for e in events(stack, "audit") if "backup now" in e["detail"]]
 
 
 def test_a_restore_killed_while_holding_its_services_is_rolled_back_by_the_hub(
