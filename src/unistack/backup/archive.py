@@ -43,6 +43,18 @@ class ArchiveError(Exception):
     """The archive is corrupt, truncated, unsafe or not ours; the message says where."""
 
 
+class NeedsIdentity(ArchiveError):
+    """An encrypted archive and no identity to open it: nothing is wrong with it."""
+
+
+class DecryptFailed(ArchiveError):
+    """age refused it: a wrong identity, or an archive damaged since it was written."""
+
+
+class NoRoom(Exception):
+    """Unpacking would fill the disk under var/restore (a large archive, or a bomb)."""
+
+
 class Entry(NamedTuple):
     """One file to archive: its name in the archive and where it is now."""
 
@@ -258,12 +270,15 @@ def _decrypting(source: _Source, identities: list[Any]) -> Iterator[Any]:
     with os.fdopen(read_fd, "rb", buffering=CHUNK) as reader:
         try:
             yield reader
+        except ArchiveError:
+            if not failure:
+                raise
         finally:
             reader.close()
             thread.join()
-    if failure:
-        raise ArchiveError(f"decryption failed (wrong identity, or a damaged archive): "
-                           f"{failure[0]}")
+    if failure:  # what broke the stream, not its symptom (an early end)
+        raise DecryptFailed(f"decryption failed (a wrong identity, or an archive damaged "
+                            f"since it was written): {failure[0]}")
 
 
 def is_encrypted(path: Path) -> bool:
@@ -278,15 +293,15 @@ def unpack(path: Path, staging: Path, identities: list[Any] | None = None,
     is removed and ArchiveError says which member and why."""
     encrypted = is_encrypted(path)
     if encrypted and not identities:
-        raise ArchiveError(f"{path.name} is encrypted (it holds secrets): give the age "
-                           "identity that BACKUP_RECIPIENT belongs to (--identity FILE)")
+        raise NeedsIdentity(f"{path.name} is encrypted (it holds secrets): give the age "
+                            "identity that BACKUP_RECIPIENT belongs to (--identity FILE)")
     staging.mkdir(mode=0o700, parents=False)
     try:
         with open(path, "rb") as handle:
             source = _Source(handle, progress)
             with _decrypting(source, identities or []) if encrypted \
                     else _plain_source(source) as plain:
-                manifest = _extract(_Decompressed(plain), staging)
+                manifest = _extract(_Decompressed(plain), staging, _room(staging))
             source.drain()
         return source.hash.hexdigest(), manifest
     except BaseException:
@@ -299,16 +314,26 @@ def _plain_source(source: _Source) -> Iterator[_Source]:
     yield source
 
 
-def _extract(stream: _Decompressed, staging: Path) -> dict[str, Any]:
+def _room(staging: Path) -> int:
+    """Bytes the members may add up to: the free space under STAGING, less a reserve."""
+    return shutil.disk_usage(staging).free - (64 << 20)
+
+
+def _extract(stream: _Decompressed, staging: Path, room: int) -> dict[str, Any]:
     seen: dict[str, dict[str, Any]] = {}
     manifest: dict[str, Any] | None = None
+    count = total = 0
     try:
         with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tar:  # type: ignore[call-overload]
             for member in tar:
                 if manifest is not None:
                     raise ArchiveError(f"member {member.name!r} follows {MANIFEST}, which "
                                        "must be last")
-                check_member(member, seen, len(seen))
+                check_member(member, seen, count)
+                count, total = count + 1, total + member.size
+                if total > room:
+                    raise NoRoom(f"the archive unpacks to more than the {room / 1e6:.0f} MB "
+                                 f"free under {staging.parent}; free space and try again")
                 reader = tar.extractfile(member) if member.isfile() else None
                 if member.name == MANIFEST:
                     manifest = _manifest(reader.read() if reader else b"")
@@ -397,6 +422,12 @@ def _manifest(data: bytes) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
             or not isinstance(manifest.get("files"), list):
         raise ArchiveError(f"{MANIFEST} is not a unistack backup manifest of format {FORMAT}")
+    redis = manifest.get("redis")
+    if not isinstance(redis, dict) or not isinstance(redis.get("keys"), int) \
+            or isinstance(redis.get("keys"), bool) or redis["keys"] < 0 \
+            or not isinstance(redis.get("rdb_sha256"), str):
+        raise ArchiveError(f"{MANIFEST}'s redis section is malformed: expected a key count "
+                           "(a whole number >= 0) and the RDB's sha256")
     return manifest
 
 

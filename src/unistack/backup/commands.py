@@ -60,7 +60,7 @@ def _guarded(command: Command) -> Command:
             return _fail(args, settings, str(exc), EXIT_BUSY)
         except verify.VerifyError as exc:
             return _fail(args, settings, str(exc), EXIT_CORRUPT)
-        except create.NoSpace as exc:
+        except (create.NoSpace, archive.NoRoom) as exc:
             return _fail(args, settings, str(exc), EXIT_SPACE)
         except (EmptyPolicy, ValueError) as exc:
             return _fail(args, settings, str(exc), EXIT_USAGE)

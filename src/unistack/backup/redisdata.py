@@ -113,10 +113,12 @@ def rdb_result(check: subprocess.Popen[str], name: str) -> RdbCheck:
     output, _ = check.communicate()
     found = re.search(r"\[info\] (\d+) keys read", output)
     if check.returncode != 0 or found is None:
-        error = [line for line in output.splitlines() if "RDB ERROR" in line or "---" in line]
+        error = [line.strip("[]- ") for line in output.splitlines()
+                 if re.search(r"error|CRC|Unexpected|Short read|Invalid", line, re.I)
+                 and "RDB ERROR DETECTED" not in line]
         why = next((line for line in output.splitlines()[::-1] if line.strip()), "no output")
         raise RedisDataError(f"redis-check-rdb rejects {name} (exit {check.returncode}): "
-                             f"{'; '.join(error[:2]) or why}")
+                             f"{'; '.join(error[:3]) or why}")
     return RdbCheck(int(found.group(1)))
 
 

@@ -65,8 +65,9 @@ def verify(settings: Settings, path: Path, meter: Meter, report: Report, *,
         result = _trial(settings, staging, manifest, report, aof)
     except (archive.ArchiveError, redisdata.RedisDataError, VerifyError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        catalog.write_state(path, {"state": catalog.FAILED, "verified_at": time.time(),
-                                   "detail": str(exc)})
+        if _archive_at_fault(path, exc):
+            catalog.write_state(path, {"state": catalog.FAILED, "verified_at": time.time(),
+                                       "detail": str(exc)})
         raise VerifyError(f"{path.name} failed verification: {exc}") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -81,6 +82,16 @@ def verify(settings: Settings, path: Path, meter: Meter, report: Report, *,
     report(f"verified {path.name}: {result.keys} keys, in {seconds:.1f} s "
            f"(trial load {result.load_seconds:.1f} s)")
     return result._replace(seconds=seconds)
+
+
+def _archive_at_fault(path: Path, exc: Exception) -> bool:
+    """A missing or wrong identity says nothing against an intact archive (its sha256
+    still matches): it stays as it was, never `failed`, which prune deletes."""
+    if isinstance(exc, archive.NeedsIdentity):
+        return False
+    if isinstance(exc, archive.DecryptFailed):
+        return archive.file_sha256(path) != catalog.read_sha256(path)
+    return True
 
 
 def _unpack(path: Path, identities: list[Any] | None, meter: Meter, staging: Path
