@@ -106,6 +106,11 @@ def _status_table(document: dict[str, Any]) -> str:
             open_now = f" (open: {s['incident']})" if s.get("incident") else ""
             incidents.append(f"  {s['name']}: {s['last_incident']}{open_now}")
     rows.append(f"overall: {document['overall']}")
+    hold = document.get("maintenance") or {}
+    if hold.get("services"):
+        rows.append(f"maintenance: {', '.join(hold['services'])} held since "
+                    f"{_age(hold['since'], document['ts'])} ({hold['reason']}, pid {hold['pid']})"
+                    "; the hub neither restarts nor alerts about them")
     rows += [f"warning: {warning}" for warning in document.get("warnings", [])]
     if incidents:
         rows += ["last incidents:", *incidents]

@@ -130,7 +130,10 @@ def test_a_restore_killed_while_holding_its_services_is_rolled_back_by_the_hub(
                              stderr=subprocess.DEVNULL, start_new_session=True)
     wait_for(lambda: hub(stack, "/maintenance").get("pid") == child.pid, timeout=60,
              interval=0.002)
+    shown = hub(stack, "/status")  # the hold, as `status` shows it
     os.killpg(child.pid, signal.SIGKILL)
+    assert {s["name"]: s["state"] for s in shown["services"]}["redis"] == "MAINTENANCE"
+    assert shown["maintenance"]["services"] == ["redis", "ml_engine"]
     child.wait()
     wait_for(lambda: not hub(stack, "/maintenance"), timeout=15)
     wait_for(lambda: all_ready(stack), timeout=30)

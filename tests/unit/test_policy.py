@@ -15,6 +15,7 @@ from unistack.policy import (
     FAILED,
     KILL,
     LOOPING,
+    MAINTENANCE,
     READY,
     RESTARTING,
     START,
@@ -591,3 +592,72 @@ def test_threshold_below_watches_falling_values() -> None:
     free_disk = Threshold(limit=10.0, margin=5.0, above=False)
     assert [free_disk.update(v) for v in (50.0, 10.1, 10.0, 9.0, 14.9, 15.0, 15.1)] == [
         None, None, "raised", None, None, None, "cleared"]
+
+
+# --- maintenance: an operator's command holds it stopped ---------------------------------
+
+
+def test_maintenance_moves_a_ready_service_to_maintenance_with_no_failure() -> None:
+    p = ready_at(1.0)
+    assert p.maintenance(50.0) == []
+    assert (p.state, p.since, p.incident, len(p.restarts)) == (MAINTENANCE, 50.0, None, 0)
+    assert p.tick(50.0 + CONFIG.ready_timeout + 1) == []  # not restarted as hung
+    assert p.tick(10_000.0) == []
+
+
+def test_maintenance_cancels_a_scheduled_start() -> None:
+    p = ready_at(0.0)
+    crash_loop(p, [10.0, 20.0, 30.0])
+    assert p.next_start is not None
+    assert p.maintenance(30.5) == []
+    assert (p.state, p.next_start) == (MAINTENANCE, None)  # LOOPING -> MAINTENANCE
+    assert p.tick(1000.0) == []  # no start is due while it is held
+
+
+def test_maintenance_of_a_starting_service_is_not_a_hang() -> None:
+    p = make()
+    p.started(0.0)
+    p.maintenance(1.0)  # STARTING -> MAINTENANCE
+    assert p.tick(1.0 + CONFIG.ready_timeout + 5) == []
+    assert p.state == MAINTENANCE
+
+
+def test_maintenance_over_is_stopped_so_the_hub_starts_it() -> None:
+    p = ready_at(1.0)
+    p.maintenance(50.0)
+    assert p.maintenance_over(80.0) == []
+    assert (p.state, p.since, p.next_start) == (STOPPED, 80.0, None)  # MAINTENANCE -> STOPPED
+    assert p.tick(1000.0) == []  # the hub's sync starts it, not a backoff
+
+
+def test_after_maintenance_the_service_starts_like_a_first_start() -> None:
+    p = ready_at(1.0)
+    p.maintenance(50.0)
+    p.maintenance_over(80.0)
+    p.started(81.0)
+    assert p.state == STARTING  # STOPPED -> STARTING
+    assert p.ready(82.0) == [Action(EVENT, "ready", "info", "ready")]
+    assert p.tick(2000.0) == []
+
+
+def test_after_maintenance_the_ready_timeout_counts_from_the_new_start() -> None:
+    p = ready_at(1.0)
+    p.maintenance(50.0)
+    p.maintenance_over(80.0)
+    p.started(100.0)
+    assert p.tick(100.0 + CONFIG.ready_timeout) == []
+    actions = p.tick(100.0 + CONFIG.ready_timeout + 0.5)
+    assert kinds(actions) == [CAPTURE, EVENT, KILL]
+    assert actions[1].event == "hung"
+
+
+def test_an_incident_open_before_maintenance_resolves_once_ready_after_it() -> None:
+    p = ready_at(1.0)
+    assert events(p.exited(10.0, "exit status 1")) == ["crashed"]
+    p.maintenance(11.0)
+    p.maintenance_over(40.0)
+    p.started(41.0)
+    assert p.ready(42.0) == []  # not a first start: the incident says it
+    assert p.tick(44.9) == []
+    assert events(p.tick(45.0)) == ["recovered"]
+    assert p.incident is None

@@ -512,3 +512,150 @@ def test_a_plain_dependency_edge_only_waits(make_hub: Callable[..., Hub]) -> Non
     assert app.poll() is None
     assert "restarted_with" not in hub.kinds("app")
     fresh.kill()
+
+
+# --- maintenance ------------------------------------------------------------------------
+
+RESTORE = "restore of unistack-20231114T221320000000Z.tar.zst"
+
+
+def status_of(hub: Hub, name: str) -> Any:
+    return next(s for s in hub.reconciler.statuses() if s.name == name)
+
+
+def test_a_held_service_is_in_maintenance_and_says_why(make_hub: Callable[..., Hub]) -> None:
+    hub = make_hub()
+    running_and_ready(hub, "db", "app")
+    hub.reconciler.hold(["db"], RESTORE)
+    db = status_of(hub, "db")
+    assert (db.state, db.ready, db.detail) == (
+        policy.MAINTENANCE, False, f"maintenance: {RESTORE}")  # READY -> MAINTENANCE
+    assert hub.monitors["db"].calls[-1] == "pause"  # its probes fail while it is stopped
+    assert hub.reconciler.held() == {"db": RESTORE}
+    assert hub.state("app") == policy.READY  # not held: untouched
+    assert hub.kinds() == ["adopted", "adopted"]
+
+
+def test_verdicts_and_exits_of_a_held_service_are_not_acted_on(
+    make_hub: Callable[..., Hub]
+) -> None:
+    hub = make_hub()
+    db = running_and_ready(hub, "db")["db"]
+    hub.reconciler.hold(["db"], RESTORE)
+    for kind in ("not_ready", "degraded", "busy", "hung"):
+        hub.post(Verdict("db", kind, f"{kind} while stopped on purpose", 0.4,
+                         onset=1_700_000_000.5))
+    hub.syncs(2)
+    assert db.poll() is None  # not killed as hung
+    db.kill()
+    db.wait(5)
+    hub.post(Exited("db", db.pid))
+    hub.supervisor.set("db", "FATAL", "Exited too quickly (process log may have details)")
+    hub.syncs(3)
+    assert hub.kinds() == ["adopted"]  # no incident, no event
+    assert list(hub.incidents.iterdir()) == []
+    assert (hub.supervisor.started, hub.supervisor.stopped) == ([], [])
+    status = status_of(hub, "db")
+    assert (status.state, status.restarts, status.incident) == (policy.MAINTENANCE, 0, "")
+    assert status.detail == f"maintenance: {RESTORE}"
+
+
+def test_a_held_program_stopped_in_supervisord_is_not_started(
+    make_hub: Callable[..., Hub]
+) -> None:
+    hub = make_hub()
+    running_and_ready(hub, "db")
+    hub.reconciler.hold(["db"], RESTORE)
+    hub.supervisor.stop("db")  # the restore stops it
+    hub.syncs(3)
+    assert hub.supervisor.started == []
+    assert hub.state("db") == policy.MAINTENANCE
+
+
+def test_a_released_service_is_started_again_and_announced_ready(
+    make_hub: Callable[..., Hub]
+) -> None:
+    hub = make_hub()
+    old = running_and_ready(hub, "db")["db"]
+    hub.reconciler.hold(["db"], RESTORE)
+    hub.supervisor.stop("db")
+    hub.syncs(2)
+    hub.reconciler.release(["db"])
+    released = status_of(hub, "db")
+    assert (released.state, released.pid, released.detail) == (
+        policy.STOPPED, 0, "maintenance over; starting")  # MAINTENANCE -> STOPPED
+    assert hub.reconciler.held() == {}
+    hub.until(lambda: hub.started() == ["db"])
+    hub.until(lambda: hub.pid("db") == hub.supervisor.programs["db"].pid)
+    assert hub.pid("db") != old.pid
+    assert hub.state("db") == policy.STARTING  # STOPPED -> STARTING
+    assert hub.monitors["db"].calls[-1] == "resume"
+    hub.ready("db")
+    assert hub.kinds() == ["adopted", "ready"]
+
+
+def test_released_services_start_dependencies_first(make_hub: Callable[..., Hub]) -> None:
+    hub = make_hub()
+    running_and_ready(hub, "db", "app")
+    hub.reconciler.hold(["db", "app"], RESTORE)
+    hub.supervisor.stop("app")
+    hub.supervisor.stop("db")
+    hub.reconciler.release(["db", "app"])
+    hub.until(lambda: hub.started() == ["db"])
+    hub.syncs(3)
+    assert hub.started() == ["db"]
+    assert status_of(hub, "app").detail == "waiting for db to be ready"
+    hub.until(lambda: hub.pid("db") == hub.supervisor.programs["db"].pid)
+    hub.ready("db")
+    hub.until(lambda: hub.started() == ["db", "app"])
+
+
+def test_a_held_service_that_kept_running_is_tracked_again_once_released(
+    make_hub: Callable[..., Hub]
+) -> None:
+    hub = make_hub()
+    db = running_and_ready(hub, "db")["db"]
+    hub.reconciler.hold(["db"], RESTORE)
+    hub.reconciler.release(["db"])  # the restore never stopped it
+    hub.until(lambda: hub.pid("db") == db.pid)
+    assert hub.supervisor.started == []
+    assert hub.state("db") == policy.STARTING
+    assert hub.monitors["db"].calls[-1] == "resume"
+    hub.ready("db")
+    assert db.poll() is None
+
+
+def test_releasing_a_service_that_is_not_held_changes_nothing(
+    make_hub: Callable[..., Hub]
+) -> None:
+    hub = make_hub()
+    db = running_and_ready(hub, "db")["db"]
+    hub.reconciler.release(["db"])
+    hub.syncs(2)
+    assert (hub.state("db"), hub.pid("db")) == (policy.READY, db.pid)
+    assert hub.supervisor.started == []
+
+
+def test_a_crash_after_release_is_a_crash_again(make_hub: Callable[..., Hub]) -> None:
+    hub = make_hub()
+    running_and_ready(hub, "db")
+    hub.reconciler.hold(["db"], RESTORE)
+    hub.supervisor.stop("db")
+    hub.reconciler.release(["db"])
+    hub.until(lambda: hub.started() == ["db"])
+    hub.until(lambda: hub.pid("db") == hub.supervisor.programs["db"].pid)
+    hub.ready("db")
+    fresh = hub.supervisor.children[f"db-{hub.pid('db')}"]
+    hub.until(lambda: time.time() - hub.supervisor.programs["db"].since > 1.1)  # startsecs
+    fresh.kill()
+    fresh.wait(5)
+    hub.post(Exited("db", fresh.pid))
+    hub.until(lambda: "crashed" in hub.kinds("db"))
+
+
+def test_a_hold_from_the_start_is_no_failed_startup(make_hub: Callable[..., Hub]) -> None:
+    hub = make_hub(START_TIMEOUT="0.1")
+    hub.reconciler.hold(["db", "app"], RESTORE)  # resumed by a hub restarted mid-restore
+    began = time.monotonic()
+    hub.until(lambda: time.monotonic() - began > 0.3)
+    assert "startup_failed" not in hub.kinds()

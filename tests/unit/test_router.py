@@ -418,3 +418,73 @@ def test_an_operators_action_is_one_message_even_for_a_silenced_service(clock: C
 def test_a_quiet_audit_sends_nothing_its_action_speaks_for_itself(clock: Clock) -> None:
     clock.feed(ev(T0, "stack", "audit", "info", "test alert by cli (ops): done", quiet=True))
     assert clock.until(T0 + 10_000) == []
+
+
+# --- quiet silences: a maintenance hold announces itself, once for all its services --------
+
+
+def test_a_quiet_silence_is_not_announced_nor_is_its_expiry(clock: Clock) -> None:
+    clock.router.silence("redis", T0 + 100, "maintenance: restore", T0, quiet=True)
+    assert clock.router.next_wakeup(T0) == T0 + 100  # nothing queued to send now
+    assert clock.until(T0 + 99) == []
+    assert [s.service for s in clock.router.silences()] == ["redis"]
+    assert clock.until(T0 + 200) == []
+    assert clock.router.silences() == []
+
+
+def test_lifting_a_quiet_silence_sends_nothing(clock: Clock) -> None:
+    clock.router.silence("redis", T0 + 100, "maintenance: restore", T0, quiet=True)
+    assert clock.router.unsilence("redis", T0 + 10) is True
+    assert clock.until(T0 + 200) == []
+    assert clock.router.silences() == []
+
+
+def test_a_quiet_silence_withholds_incidents_and_tells_one_still_open_when_it_ends(
+    clock: Clock
+) -> None:
+    clock.router.silence("redis", T0 + 100, "maintenance: restore", T0, quiet=True)
+    clock.feed(ev(T0 + 1, "redis", "crashed"))
+    assert clock.until(T0 + 99) == []
+    assert [o.stage for o in clock.router.open_incidents()] == ["withheld"]
+    notices = clock.until(T0 + 100)
+    assert kinds(notices) == [OPENED]  # the incident, no SILENCE_ENDED
+    assert notices[0].service == "redis"
+
+
+def test_an_incident_over_before_a_quiet_silence_ends_is_never_told(clock: Clock) -> None:
+    clock.router.silence("redis", T0 + 100, "maintenance: restore", T0, quiet=True)
+    clock.feed(ev(T0 + 1, "redis", "crashed"), ev(T0 + 5, "redis", "recovered", "info"))
+    assert clock.until(T0 + 1000) == []
+    assert clock.router.open_incidents() == []
+
+
+def test_a_normal_silence_is_still_announced_and_so_is_its_end(clock: Clock) -> None:
+    clock.router.silence("redis", T0 + 100, "maintenance: restore", T0, quiet=True)
+    clock.router.silence("prometheus", T0 + 100, "upgrade", T0)
+    assert [(n.kind, n.service) for n in clock.until(T0 + 1)] == [(SILENCED, "prometheus")]
+    assert [(n.kind, n.service) for n in clock.until(T0 + 100)] == [
+        (SILENCE_ENDED, "prometheus")]
+
+
+def test_a_silence_set_normally_over_a_quiet_one_is_announced_and_ends_aloud(
+    clock: Clock
+) -> None:
+    clock.router.silence("redis", T0 + 100, "maintenance: restore", T0, quiet=True)
+    clock.router.silence("redis", T0 + 500, "looking into it", T0 + 10)
+    assert kinds(clock.until(T0 + 11)) == [SILENCED]
+    assert kinds(clock.until(T0 + 500)) == [SILENCE_ENDED]
+
+
+def test_a_quiet_silence_stays_quiet_across_a_snapshot(clock: Clock) -> None:
+    clock.router.silence("redis", T0 + 100, "maintenance: restore", T0, quiet=True)
+    copy = Clock(Router.restore(CONFIG, json.loads(json.dumps(clock.router.snapshot()))))
+    assert [s.quiet for s in copy.router.silences()] == [True]
+    assert copy.until(T0 + 200) == []
+
+
+def test_an_operators_silence_outlives_a_shorter_maintenance_hold(clock: Clock) -> None:
+    clock.router.silence("redis", T0 + 86_400, "noisy, looking into it", T0)
+    clock.until(T0 + 1)
+    clock.router.silence("redis", T0 + 100, "maintenance: restore", T0 + 2, quiet=True)
+    assert clock.until(T0 + 1000) == []
+    assert [s.until for s in clock.router.silences()] == [T0 + 86_400]

@@ -350,7 +350,11 @@ class Router:
         QUIET: not announced (maintenance announces itself, once for all its services)."""
         if until <= now:
             raise ValueError(f"a silence must end in the future (until={until}, now={now})")
-        silence = self._silences.get(service) or Silence(service, until, reason, now)
+        silence = self._silences.get(service)
+        if silence is not None and quiet and not silence.quiet:
+            silence.until = max(silence.until, until)  # an operator's silence stays theirs
+            return
+        silence = silence or Silence(service, until, reason, now)
         silence.until, silence.reason, silence.quiet = until, reason, quiet
         self._silences[service] = silence  # -> silenced
         ends = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(until))

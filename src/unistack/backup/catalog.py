@@ -35,7 +35,10 @@ def stamp_of(name: str) -> float | None:
     found = _NAME.match(name)
     if not found:
         return None
-    whole = calendar.timegm(time.strptime(found.group(1), "%Y%m%dT%H%M%S"))
+    try:
+        whole = calendar.timegm(time.strptime(found.group(1), "%Y%m%dT%H%M%S"))
+    except ValueError:  # shaped like ours, but no real date (month 13): not ours
+        return None
     return whole + int(found.group(2) or 0) / 1e6
 
 

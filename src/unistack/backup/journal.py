@@ -77,16 +77,19 @@ def done(settings: Settings) -> None:
         shutil.rmtree(swap.aside, ignore_errors=True)
 
 
-def recover(settings: Settings, report: Report = log.warning, force: bool = False) -> bool:
+ROLLED_BACK, KEPT = "rolled back", "kept"
+
+
+def recover(settings: Settings, report: Report = log.warning, force: bool = False) -> str:
     """Finish an interrupted restore (if its journal is there): undo its swaps, unless
     they were all done (then keep the restored data) and FORCE is not given (a restore
-    whose restored data failed its checks). True if there was one."""
+    whose restored data failed its checks). What it did: ROLLED_BACK, KEPT or ""."""
     journal = path(settings)
     try:
         document = json.loads(journal.read_text())
         swaps = [Swap(*map(Path, swap)) for swap in document["swaps"]]
     except FileNotFoundError:
-        return False
+        return ""
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RuntimeError(f"{journal} is unreadable ({exc}); see docs/backup.md "
                            "'An interrupted restore' to put the data back by hand") from None
@@ -94,7 +97,7 @@ def recover(settings: Settings, report: Report = log.warning, force: bool = Fals
         done(settings)
         report(f"an interrupted restore of {document.get('archive')} had placed all its "
                "data: the restored data is kept")
-        return True
+        return KEPT
     for swap in reversed(swaps):
         if not swap.aside.exists():
             continue  # never moved aside: the live directory is still the old one
@@ -104,4 +107,4 @@ def recover(settings: Settings, report: Report = log.warning, force: bool = Fals
     journal.unlink()
     report(f"an interrupted restore of {document.get('archive')} was rolled back: the data "
            "is as it was before it")
-    return True
+    return ROLLED_BACK

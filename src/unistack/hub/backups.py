@@ -69,11 +69,16 @@ class BackupScheduler:
             self._wake.clear()
             if self._stop.is_set():
                 return
-            now = self._clock()
-            asked = bool(self._asked_by)
-            if asked or (self._next_due is not None and now >= self._next_due):
-                self._take(self._asked_by or "the schedule")
-            self._check_stale(self._clock())
+            try:
+                self._turn()
+            except Exception:  # a bad turn must not end scheduled backups for good
+                log.exception("the backup scheduler's turn failed; it goes on")
+
+    def _turn(self) -> None:
+        now = self._clock()
+        if self._asked_by or (self._next_due is not None and now >= self._next_due):
+            self._take(self._asked_by or "the schedule")
+        self._check_stale(self._clock())
 
     def _first_due(self, interval: float) -> float:
         newest = catalog.newest_verified(self._backups())
@@ -135,6 +140,8 @@ class BackupScheduler:
         try:
             answer = json.loads(done.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
+            answer = {}
+        if not isinstance(answer, dict):
             answer = {}
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         detail = answer.get("error") or (lines[-1] if lines else f"exit {done.returncode}")

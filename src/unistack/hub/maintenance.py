@@ -69,13 +69,16 @@ class Maintenance:
                           f"{list(self._services)}")
         if not isinstance(reason, str) or not 0 < len(reason.strip()) <= 200:
             raise BadHold("reason is required: 1-200 characters saying why")
-        if not isinstance(pid, int) or not self._alive(pid):
+        if not isinstance(pid, int) or isinstance(pid, bool) or not self._alive(pid):
             raise BadHold(f"pid {pid!r} is not a running process: expected the pid of "
                           "the command holding the services")
         if self.hold and self.hold.get("pid") != pid:
             raise BadHold(f"already held by pid {self.hold['pid']} ({self.hold['reason']})")
-        self.hold = {"services": services, "reason": reason.strip(), "pid": pid,
-                     "since": time.time()}
+        held = list(self.hold.get("services", []))  # a renewed hold keeps what it held
+        self.hold = {"services": held + [s for s in services if s not in held],
+                     "reason": reason.strip(), "pid": pid,
+                     "since": self.hold.get("since", time.time())}
+        services = self.hold["services"]
         write_atomic(self._path, json.dumps(self.hold) + "\n", 0o600)
         self._reconciler.hold(services, self.hold["reason"])
         for name in services:
@@ -117,8 +120,10 @@ class Maintenance:
             log.error("maintenance holder pid %s is gone and its restore cannot be rolled "
                       "back: %s; the services stay held", pid, exc)
             return
-        why = f"its holder, pid {pid}, ended without releasing it" + (
-            "; its unfinished restore was rolled back" if rolled else "")
+        why = f"its holder, pid {pid}, ended without releasing it" + {
+            journal.ROLLED_BACK: "; its unfinished restore was rolled back",
+            journal.KEPT: "; its restore had placed all its data, which is kept",
+        }.get(rolled, "")
         if self.hold.get("services"):
             self.end(why)
         self._path.unlink(missing_ok=True)

@@ -161,7 +161,8 @@ class Reconciler:
             self._tell_if_changed(statuses)
             for status in statuses:
                 self._metrics.observe(status)
-            self.startup.check(now, statuses)
+            # Held services are stopped on purpose: not a startup that failed.
+            self.startup.check(now, [s for s in statuses if s.state != policy.MAINTENANCE])
         self.last_round = time.monotonic()
         self._metrics.round_done()
 
