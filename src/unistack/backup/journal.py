@@ -42,11 +42,31 @@ def begin(settings: Settings, swaps: list[Swap], archive: str) -> None:
 
 
 def apply(swaps: list[Swap]) -> None:
-    """Move each live directory aside and the restored one into its place."""
+    """Make the restored directories durable, then move each live directory aside and
+    the restored one into its place."""
+    for swap in swaps:
+        _sync_tree(swap.new)
     for swap in swaps:
         if swap.live.exists():
             os.rename(swap.live, swap.aside)
         _move(swap.new, swap.live)
+    for parent in {swap.live.parent for swap in swaps}:
+        _fsync(parent)
+
+
+def _fsync(directory: Path) -> None:
+    """fsync one file or directory."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_tree(root: Path) -> None:
+    """fsync every file and directory under ROOT (a rename is only as durable as both)."""
+    for path in [root, *root.rglob("*")]:
+        _fsync(path)
 
 
 def _move(source: Path, target: Path) -> None:
