@@ -107,7 +107,11 @@ def _place(settings: Settings, staging: Path, checked: verify.Verification, repo
     swaps = _swaps(settings, staging)
     hub = _Hub(settings, report) if online else None
     if hub:
-        hub.hold(f"restore of {name}")
+        try:
+            hub.hold(f"restore of {name}")
+        except RestoreError:
+            hub.release_quietly()  # nothing was moved: start them again as they were
+            raise
     try:
         journal.begin(settings, swaps, name)
         journal.apply(swaps)
@@ -116,10 +120,11 @@ def _place(settings: Settings, staging: Path, checked: verify.Verification, repo
             hub.release()
             _wait_ready(settings, checked, report)
     except BaseException as exc:
-        _roll_back(settings, hub, report)
+        rolled = _roll_back(settings, hub, report)
         if isinstance(exc, Exception):
-            raise RestoreError(f"restore of {name} failed ({exc}); rolled back: the data "
-                               "is as it was before the restore") from exc
+            state = ("rolled back: the data is as it was before the restore" if rolled else
+                     "NOT rolled back (see above): the restored data stays in place")
+            raise RestoreError(f"restore of {name} failed ({exc}); {state}") from exc
         raise
     journal.done(settings)
     if online:
@@ -128,12 +133,21 @@ def _place(settings: Settings, staging: Path, checked: verify.Verification, repo
             f"data ({checked.keys} keys)"]
 
 
-def _roll_back(settings: Settings, hub: _Hub | None, report: Report) -> None:
+def _roll_back(settings: Settings, hub: _Hub | None, report: Report) -> bool:
+    """Put the old directories back, with their services stopped. If they cannot be
+    stopped, nothing is moved under a running Redis: the journal stays, and the next
+    `start`, `backup` or `restore` finishes it."""
     if hub:
-        hub.hold("rolling back a failed restore")
+        try:
+            hub.hold("rolling back a failed restore")
+        except RestoreError as exc:
+            report(f"cannot stop the services to roll back ({exc}); the journal stays")
+            hub.release_quietly()
+            return False
     journal.recover(settings, report, force=True)
     if hub:
-        hub.release()
+        hub.release_quietly()
+    return True
 
 
 def _wait_ready(settings: Settings, checked: verify.Verification, report: Report) -> None:
@@ -221,6 +235,14 @@ class _Hub:
 
     def release(self) -> None:
         self._call("/maintenance/end", {"services": list(STOPPED)})
+
+    def release_quietly(self) -> None:
+        """Release on a failure path: a second error must not hide the first."""
+        try:
+            self.release()
+        except RestoreError as exc:
+            self._report(f"could not end the maintenance hold ({exc}); the hub ends it "
+                         "when this command exits")
 
     def _call(self, path: str, body: dict[str, Any]) -> None:
         try:
