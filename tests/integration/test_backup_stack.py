@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from tests.backup_support import digest, fill
+from tests.backup_support import digest, fill, new_redis_home
 from tests.chaos.test_alerts import about, failures
 from tests.chaos.test_chaos import events, password, services, start
 from tests.conftest import Stack, wait_for
@@ -173,3 +175,32 @@ def test_failed_and_stale_backups_raise_one_alert(stack: Stack, slack: SlackStan
     wait_for(lambda: about(slack, "backup failed"), timeout=15)
     wait_for(lambda: hub(stack, "/backups")["stale"], timeout=15)
     assert len(about(slack, "backup failed")) == 1  # one incident, not one per attempt
+
+
+def test_a_restore_whose_services_do_not_come_back_is_rolled_back(stack: Stack,
+                                                                  tmp_path: Path) -> None:
+    """An archive from a home without models: the engine cannot serve it, so after
+    START_TIMEOUT the restore puts the old data and models back and starts them again."""
+    modelless = new_redis_home()
+    try:
+        modelless.start_redis()
+        fill(modelless.client(), 100, prefix="other")
+        made = modelless.cli("backup", "--json")
+        assert made.returncode == 0, made.stderr
+        made_at = Path(json.loads(made.stdout)["backup"]["path"])
+        archive = str(tmp_path / made_at.name)  # an archive brought from another machine
+        for suffix in ("", ".sha256"):
+            shutil.copy(f"{made_at}{suffix}", f"{archive}{suffix}")
+    finally:
+        modelless.cleanup()
+    start(stack, BACKUP_INTERVAL="0", START_TIMEOUT="8")
+    fill(client(stack), 1000)
+    before = digest(client(stack), "k:*")
+    done = stack.cli("restore", archive, "--yes", timeout=180)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "ml_engine not ready" in done.stderr and "rolled back" in done.stderr
+    wait_for(lambda: all_ready(stack), timeout=30)
+    assert digest(client(stack), "k:*") == before
+    assert not client(stack).keys("other:*")
+    assert not (stack.home / "var" / "run" / "restore.json").exists()
+    assert not list((stack.home / "var" / "data").glob(".*pre-restore*"))

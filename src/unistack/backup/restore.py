@@ -153,14 +153,18 @@ def _roll_back(settings: Settings, hub: _Hub | None, report: Report) -> bool:
 def _wait_ready(settings: Settings, checked: verify.Verification, report: Report) -> None:
     """Redis (and its dependents) ready again, holding the restored keys."""
     report("starting redis and its dependents on the restored data ...")
-    deadline = time.monotonic() + max(settings.start_timeout, 60.0) + checked.load_seconds * 3
+    # START_TIMEOUT, as for `start`, plus the load the trial took (Redis loads it again).
+    deadline = time.monotonic() + settings.start_timeout + checked.load_seconds * 3
     while time.monotonic() < deadline:
         states = _states(settings)
         if all(states.get(name) for name in STOPPED):
             break
         time.sleep(0.1)
     else:
-        raise RestoreError(f"not every service was ready again in time: {_states(settings)}")
+        late = [name for name, ready in _states(settings).items()
+                if name in STOPPED and not ready]
+        raise RestoreError(f"{', '.join(late) or 'the hub'} not ready on the restored data "
+                           f"within START_TIMEOUT ({settings.start_timeout:g} s)")
     keys = int(redisdata.client(settings.redis_port, settings.redis_password).dbsize())
     if keys > checked.keys or keys < checked.loaded - _expiring(settings):
         raise RestoreError(f"the live Redis holds {keys} keys after the restore; the archive "
