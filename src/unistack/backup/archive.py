@@ -158,6 +158,8 @@ def _write_tar(out: Any, entries: list[Entry], manifest: Manifest,
     with compressor.stream_writer(out, closefd=False) as compressed, \
             tarfile.open(fileobj=compressed, mode="w|", format=tarfile.PAX_FORMAT,
                          bufsize=CHUNK) as tar:
+        # Its default, 16 KiB copies, makes the archive 2.4x slower (not in typeshed).
+        tar.copybufsize = CHUNK  # type: ignore[attr-defined]
         for entry in entries:
             files.append(_add(tar, entry, progress))
         document = {"format": FORMAT, **manifest(files), "files": files}
