@@ -17,12 +17,15 @@ Restore holds the backup lock and the control lock (exit 3 when either is busy).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
+
+import redis
 
 from unistack.backup import catalog, create, journal, redisdata, verify
 from unistack.backup.progress import Meter
@@ -223,6 +226,7 @@ class _Hub:
     stopped and swapped; releasing it lets the hub start them again."""
 
     def __init__(self, settings: Settings, report: Report) -> None:
+        self._settings = settings
         self._client = HubClient(settings, timeout=30.0)
         self._supervisor = SupervisorClient(settings.supervisor_socket, timeout=60.0)
         self._report = report
@@ -230,12 +234,21 @@ class _Hub:
     def hold(self, reason: str) -> None:
         self._call("/maintenance", {"services": list(STOPPED), "reason": reason,
                                     "pid": os.getpid()})
+        self._no_final_save()
         for name in reversed(STOPPED):
             try:
                 self._supervisor.stop(name)
             except SupervisorError as exc:
                 raise RestoreError(f"could not stop {name}: {exc}") from None
             self._report(f"  {name:<12} stopped")
+
+    def _no_final_save(self) -> None:
+        """Redis saves an RDB when SIGTERM stops it (save points are set): seconds for 1 GB,
+        past supervisord's stopwaitsecs, for data a restore moves aside anyway (its AOF is
+        still flushed). The setting dies with this process."""
+        with contextlib.suppress(redis.RedisError):  # not running: nothing to save
+            redisdata.client(self._settings.redis_port, self._settings.redis_password
+                             ).config_set("save", "")
 
     def release(self) -> None:
         self._call("/maintenance/end", {"services": list(STOPPED)})
