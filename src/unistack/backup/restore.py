@@ -2,9 +2,9 @@
 
 1. Verify the archive into a fresh staging directory (every member checked before it is
    written; a corrupt or malicious archive is refused whole and live data is untouched).
-   The trial Redis that loaded its RDB also turns AOF on there (Redis's documented
-   switch from RDB to AOF), so the staging directory holds the AOF the live Redis will
-   start from: with AOF on, a dump.rdb dropped beside an old AOF restores nothing.
+   Beside the RDB the trial Redis loaded goes the AOF the live Redis will start from
+   (the RDB as the base of a multi-part AOF): with AOF on, a dump.rdb dropped beside an
+   old AOF restores nothing.
 2. If the stack runs: a pre-restore safety backup; the hub holds Redis and its
    dependents in maintenance (no restarts, no alerts; said once on Slack); they stop.
 3. The journal records the swaps; each live directory (Redis data, models, market data)

@@ -130,4 +130,6 @@ def _trial(settings: Settings, staging: Path, manifest: dict[str, Any], report: 
         if aof:
             scratch.write_aof()
         scratch.stop()
+        if aof:
+            scratch.aof_finished()
     return Verification(manifest, loaded.keys, loaded.loaded, 0.0, loaded.seconds)
