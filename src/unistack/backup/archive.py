@@ -18,6 +18,7 @@ import errno
 import hashlib
 import json
 import os
+import queue
 import shutil
 import tarfile
 import threading
@@ -216,41 +217,81 @@ class _Source:
 
 
 class _Decompressed:
-    """The tar stream out of zstd; at the end, the frame must be complete (a cut
-    archive ends mid-frame) and nothing may follow it."""
+    """The tar stream out of zstd, decompressed (and the archive read and hashed) on a
+    thread of its own, so that the other core does it while this one checks, hashes and
+    writes the members. At the end the frame must be complete (a cut archive ends
+    mid-frame) and nothing may follow it."""
 
     def __init__(self, source: Any) -> None:
-        self._source = source
-        self._decompressor = zstandard.ZstdDecompressor().decompressobj()
-        self._buffer = b""
+        # bytes, then None at the end of the frame, or the exception that ended it
+        self._chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
+        self._stopped = threading.Event()
+        self._buffer = bytearray()
+        self._ended = False
+        self._thread = threading.Thread(target=self._produce, args=(source,),
+                                        name="backup-unpack", daemon=True)
+        self._thread.start()
+
+    def _produce(self, source: Any) -> None:
+        try:
+            decompressor = zstandard.ZstdDecompressor().decompressobj()
+            while not decompressor.eof:
+                if self._stopped.is_set():
+                    return
+                data = source.read(CHUNK)
+                if not data:
+                    raise ArchiveError("the archive is truncated: its compressed stream "
+                                       "ends before its end mark")
+                chunk = decompressor.decompress(data)
+                if chunk:
+                    self._put(chunk)
+            if source.read(CHUNK) or decompressor.unused_data:
+                raise ArchiveError("data follows the end of the compressed stream")
+            self._put(None)
+        except zstandard.ZstdError as exc:
+            self._put(ArchiveError(f"the compressed stream is corrupt: {exc}"))
+        except BaseException as exc:  # handed to the reader's thread
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException | None) -> None:
+        while not self._stopped.is_set():
+            try:
+                self._chunks.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _fill(self) -> bool:
+        if self._ended:
+            return False
+        item = self._chunks.get()
+        if isinstance(item, BaseException):
+            self._ended = True
+            raise item
+        if item is None:
+            self._ended = True
+            return False
+        self._buffer += item
+        return True
 
     def read(self, size: int = -1) -> bytes:
         while (size < 0 or len(self._buffer) < size) and self._fill():
             pass
-        if size < 0:
-            size = len(self._buffer)
-        chunk, self._buffer = self._buffer[:size], self._buffer[size:]
+        size = len(self._buffer) if size < 0 else min(size, len(self._buffer))
+        chunk = bytes(self._buffer[:size])
+        del self._buffer[:size]
         return chunk
-
-    def _fill(self) -> bool:
-        if self._decompressor.eof:
-            if self._source.read(CHUNK) or self._decompressor.unused_data:
-                raise ArchiveError("data follows the end of the compressed stream")
-            return False
-        data = self._source.read(CHUNK)
-        if not data:
-            raise ArchiveError("the archive is truncated: its compressed stream ends "
-                               "before its end mark")
-        try:
-            self._buffer += self._decompressor.decompress(data)
-        except zstandard.ZstdError as exc:
-            raise ArchiveError(f"the compressed stream is corrupt: {exc}") from None
-        return True
 
     def finish(self) -> None:
         """Read to the end of the frame (tar's zero blocks), checking it is whole."""
         while self._fill():
-            self._buffer = b""
+            self._buffer.clear()
+        self._thread.join()
+
+    def close(self) -> None:
+        """Stop the thread whatever happened (a refused member ends reading early)."""
+        self._stopped.set()
+        self._thread.join()
 
 
 @contextmanager
@@ -303,7 +344,11 @@ def unpack(path: Path, staging: Path, identities: list[Any] | None = None,
             source = _Source(handle, progress)
             with _decrypting(source, identities or []) if encrypted \
                     else _plain_source(source) as plain:
-                manifest = _extract(_Decompressed(plain), staging, _room(staging))
+                stream = _Decompressed(plain)
+                try:
+                    manifest = _extract(stream, staging, _room(staging))
+                finally:
+                    stream.close()
             source.drain()
         return source.hash.hexdigest(), manifest
     except BaseException:

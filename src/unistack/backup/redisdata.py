@@ -106,7 +106,7 @@ class RdbCheck(NamedTuple):
 def check_rdb(path: Path, program: str = "redis-check-rdb") -> subprocess.Popen[str]:
     """Start redis-check-rdb on PATH; `rdb_result` reads its verdict."""
     return subprocess.Popen([program, str(path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, errors="replace")
 
 
 def rdb_result(check: subprocess.Popen[str], name: str) -> RdbCheck:
