@@ -57,6 +57,15 @@ def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
         raise
 
 
+def fsync_path(path: Path) -> None:
+    """fsync one file or directory (a rename is durable once its directory is synced)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def redis_quote(value: object) -> str:
     """A Redis config argument in double quotes, so spaces and quotes survive."""
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')

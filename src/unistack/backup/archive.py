@@ -87,21 +87,6 @@ class _Sink:
         self._handle.flush()
 
 
-class _HashingReader:
-    """A source file as tarfile reads it: hashed on the way, progress reported."""
-
-    def __init__(self, handle: IO[bytes], progress: Progress) -> None:
-        self._handle = handle
-        self._progress = progress
-        self.hash = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._handle.read(size)
-        self.hash.update(data)
-        self._progress(len(data))
-        return data
-
-
 @contextmanager
 def _encrypting(sink: _Sink, recipients: list[Any]) -> Iterator[Any]:
     """A writer whose bytes reach SINK age-encrypted (pyrage on a thread, through a pipe)."""
@@ -172,7 +157,7 @@ def _write_tar(out: Any, entries: list[Entry], manifest: Manifest,
 def _add(tar: tarfile.TarFile, entry: Entry, progress: Progress) -> dict[str, Any]:
     with open(entry.source, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
-        reader = _HashingReader(handle, progress)
+        reader = _Hashed(handle, progress)
         tar.addfile(_info(entry.name, size, 0o600), reader)  # type: ignore[arg-type,unused-ignore]
     return {"path": entry.name, "size": size, "sha256": reader.hash.hexdigest()}
 
@@ -197,8 +182,9 @@ class _Bytes:
 # --- reading ---------------------------------------------------------------------
 
 
-class _Source:
-    """The archive file as read: hashed whole, progress reported."""
+class _Hashed:
+    """A file as it is read (an input file by tarfile, the archive by unpack): hashed
+    on the way, progress reported."""
 
     def __init__(self, handle: IO[bytes], progress: Progress) -> None:
         self._handle = handle
@@ -295,7 +281,7 @@ class _Decompressed:
 
 
 @contextmanager
-def _decrypting(source: _Source, identities: list[Any]) -> Iterator[Any]:
+def _decrypting(source: _Hashed, identities: list[Any]) -> Iterator[Any]:
     import pyrage  # noqa: PLC0415 -- only archives with secrets need it
 
     read_fd, write_fd = os.pipe()
@@ -341,7 +327,7 @@ def unpack(path: Path, staging: Path, identities: list[Any] | None = None,
     staging.mkdir(mode=0o700, parents=False)
     try:
         with open(path, "rb") as handle:
-            source = _Source(handle, progress)
+            source = _Hashed(handle, progress)
             with _decrypting(source, identities or []) if encrypted \
                     else _plain_source(source) as plain:
                 stream = _Decompressed(plain)
@@ -357,7 +343,7 @@ def unpack(path: Path, staging: Path, identities: list[Any] | None = None,
 
 
 @contextmanager
-def _plain_source(source: _Source) -> Iterator[_Source]:
+def _plain_source(source: _Hashed) -> Iterator[_Hashed]:
     yield source
 
 

@@ -25,6 +25,7 @@ from unistack.backup import archive, catalog, journal, redisdata, verify
 from unistack.backup.progress import Meter
 from unistack.config import Settings
 from unistack.lock import control_lock
+from unistack.runtime import fsync_path
 
 Report = Callable[[str], None]
 _RESERVE = 64 << 20  # bytes left free beyond the archive's bound
@@ -203,7 +204,7 @@ def _write(path: Path, entries: list[archive.Entry], manifest: archive.Manifest,
         meter.close()
         catalog.write_sha256(path, written.sha256)
         os.replace(partial, path)  # the commit
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
     except OSError as exc:
         meter.close()
         partial.unlink(missing_ok=True)
@@ -217,11 +218,3 @@ def _write(path: Path, entries: list[archive.Entry], manifest: archive.Manifest,
         partial.unlink(missing_ok=True)
         raise
     return written
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

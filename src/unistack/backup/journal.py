@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from unistack.config import Settings
-from unistack.runtime import write_atomic
+from unistack.runtime import fsync_path, write_atomic
 
 log = logging.getLogger("unistack.backup")
 Report = Callable[[str], None]
@@ -51,22 +51,13 @@ def apply(swaps: list[Swap]) -> None:
             os.rename(swap.live, swap.aside)
         _move(swap.new, swap.live)
     for parent in {swap.live.parent for swap in swaps}:
-        _fsync(parent)
-
-
-def _fsync(directory: Path) -> None:
-    """fsync one file or directory."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_path(parent)
 
 
 def _sync_tree(root: Path) -> None:
     """fsync every file and directory under ROOT (a rename is only as durable as both)."""
     for path in [root, *root.rglob("*")]:
-        _fsync(path)
+        fsync_path(path)
 
 
 def _move(source: Path, target: Path) -> None:
