@@ -389,6 +389,9 @@ class Settings:
     # key), and in lenient mode the errors it worked around with defaults.
     warnings: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
+    # Where each secret that is set came from: (KEY, "the environment" / "the file PATH
+    # (KEY_FILE)" / ".env" / "var/run/secrets.env").
+    secret_sources: tuple[tuple[str, str], ...] = ()
 
     @property
     def var(self) -> Path:
@@ -429,6 +432,12 @@ class Settings:
     @property
     def env_file(self) -> Path:
         return self.unistack_home / ".env"
+
+    @property
+    def runtime_secrets(self) -> Path:
+        """Secrets `start` found in its environment, for the services (mode 0600):
+        supervisord's environment and command lines never carry a secret."""
+        return self.run_dir / "secrets.env"
 
     @property
     def supervisor_socket(self) -> Path:
@@ -664,7 +673,8 @@ def load_settings(
     configuration was broken after it started.
     """
     problems = _Problems(lenient)
-    process_env = _resolve_files(dict(os.environ if environ is None else environ), problems)
+    raw_env = dict(os.environ if environ is None else environ)
+    process_env = _resolve_files(raw_env, problems)
     defaults = {key.name: key.default for key in KEYS}
     config_env = _read_file(root / "config.env", problems)
     home_raw = ChainMap(process_env, config_env, defaults)["UNISTACK_HOME"] or str(root)
@@ -675,11 +685,44 @@ def load_settings(
     if leaked:
         problems(f"{', '.join(leaked)} found in {root / 'config.env'}: secrets belong in "
                  f"{env_file} (mode 0600), never in config.env.")
-    merged = ChainMap({"UNISTACK_HOME": home_raw}, process_env, dot_env, config_env, defaults)
+    runtime = _runtime_secrets(Path(home_raw).expanduser(), problems)
+    merged = ChainMap({"UNISTACK_HOME": home_raw}, process_env, dot_env, runtime, config_env,
+                      defaults)
     settings = _parse({key.name: merged[key.name] for key in KEYS}, root, problems)
     _validate(settings, problems)
+    sources = _secret_sources(merged, raw_env, process_env, dot_env)
     return replace(settings, warnings=environment_warnings(process_env),
-                   errors=tuple(problems.errors))
+                   errors=tuple(problems.errors), secret_sources=sources)
+
+
+def _runtime_secrets(home: Path, problems: _Problems) -> dict[str, str]:
+    """var/run/secrets.env: only secret keys count (below .env: an edited .env wins)."""
+    path = home / "var" / "run" / "secrets.env"
+    _check_env_file(path, problems)
+    return {k: v for k, v in _read_file(path, problems).items() if k in SECRET_KEYS}
+
+
+def _secret_sources(merged: Mapping[str, str], raw_env: Mapping[str, str],
+                    process_env: Mapping[str, str], dot_env: Mapping[str, str]
+                    ) -> tuple[tuple[str, str], ...]:
+    sources = []
+    for key in SECRET_KEYS:
+        if not merged.get(key):
+            continue
+        if key in process_env:
+            where = f"the file {raw_env[key + '_FILE']} ({key}_FILE)" \
+                if raw_env.get(key + "_FILE") else "the environment"
+        else:
+            where = ".env" if key in dot_env else "var/run/secrets.env"
+        sources.append((key, where))
+    return tuple(sources)
+
+
+def describe_secrets(settings: Settings) -> str:
+    """Which secrets are set and where from, never their values."""
+    found = dict(settings.secret_sources)
+    return "; ".join(f"{key} from {found[key]}" if key in found else f"{key} not set"
+                     for key in SECRET_KEYS)
 
 
 def ensure_secrets(settings: Settings) -> Settings:
@@ -699,4 +742,5 @@ def ensure_secrets(settings: Settings) -> Settings:
         os.fchmod(handle.fileno(), 0o600)
         handle.write(lines)
     changes: dict[str, Any] = {key.lower(): value for key, value in generated.items()}
-    return replace(settings, **changes)
+    sources = settings.secret_sources + tuple((key, ".env (generated now)") for key in missing)
+    return replace(settings, **changes, secret_sources=sources)

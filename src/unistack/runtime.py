@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from unistack.config import LOOPBACK, Settings
+from unistack.config import LOOPBACK, ConfigError, Settings
 from unistack.services import REGISTRY, ServiceSpec
 
 
@@ -64,6 +66,34 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_runtime_secrets(settings: Settings) -> Settings:
+    """Write the secrets that came from the environment or a `<KEY>_FILE` (not from
+    .env) to var/run/secrets.env, 0600, where the services read them; remove it when
+    there are none. The file is `start`'s output, never its input: what an earlier
+    start wrote there and this one's environment lacks is unset in the Settings returned."""
+    stale = {key for key, where in settings.secret_sources if where == "var/run/secrets.env"}
+    cleared: dict[str, Any] = {key.lower(): "" for key in stale}
+    settings = replace(settings, **cleared,
+                       secret_sources=tuple(item for item in settings.secret_sources
+                                            if item[0] not in stale))
+    outside = [key for key, where in settings.secret_sources
+               if where.startswith(("the environment", "the file"))]
+    path = settings.runtime_secrets
+    if not outside:
+        path.unlink(missing_ok=True)
+        return settings
+    lines = []
+    for key in outside:
+        value = str(getattr(settings, key.lower()))
+        if "\n" in value or "\r" in value:
+            raise ConfigError(f"{key} (value hidden) holds a line break: expected one line")
+        quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(f'{key}="{quoted}"\n')
+    write_atomic(path, "# Written by `start`: secrets from its environment (0600).\n"
+                 + "".join(lines), 0o600)
+    return settings
 
 
 def redis_quote(value: object) -> str:

@@ -28,7 +28,13 @@ from typing import Any
 
 from unistack import logs, preflight, processes, runtime
 from unistack.backup import journal
-from unistack.config import SECRET_KEYS, Settings, check_home_writable, ensure_secrets
+from unistack.config import (
+    SECRET_KEYS,
+    Settings,
+    check_home_writable,
+    describe_secrets,
+    ensure_secrets,
+)
 from unistack.hub.client import HubClient, HubUnreachable
 from unistack.hub.status import HEALTHY, ServiceStatus, status_document
 from unistack.lock import control_lock
@@ -175,6 +181,8 @@ def start(settings: Settings, report: Report, wait: bool = True) -> Settings:
             settings = ensure_secrets(settings)
             journal.recover(settings, report)  # a restore killed mid-swap: the old data
             runtime.prepare_dirs(settings)
+            settings = runtime.write_runtime_secrets(settings)
+            report(f"  secrets: {describe_secrets(settings)}")
             _end_orphans(settings, report)
             preflight.check(settings)  # every port free, or exit 2 naming its holder
             report(f"starting unistack in {home} ...")

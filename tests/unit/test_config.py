@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from unistack import config
-from unistack.config import ConfigError, Settings, ensure_secrets, load_settings, redact
+from unistack.config import (
+    ConfigError,
+    Settings,
+    describe_secrets,
+    ensure_secrets,
+    load_settings,
+    redact,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PORTS = "REDIS_PORT=7001\nPROMETHEUS_PORT=7002\nHUB_PORT=7003\n"
@@ -442,3 +449,39 @@ def test_lenient_loading_goes_on_with_defaults_and_lists_every_problem(
     assert len(settings.errors) == 2
     assert "unknown key REDIS_PROT" in settings.errors[0]
     assert "HUB_LOOP_INTERVAL='soon' is invalid" in settings.errors[1]
+
+
+def test_each_secret_says_where_it_came_from_and_a_started_stacks_file_is_read(
+        root: Path, home: Path, tmp_path: Path) -> None:
+    (home / ".env").write_text("REDIS_PASSWORD=from-the-dot-env-file-0123456789\n")
+    (home / ".env").chmod(0o600)
+    token = tmp_path / "token"
+    token.write_text("from-a-mounted-secret-file-0123456789\n")
+    run = home / "var" / "run"
+    run.mkdir(parents=True)
+    (run / "secrets.env").write_text("SLACK_WEBHOOK_URL=https://hooks.example/from-start\n"
+                                     "REDIS_PASSWORD=stale-one-that-dot-env-overrides\n")
+    (run / "secrets.env").chmod(0o600)
+    settings = load_settings(environ={"UNISTACK_HOME": str(home),
+                                      "UNISTACK_OPERATOR_TOKEN_FILE": str(token),
+                                      "HEARTBEAT_URL": "https://ping.example/abc"}, root=root)
+    sources = dict(settings.secret_sources)
+    assert sources == {
+        "REDIS_PASSWORD": ".env",
+        "UNISTACK_OPERATOR_TOKEN": f"the file {token} (UNISTACK_OPERATOR_TOKEN_FILE)",
+        "HEARTBEAT_URL": "the environment",
+        "SLACK_WEBHOOK_URL": "var/run/secrets.env"}
+    assert settings.redis_password == "from-the-dot-env-file-0123456789"  # .env wins
+    assert settings.slack_webhook_url == "https://hooks.example/from-start"
+    said = describe_secrets(settings)
+    assert "SLACK_BOT_TOKEN not set" in said and "HEARTBEAT_URL from the environment" in said
+    assert not any(value in said for value in settings.secret_values())
+
+
+def test_a_world_readable_runtime_secrets_file_is_refused(root: Path, home: Path) -> None:
+    run = home / "var" / "run"
+    run.mkdir(parents=True)
+    (run / "secrets.env").write_text("SLACK_WEBHOOK_URL=https://hooks.example/x\n")
+    (run / "secrets.env").chmod(0o644)
+    with pytest.raises(ConfigError, match=r"secrets\.env is readable by group or others"):
+        load_settings(environ={"UNISTACK_HOME": str(home)}, root=root)
