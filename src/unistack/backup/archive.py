@@ -300,6 +300,9 @@ def _decrypting(source: _Hashed, identities: list[Any]) -> Iterator[Any]:
         try:
             yield reader
         except ArchiveError:
+            # A stream that ended early: decryption may have ended it, and says so once
+            # its thread is over. Still running (a refused member): the error stands.
+            thread.join(timeout=2.0)
             if not failure:
                 raise
         finally:

@@ -19,7 +19,7 @@ from typing import Any
 
 from unistack.backup import archive, catalog, create, prune, redisdata, restore, verify
 from unistack.backup.progress import Meter
-from unistack.backup.retention import EmptyPolicy
+from unistack.backup.retention import EmptyPolicy, span
 from unistack.config import Settings
 from unistack.lock import Busy
 
@@ -111,18 +111,10 @@ def cmd_backups(settings: Settings, args: argparse.Namespace) -> int:
     print(f"{'NAME':<52} {'AGE':>8} {'SIZE':>10} {'KEYS':>9}  STATE")
     for b in backups:
         keys = "-" if b.keys is None else str(b.keys)
-        print(f"{b.name:<52} {_age(now - b.ts):>8} {_size(b.size):>10} {keys:>9}  {b.state}"
+        age = span(now - b.ts) if b.ts <= now else "future"
+        print(f"{b.name:<52} {age:>8} {_size(b.size):>10} {keys:>9}  {b.state}"
               + (f" ({b.detail})" if b.state in (catalog.FAILED, catalog.PARTIAL) else ""))
     return 0
-
-
-def _age(seconds: float) -> str:
-    if seconds < 0:
-        return "future"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.0f}s"
 
 
 def _size(count: int) -> str:

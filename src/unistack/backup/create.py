@@ -89,12 +89,11 @@ def _take(settings: Settings, report: Report, meter: Meter, *, include_secrets: 
     _remove_partials(directory, report)
     begun = time.monotonic()
     link = settings.data_dir / "redis" / f".backup-{os.getpid()}.rdb"
-    checks: list[subprocess.Popen[str]] = []
+    check: subprocess.Popen[str] | None = None
     try:
         report("snapshot: BGSAVE on the live Redis ...")
         snap = redisdata.snapshot(settings, link)
         check = redisdata.check_rdb(link)
-        checks.append(check)
         entries = _entries(settings, link, include_secrets)
         _check_space(directory, entries)
         name = catalog.archive_name(time.time(), tag, encrypted=bool(recipients))
@@ -103,10 +102,9 @@ def _take(settings: Settings, report: Report, meter: Meter, *, include_secrets: 
                          meter)
     finally:
         link.unlink(missing_ok=True)
-        for running in checks:
-            if running.poll() is None:
-                running.kill()
-                running.wait()
+        if check is not None and check.poll() is None:  # the archive failed before it ended
+            check.kill()
+            check.wait()
     seconds = time.monotonic() - begun
     path = directory / name
     keys = written.manifest["redis"]["keys"]

@@ -122,6 +122,20 @@ def rdb_result(check: subprocess.Popen[str], name: str) -> RdbCheck:
     return RdbCheck(int(found.group(1)))
 
 
+def aof_from_rdb(directory: Path, names: dict[str, str]) -> None:
+    """The AOF the live Redis starts from, beside the verified RDB in DIRECTORY: Redis 7's
+    multi-part AOF whose base is an RDB, the files `CONFIG SET appendonly yes` (the
+    documented switch from RDB to AOF) writes by a rewrite, seconds per GB; here a hard
+    link and the two-line manifest, in an instant."""
+    aof = directory / names["appenddirname"]
+    aof.mkdir(mode=0o700)
+    stem = names["appendfilename"]
+    os.link(directory / names["dbfilename"], aof / f"{stem}.1.base.rdb")
+    (aof / f"{stem}.1.incr.aof").touch(mode=0o600)
+    (aof / f"{stem}.manifest").write_text(
+        f"file {stem}.1.base.rdb seq 1 type b\nfile {stem}.1.incr.aof seq 1 type i\n")
+
+
 class Loaded(NamedTuple):
     keys: int  # keys in the RDB: loaded plus expired on the way
     loaded: int
@@ -138,7 +152,6 @@ class ScratchRedis:
         self._port = port
         self._password = secrets.token_hex(24)
         self._process: subprocess.Popen[bytes] | None = None
-        self._aof_names: dict[str, str] = {}
 
     def _config(self) -> str:
         lines = [f"include {redis_quote(self._settings.root / 'redis.conf')}",
@@ -176,32 +189,16 @@ class ScratchRedis:
         except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
             return False
 
-    def write_aof(self) -> None:
-        """Prepare the AOF the live Redis starts from, in DIRECTORY. Redis 7's multi-part
-        AOF whose base is an RDB is what `CONFIG SET appendonly yes` writes by a rewrite
-        (seconds per GB, the documented switch from RDB to AOF); here it is made from the
-        RDB just loaded, once this server stops, by a hard link and the two-line manifest
-        (`aof_finished`): the same files, in an instant."""
+    def aof_names(self) -> dict[str, str]:
+        """The names its AOF would have (appenddirname, appendfilename, dbfilename); Redis 7
+        or later, whose multi-part AOF `aof_from_rdb` writes."""
         live = self.client()
         version = str(live.info("server")["redis_version"])
         if int(version.split(".", maxsplit=1)[0]) < 7:
             raise RedisDataError(f"redis-server {version}: Redis 7 or later is required "
                                  "(its multi-part AOF)")
-        self._aof_names = {key: str(live.config_get(key)[key])
-                           for key in ("appenddirname", "appendfilename", "dbfilename")}
-
-    def aof_finished(self) -> None:
-        """After `stop`: the AOF directory whose base is the loaded RDB."""
-        if not self._aof_names:
-            return
-        names, self._aof_names = self._aof_names, {}
-        directory = self._directory / names["appenddirname"]
-        directory.mkdir(mode=0o700)
-        stem = names["appendfilename"]
-        os.link(self._directory / names["dbfilename"], directory / f"{stem}.1.base.rdb")
-        (directory / f"{stem}.1.incr.aof").touch(mode=0o600)
-        (directory / f"{stem}.manifest").write_text(
-            f"file {stem}.1.base.rdb seq 1 type b\nfile {stem}.1.incr.aof seq 1 type i\n")
+        return {key: str(live.config_get(key)[key])
+                for key in ("appenddirname", "appendfilename", "dbfilename")}
 
     def stop(self) -> None:
         process, self._process = self._process, None

@@ -116,7 +116,7 @@ def _ignored(ordered: list[Candidate], now: float, skew: float,
             # A future date would take the newest buckets and evict real backups (restic
             # ignores them for duration rules): a crafted timestamp must not delete real
             # ones, so they are kept out of the rules and never removed either.
-            ignored[candidate.name] = (f"dated {_span(ahead)} in the future, beyond the "
+            ignored[candidate.name] = (f"dated {span(ahead)} in the future, beyond the "
                                        f"{skew:g} s clock skew allowed")
         elif not candidate.usable and candidate.name not in failed:
             # Unverified may still turn out good: never counted, never deleted.
@@ -124,7 +124,7 @@ def _ignored(ordered: list[Candidate], now: float, skew: float,
     return ignored
 
 
-def _span(seconds: float) -> str:
+def span(seconds: float) -> str:
     """A duration for a person: 365.0 d, 2.5 h, 12.0 min or 40 s."""
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:

@@ -127,9 +127,8 @@ def _trial(settings: Settings, staging: Path, manifest: dict[str, Any], report: 
             raise VerifyError(f"the RDB holds {loaded.keys} keys by a trial load and "
                               f"{checked.keys} by redis-check-rdb; the manifest says "
                               f"{expected}")
-        if aof:
-            scratch.write_aof()
+        names = scratch.aof_names() if aof else {}
         scratch.stop()
-        if aof:
-            scratch.aof_finished()
+    if names:
+        redisdata.aof_from_rdb(rdb.parent, names)
     return Verification(manifest, loaded.keys, loaded.loaded, 0.0, loaded.seconds)

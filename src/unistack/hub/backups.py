@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from unistack.backup import catalog
+from unistack.backup.retention import span
 from unistack.config import Settings
 from unistack.event import Kind, Severity
 from unistack.hub.events import EventLog
@@ -173,12 +174,12 @@ class BackupScheduler:
         newest = catalog.newest_verified(self._backups())
         limit = 2 * interval
         if newest is None:
-            return f"no verified backup yet, {_span(now - self._began)} after the hub " \
-                   f"started (BACKUP_INTERVAL {_span(interval)})" \
+            return f"no verified backup yet, {span(now - self._began)} after the hub " \
+                   f"started (BACKUP_INTERVAL {span(interval)})" \
                 if now - self._began > limit else ""
         age = now - newest.ts
-        return (f"the newest verified backup is {_span(age)} old, more than twice "
-                f"BACKUP_INTERVAL ({_span(interval)})") if age > limit else ""
+        return (f"the newest verified backup is {span(age)} old, more than twice "
+                f"BACKUP_INTERVAL ({span(interval)})") if age > limit else ""
 
     # --- reading ----------------------------------------------------------------------
 
@@ -210,10 +211,3 @@ def _brief(backup: catalog.Backup) -> dict[str, Any]:
     return {"name": backup.name, "ts": backup.ts, "size": backup.size, "state": backup.state,
             "verified_at": backup.verified_at, "keys": backup.keys,
             "encrypted": backup.encrypted}
-
-
-def _span(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f} {unit}"
-    return f"{seconds:.0f} s"
