@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from unistack import logs, stack
+from unistack import foreground, logs, stack
 from unistack.backup import commands as backup_commands
 from unistack.config import KEYS, ConfigError, Settings, load_settings, parse_duration
 from unistack.hub.client import HubClient, HubUnreachable
@@ -58,6 +58,8 @@ def _busy(command: Callable[[Settings, argparse.Namespace], int]
 
 @_busy
 def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
+    if args.foreground:
+        foreground.start(settings, _print)  # execs supervisord: never returns
     settings = stack.start(settings, _print, wait=not args.no_wait)
     _print("unistack is ready:")
     _urls(settings)
@@ -123,9 +125,15 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_CODES[document["overall"]]
 
 
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    foreground.run(settings, args.service, _print)  # execs the program: never returns
+
+
 def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
     """The hub's liveness and the same verdict as `status` (one status document, so the
     two commands never disagree); a hub that is not alive makes the stack down."""
+    if args.ready:
+        return _ready(settings)
     document = stack.status(settings)
     try:
         health_code, health = HubClient(settings).get("/health")
@@ -142,6 +150,18 @@ def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
         _print(f"hub: {hub}; stack: {verdict}"
                + "".join(f"\n  {line}" for line in lagging))
     return EXIT_CODES[verdict]
+
+
+def _ready(settings: Settings) -> int:
+    """The container's HEALTHCHECK: 0 when the hub's /ready answers 200 (every critical
+    service ready), else 1 with the reason in one line."""
+    try:
+        code, document = HubClient(settings).get("/ready")
+    except HubUnreachable as exc:
+        _print(f"not ready: {exc}")
+        return 1
+    _print("ready" if code == 200 else f"not ready: {json.dumps(document)[:300]}")
+    return 0 if code == 200 else 1
 
 
 def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
@@ -362,12 +382,22 @@ def build_parser() -> argparse.ArgumentParser:
     for locking in (start, stop, restart):
         locking.add_argument("--no-wait", action="store_true", help="exit 3 (busy) at once "
                              "if another start/stop/restart of this home is running")
+    start.add_argument("--foreground", action="store_true", help="a container's main "
+                       "process: prepare, then become supervisord in the foreground (it "
+                       "stops every service in order on SIGTERM); never waits for readiness")
+    run = commands.add_parser(
+        "run", help="one service in the foreground (a Kubernetes pod of the scale-out "
+        "overlay); its command from supervisord.conf")
+    run.add_argument("service", choices=[n for n in names if n != "hub"],
+                     help="the service this process becomes")
     restart.add_argument("service", nargs="?", choices=names, help="service to restart")
     status = commands.add_parser(
         "status", help="one line per service; exit 0 healthy, 1 degraded, 2 down")
     status.add_argument("--json", action="store_true", help="print the status document as JSON")
     health = commands.add_parser("health", help="is the hub alive and the stack ready")
     health.add_argument("--json", action="store_true", help="print JSON")
+    health.add_argument("--ready", action="store_true", help="only: does the hub's /ready "
+                        "answer 200 (exit 0) or not (exit 1); the container's HEALTHCHECK")
     log = commands.add_parser("logs", help="recent log lines, all services interleaved by time")
     log.add_argument("service", nargs="?", help="only this service's log (e.g. redis)")
     log.add_argument("-n", "--lines", type=_positive, default=50, help="lines to show (50)")
@@ -414,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "start": cmd_start, "stop": cmd_stop, "restart": cmd_restart, "status": cmd_status,
+    "run": cmd_run,
     "health": cmd_health, "logs": cmd_logs, "config": cmd_config, "ml": cmd_ml,
     "alerts": cmd_alerts, "silence": cmd_silence, "alert-test": cmd_alert_test,
     **backup_commands.HANDLERS,

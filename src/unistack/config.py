@@ -6,6 +6,7 @@ Everything else in unistack receives the frozen `Settings` this module returns.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -69,6 +70,25 @@ def _pattern(regex: str) -> Callable[[str], str]:
         return raw
 
     return parse
+
+
+def _address(raw: str) -> str:
+    """An IPv4 address literal (what a listener binds; IPv6 would need brackets in URLs
+    and in Prometheus's listen address)."""
+    return str(ipaddress.IPv4Address(raw.strip()))
+
+
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*"
+
+
+def _host(raw: str) -> str:
+    """A host name (a Kubernetes Service, `redis.ns.svc`) or an IPv4 address literal."""
+    value = raw.strip()
+    try:
+        return _address(value)
+    except ValueError:
+        return _pattern(_HOSTNAME)(value)
 
 
 def _fraction(raw: str) -> float:
@@ -140,6 +160,9 @@ class Key:
 
 
 _DURATION = r"[0-9]+(ms|s|m|h|d|w|y)"
+# Every service that listens: its port is <PREFIX>_PORT and clients reach it at
+# <PREFIX>_HOST (127.0.0.1, or a Kubernetes Service name in the scale-out overlay).
+SERVICE_PREFIXES = ("REDIS", "PROMETHEUS", "HUB", "ML_ENGINE", "DASHBOARD")
 # Services the hub probes, each with its own liveness and readiness timings.
 PROBED_SERVICES = ("REDIS", "PROMETHEUS", "ML_ENGINE", "DASHBOARD")
 _PROBE_DEFAULTS = {"INTERVAL": "0.3", "TIMEOUT": "0.4", "THRESHOLD": "2"}
@@ -195,10 +218,13 @@ def _window(raw: str) -> float:
 
 
 KEYS: tuple[Key, ...] = (
-    # Read by nothing yet: the container issue gives it its meaning.
     Key("UNISTACK_MODE", "native", _choice("native", "docker", "kubernetes"),
         "one of native, docker, kubernetes"),
     Key("UNISTACK_HOME", "", _optional, "a directory path (empty: the checkout)"),
+    Key("UNISTACK_BIND_ADDRESS", LOOPBACK, _address,
+        "an IPv4 address (127.0.0.1 natively; 0.0.0.0 only in docker or kubernetes mode)"),
+    *(Key(f"{service}_HOST", LOOPBACK, _host, "a host name or an IPv4 address")
+      for service in SERVICE_PREFIXES),
     Key("REDIS_PORT", "6380", _port, "a TCP port 1-65535"),
     Key("PROMETHEUS_PORT", "9190", _port, "a TCP port 1-65535"),
     Key("HUB_PORT", "9180", _port, "a TCP port 1-65535"),
@@ -235,6 +261,8 @@ KEYS: tuple[Key, ...] = (
     Key("DISK_FREE_WARN_PERCENT", "10", _percent, "a percentage 0 < x <= 100"),
     Key("RESOURCE_HYSTERESIS_PERCENT", "5", _percent, "a percentage 0 < x <= 100"),
     Key("EVENTS_STREAM_MAXLEN", "10000", _positive_int, "a count > 0"),
+    Key("ML_ENGINE_CONSUMER", "", _optional_pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"),
+        "a stream consumer name (empty: the host name, unique per pod)"),
     Key("ML_REQUIRE_GPU", "0", _choice("0", "1"), "0 or 1"),
     Key("ML_MAX_BATCH_ROWS", "1024", _positive_int, "a count > 0"),
     Key("ML_MAX_WAIT_US", "200", _positive_int, "microseconds > 0"),
@@ -307,6 +335,12 @@ class Settings:
 
     unistack_mode: str
     unistack_home: Path
+    unistack_bind_address: str
+    redis_host: str
+    prometheus_host: str
+    hub_host: str
+    ml_engine_host: str
+    dashboard_host: str
     redis_port: int
     prometheus_port: int
     hub_port: int
@@ -341,6 +375,7 @@ class Settings:
     disk_free_warn_percent: float
     resource_hysteresis_percent: float
     events_stream_maxlen: int
+    ml_engine_consumer: str
     ml_require_gpu: str
     ml_max_batch_rows: int
     ml_max_wait_us: int
@@ -449,7 +484,12 @@ class Settings:
 
     @property
     def hub_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.hub_port}"
+        return f"http://{self.hub_host}:{self.hub_port}"
+
+    def host(self, port_key: str) -> str:
+        """Where clients reach the service listening on PORT_KEY (e.g. "REDIS_PORT")."""
+        value: str = getattr(self, port_key.lower().removesuffix("_port") + "_host")
+        return value
 
     def probe_timing(self, service: str, kind: str) -> ProbeTiming:
         """Timings of SERVICE's KIND ("liveness" or "readiness") probe."""
@@ -611,6 +651,12 @@ def _validate(settings: Settings, problems: _Problems) -> None:
                      "expected a distinct port for every service.")
         seen[port] = key
     _validate_home(settings.unistack_home, settings.supervisor_socket, problems)
+    bind = ipaddress.IPv4Address(settings.unistack_bind_address)
+    if not bind.is_loopback and settings.unistack_mode == "native":
+        problems(f"UNISTACK_BIND_ADDRESS={settings.unistack_bind_address} is invalid with "
+                 "UNISTACK_MODE=native: expected a loopback address such as 127.0.0.1 (every "
+                 "listener stays on this host); other addresses are for a container's or a "
+                 "pod's own network namespace (UNISTACK_MODE=docker or kubernetes).")
     if settings.restart_backoff_initial > settings.restart_backoff_max:
         problems(f"RESTART_BACKOFF_INITIAL={settings.restart_backoff_initial:g} is above "
                  f"RESTART_BACKOFF_MAX={settings.restart_backoff_max:g}: expected the first "

@@ -52,12 +52,12 @@ def describe(holder: Holder) -> str:
     return f"pid {holder.pid} ({holder.command}){unit}"
 
 
-def bindable(port: int) -> bool:
-    """Whether a server could listen on 127.0.0.1:PORT now (as Redis and Prometheus do)."""
+def bindable(port: int, address: str = LOOPBACK) -> bool:
+    """Whether a server could listen on ADDRESS:PORT now (as Redis and Prometheus do)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((LOOPBACK, port))
+            sock.bind((address, port))
         except OSError as exc:
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                 return False
@@ -132,7 +132,7 @@ def findings(settings: Settings, registry: tuple[ServiceSpec, ...] = REGISTRY,
     result = []
     for spec in registry:
         port = spec.port(settings)
-        taken = not bindable(port)
+        taken = not bindable(port, settings.unistack_bind_address)
         result.append(Finding(spec.port_key, port, holder(port, proc) if taken else None))
     return result
 

@@ -109,8 +109,9 @@ class RedisProbe:
     the last background save and AOF write succeeded, so Redis accepts writes.
     """
 
-    def __init__(self, port: int, password: str, timeout: float, require_ready: bool) -> None:
-        self._address = (LOOPBACK, port)
+    def __init__(self, port: int, password: str, timeout: float, require_ready: bool,
+                 host: str = LOOPBACK) -> None:
+        self._address = (host, port)
         self._password = password
         self._timeout = timeout
         self._require_ready = require_ready
@@ -162,10 +163,11 @@ def _persistence_verdict(info: dict[str, str]) -> str:
     return "ready"
 
 
-def redis_command(port: int, password: str, timeout: float, *args: str) -> str:
+def redis_command(port: int, password: str, timeout: float, *args: str,
+                  host: str = LOOPBACK) -> str:
     """One command on a fresh connection (AUTH first); the reply, or the error reply's
     text. Raises OSError when Redis does not answer within TIMEOUT."""
-    with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
+    with socket.create_connection((host, port), timeout=timeout) as sock:
         request = _resp_command(*args)
         if password:
             request = _resp_command("AUTH", password) + request
@@ -180,10 +182,11 @@ def redis_command(port: int, password: str, timeout: float, *args: str) -> str:
 
 
 class HttpProbe:
-    """GET a path on 127.0.0.1; ok only on HTTP 200 within the timeout."""
+    """GET a path (on 127.0.0.1 unless HOST says otherwise); ok only on HTTP 200 within
+    the timeout."""
 
-    def __init__(self, port: int, path: str, timeout: float) -> None:
-        self._address = (LOOPBACK, port)
+    def __init__(self, port: int, path: str, timeout: float, host: str = LOOPBACK) -> None:
+        self._address = (host, port)
         self._path = path
         self._timeout = timeout
         self._clock: Callable[[], float] = time.monotonic
@@ -207,7 +210,7 @@ class HttpProbe:
         """The status and, when the service sent one, its small JSON body (it may say
         why it is not ready and whether a restart would help)."""
         with socket.create_connection(self._address, timeout=self._timeout) as sock:
-            sock.sendall(f"GET {self._path} HTTP/1.0\r\nHost: {LOOPBACK}\r\n"
+            sock.sendall(f"GET {self._path} HTTP/1.0\r\nHost: {self._address[0]}\r\n"
                          "Connection: close\r\n\r\n".encode())
             reader = _DeadlineReader(sock, deadline)
             status_line = reader.line().decode(errors="replace")
@@ -241,9 +244,10 @@ def _describe(exc: BaseException) -> str:
 
 
 def build_probe(spec: ProbeSpec, service: ServiceSpec, settings: Settings, timeout: float) -> Probe:
-    port = service.port(settings)
+    port, host = service.port(settings), settings.host(service.port_key)
     if spec.kind in ("redis-alive", "redis-ready"):
-        return RedisProbe(port, settings.redis_password, timeout, spec.kind == "redis-ready")
+        return RedisProbe(port, settings.redis_password, timeout, spec.kind == "redis-ready",
+                          host)
     if spec.kind == "http":
-        return HttpProbe(port, spec.path, timeout)
+        return HttpProbe(port, spec.path, timeout, host)
     raise ValueError(f"unknown probe kind {spec.kind!r} for service {service.name}")

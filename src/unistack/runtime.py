@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from unistack.config import LOOPBACK, ConfigError, Settings
+from unistack.config import ConfigError, Settings
 from unistack.services import REGISTRY, ServiceSpec
 
 
@@ -106,7 +106,7 @@ def redis_conf(settings: Settings) -> str:
     lines = [
         "# Written by the unistack hub at start; holds the password: mode 0600.",
         f"include {redis_quote(settings.root / 'redis.conf')}",
-        f"bind {LOOPBACK}",
+        f"bind {settings.unistack_bind_address}",
         f"port {settings.redis_port}",
         f"dir {redis_quote(settings.data_dir / 'redis')}",
         f"requirepass {redis_quote(settings.redis_password)}",
@@ -137,7 +137,7 @@ def scrape_targets(settings: Settings, registry: tuple[ServiceSpec, ...] = REGIS
     """file_sd JSON: one target per registered service that exposes metrics."""
     groups = [
         {
-            "targets": [f"{LOOPBACK}:{spec.port(settings)}"],
+            "targets": [f"{settings.host(spec.port_key)}:{spec.port(settings)}"],
             "labels": {"service": spec.name, "group": spec.group,
                        "__metrics_path__": spec.metrics_path},
         }

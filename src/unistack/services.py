@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from graphlib import CycleError, TopologicalSorter
 
-from unistack.config import LOOPBACK, Settings
+from unistack.config import Settings
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class ServiceSpec:
 
     def url(self, settings: Settings) -> str:
         scheme = "redis" if self.readiness.kind.startswith("redis") else "http"
-        return f"{scheme}://{LOOPBACK}:{self.port(settings)}"
+        return f"{scheme}://{settings.host(self.port_key)}:{self.port(settings)}"
 
 
 REGISTRY: tuple[ServiceSpec, ...] = (

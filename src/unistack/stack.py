@@ -177,20 +177,27 @@ def start(settings: Settings, report: Report, wait: bool = True) -> Settings:
         if SupervisorClient(settings.supervisor_socket).is_running():
             report(f"unistack is already running (UNISTACK_HOME={home}).")
         else:
-            check_programs(settings)
-            settings = ensure_secrets(settings)
-            journal.recover(settings, report)  # a restore killed mid-swap: the old data
-            runtime.prepare_dirs(settings)
-            settings = runtime.write_runtime_secrets(settings)
-            report(f"  secrets: {describe_secrets(settings)}")
-            _end_orphans(settings, report)
-            preflight.check(settings)  # every port free, or exit 2 naming its holder
-            report(f"starting unistack in {home} ...")
-            ensure_default_model(settings, report)
+            settings = prepare(settings, report)
             begun = processes.now_tick()
             launch_supervisord(settings)
         daemon = _supervisord(settings)
     wait_ready(settings, report, time.monotonic() + settings.start_timeout, begun, daemon)
+    return settings
+
+
+def prepare(settings: Settings, report: Report) -> Settings:
+    """Everything before supervisord starts, under the control lock: secrets, an
+    interrupted restore undone, state directories, orphans ended, ports free, a model."""
+    check_programs(settings)
+    settings = ensure_secrets(settings)
+    journal.recover(settings, report)  # a restore killed mid-swap: the old data
+    runtime.prepare_dirs(settings)
+    settings = runtime.write_runtime_secrets(settings)
+    report(f"  secrets: {describe_secrets(settings)}")
+    _end_orphans(settings, report)
+    preflight.check(settings)  # every port free, or exit 2 naming its holder
+    report(f"starting unistack in {settings.unistack_home} ...")
+    ensure_default_model(settings, report)
     return settings
 
 

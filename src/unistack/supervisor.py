@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 # supervisor.xmlrpc.Faults codes used here.
+_SHUTDOWN_STATE = 6
 _BAD_NAME = 10
 _ALREADY_STARTED = 60
 _NOT_RUNNING = 70
@@ -65,7 +66,10 @@ class SupervisorClient:
         proxy = xmlrpc.client.ServerProxy("http://localhost", transport=transport)
         try:
             return getattr(proxy, method)(*args)
-        except xmlrpc.client.Fault:
+        except xmlrpc.client.Fault as fault:
+            if fault.faultCode == _SHUTDOWN_STATE:  # SIGTERM to supervisord: it stops all
+                raise SupervisorError(
+                    f"supervisord at {self._socket_path} is shutting down") from fault
             raise
         except (OSError, xmlrpc.client.ProtocolError, http.client.HTTPException) as exc:
             raise SupervisorError(

@@ -485,3 +485,40 @@ def test_a_world_readable_runtime_secrets_file_is_refused(root: Path, home: Path
     (run / "secrets.env").chmod(0o644)
     with pytest.raises(ConfigError, match=r"secrets\.env is readable by group or others"):
         load_settings(environ={"UNISTACK_HOME": str(home)}, root=root)
+
+
+# --- where services listen and where clients reach them -------------------------------
+
+
+def test_listeners_bind_loopback_unless_in_a_container(root: Path, home: Path) -> None:
+    assert load(root, home).unistack_bind_address == "127.0.0.1"
+    said = refusal(root, home, UNISTACK_BIND_ADDRESS="0.0.0.0")
+    assert "UNISTACK_BIND_ADDRESS=0.0.0.0 is invalid with UNISTACK_MODE=native" in said
+    for mode in ("docker", "kubernetes"):
+        settings = load(root, home, UNISTACK_BIND_ADDRESS="0.0.0.0", UNISTACK_MODE=mode)
+        assert settings.unistack_bind_address == "0.0.0.0"
+    assert load(root, home, UNISTACK_BIND_ADDRESS="127.0.0.2").unistack_bind_address \
+        == "127.0.0.2"  # another loopback address is still this host only
+    for bad in ("::", "localhost", "300.1.1.1", ""):
+        said = refusal(root, home, UNISTACK_BIND_ADDRESS=bad, UNISTACK_MODE="docker")
+        assert f"UNISTACK_BIND_ADDRESS={bad!r} is invalid: expected an IPv4 address" in said
+
+
+def test_each_service_is_reached_at_its_host_key(root: Path, home: Path) -> None:
+    settings = load(root, home, REDIS_HOST="unistack-redis.trading.svc.cluster.local",
+                    HUB_HOST="10.0.0.7")
+    assert settings.host("REDIS_PORT") == "unistack-redis.trading.svc.cluster.local"
+    assert settings.hub_url == "http://10.0.0.7:7003"
+    assert settings.host("DASHBOARD_PORT") == "127.0.0.1"
+    for bad in ("redis host", "-redis", "redis_1", "a" * 64):
+        said = refusal(root, home, REDIS_HOST=bad)
+        assert f"REDIS_HOST={bad!r} is invalid: expected a host name or an IPv4 address" in said
+
+
+def test_the_engine_consumer_is_the_host_name_unless_set(root: Path, home: Path) -> None:
+    from unistack.ml.server import consumer_name
+
+    assert consumer_name(load(root, home)) == f"engine-{os.uname().nodename}"
+    assert consumer_name(load(root, home, ML_ENGINE_CONSUMER="gpu-3")) == "gpu-3"
+    said = refusal(root, home, ML_ENGINE_CONSUMER="two words")
+    assert "ML_ENGINE_CONSUMER='two words' is invalid" in said

@@ -182,13 +182,14 @@ def test_scrape_targets_are_the_registry_services_with_metrics(settings: Setting
     assert {"127.0.0.1:19090", "127.0.0.1:19180"} <= {g["targets"][0] for g in groups}
 
 
-def test_prometheus_command_keeps_its_loopback_and_retention_flags(
+def test_prometheus_command_keeps_its_bind_address_and_retention_flags(
     supervisord: configparser.RawConfigParser,
 ) -> None:
     # A lost continuation indent would run bare `prometheus` on 0.0.0.0:9090.
     # supervisord splits the command like a shell: paths are quoted for spaces.
     command = shlex.split(supervisord.get("program:prometheus", "command"))
-    assert "--web.listen-address=127.0.0.1:%(ENV_PROMETHEUS_PORT)s" in command
+    assert ("--web.listen-address=%(ENV_UNISTACK_BIND_ADDRESS)s:%(ENV_PROMETHEUS_PORT)s"
+            in command)
     assert any(flag.startswith("--storage.tsdb.retention.size=") for flag in command)
     assert any(flag.startswith("--config.file=") for flag in command)
     assert not any("enable-admin-api" in flag or "enable-lifecycle" in flag for flag in command)

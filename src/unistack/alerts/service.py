@@ -30,7 +30,7 @@ from unistack.alerts.records import DROPPED, TEST, Message, Notice
 from unistack.alerts.render import RenderConfig, render
 from unistack.alerts.router import Router, RouterConfig
 from unistack.alerts.slack import build_transport
-from unistack.config import LOOPBACK, Settings
+from unistack.config import Settings
 from unistack.event import Event, Kind, Severity
 
 log = logging.getLogger("unistack.alerts")
@@ -58,7 +58,7 @@ class Alerts:
         transport = build_transport(settings)
         self.dispatcher = Dispatcher(self.outbox, transport, dispatch_config(settings), clock,
                                      on_failed=self._failed) if transport else None
-        self._prometheus = PrometheusAlerts(f"http://{LOOPBACK}:{settings.prometheus_port}",
+        self._prometheus = PrometheusAlerts(f"http://{settings.prometheus_host}:{settings.prometheus_port}",
                                             timeout=min(2.0, settings.alert_prometheus_poll))
         self._inbox: queue.Queue[Event | None] = queue.Queue()
         self._held: list[Message] = []  # rendered, not in the outbox yet (a full disk)

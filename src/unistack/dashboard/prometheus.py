@@ -8,13 +8,13 @@ import json
 from typing import Any
 from urllib.parse import urlencode
 
-from unistack.config import LOOPBACK, Settings
+from unistack.config import Settings
 from unistack.dashboard.upstream import MetricsUnavailable
 
 
 class PrometheusClient:
     def __init__(self, settings: Settings, timeout: float = 2.0) -> None:
-        self._port = settings.prometheus_port
+        self._host, self._port = settings.prometheus_host, settings.prometheus_port
         self._timeout = timeout
 
     def query(self, promql: str) -> list[dict[str, Any]]:
@@ -28,8 +28,8 @@ class PrometheusClient:
                          {"query": promql, "start": start, "end": end, "step": step})
 
     def _get(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        connection = http.client.HTTPConnection(LOOPBACK, self._port, timeout=self._timeout)
-        where = f"prometheus at http://{LOOPBACK}:{self._port}"
+        connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+        where = f"prometheus at http://{self._host}:{self._port}"
         try:
             connection.request("GET", f"{path}?{urlencode(params)}")
             response = connection.getresponse()

@@ -1,6 +1,7 @@
 """gunicorn serving the dashboard app: gthread workers (a live stream holds a thread),
-bound to 127.0.0.1 only, no access log and no control socket, its own log lines in the
-stack's format (root logger, redacted). Never the Flask development server.
+bound to UNISTACK_BIND_ADDRESS (127.0.0.1 unless in a container), no access log and no
+control socket, its own log lines in the stack's format (root logger, redacted). Never
+the Flask development server.
 
 A stop is quick: a worker told to stop (SIGTERM) ends its live streams at once (they
 would hold it until the hub's next keepalive), and an idle kept-alive connection holds
@@ -21,7 +22,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
-from unistack.config import LOOPBACK, Settings
+from unistack.config import Settings
 from unistack.dashboard.components import components
 
 GRACEFUL_TIMEOUT = 1  # seconds; supervisord.conf's stopwaitsecs for the dashboard
@@ -71,7 +72,7 @@ def _worker_ready(stopping: threading.Event) -> Callable[[Any], None]:
 def options(settings: Settings, stopping: threading.Event | None = None) -> dict[str, Any]:
     """gunicorn's settings for SETTINGS; STOPPING is set in a worker told to stop."""
     return {
-        "bind": [f"{LOOPBACK}:{settings.dashboard_port}"],
+        "bind": [f"{settings.unistack_bind_address}:{settings.dashboard_port}"],
         "worker_class": "gthread",
         "workers": settings.dashboard_workers,
         "threads": settings.dashboard_threads,
@@ -108,6 +109,7 @@ class DashboardServer(BaseApplication):  # type: ignore[misc]  # gunicorn has no
 def serve(app: Flask, settings: Settings) -> None:
     """Run gunicorn until it is stopped (SIGTERM from supervisord)."""
     logging.getLogger("unistack.dashboard").info(
-        "dashboard on http://%s:%s (gunicorn, %d workers x %d threads)", LOOPBACK,
+        "dashboard on http://%s:%s (gunicorn, %d workers x %d threads)",
+        settings.unistack_bind_address,
         settings.dashboard_port, settings.dashboard_workers, settings.dashboard_threads)
     DashboardServer(app, settings).run()

@@ -1,4 +1,4 @@
-"""The hub's HTTP API on 127.0.0.1:HUB_PORT.
+"""The hub's HTTP API on UNISTACK_BIND_ADDRESS:HUB_PORT (127.0.0.1 natively).
 
 GET /health (the loop is alive), /ready (every critical service ready), /status,
 /events[?after=ID], /events/stream (server-sent events: each event with its id, then the
@@ -26,7 +26,6 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 from unistack.alerts.service import Alerts
-from unistack.config import LOOPBACK
 from unistack.event import Event, Kind, Severity
 from unistack.hub.backups import BackupScheduler
 from unistack.hub.client import ACTOR_HEADER
@@ -309,10 +308,10 @@ class _Server(ThreadingHTTPServer):
 
 
 class HubServer:
-    """Serves HubApi on 127.0.0.1 in a background thread."""
+    """Serves HubApi on ADDRESS (UNISTACK_BIND_ADDRESS) in a background thread."""
 
-    def __init__(self, api: HubApi, port: int) -> None:
-        self._server = _Server((LOOPBACK, port), _handler(api))
+    def __init__(self, api: HubApi, address: str, port: int) -> None:
+        self._server = _Server((address, port), _handler(api))
         # An idle hub must cost next to nothing: poll for shutdown rarely. stop() does not
         # wait for that poll; the thread is a daemon and the hub exits right after.
         self._thread = threading.Thread(target=self._server.serve_forever, args=(5.0,),

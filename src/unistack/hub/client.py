@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from unistack.config import LOOPBACK, Settings
+from unistack.config import Settings
 
 ACTOR_HEADER = "X-Unistack-Actor"  # who asks for a control action: the hub audits it
 _CHUNK = 65536
@@ -31,16 +31,16 @@ def cli_actor() -> str:
 
 class HubClient:
     def __init__(self, settings: Settings, timeout: float = 2.0) -> None:
-        self._port = settings.hub_port
+        self._host, self._port = settings.hub_host, settings.hub_port
         self._token = settings.unistack_operator_token
         self._timeout = timeout
 
     def _connection(self, timeout: float | None = None) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(LOOPBACK, self._port, timeout=timeout or self._timeout)
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout or self._timeout)
 
     def _unreachable(self, method: str, path: str, exc: Exception) -> HubUnreachable:
         return HubUnreachable(
-            f"hub at http://{LOOPBACK}:{self._port} did not answer {method} {path}: {exc}")
+            f"hub at http://{self._host}:{self._port} did not answer {method} {path}: {exc}")
 
     def _request(self, method: str, path: str, body: Any = None,
                  headers: dict[str, str] | None = None) -> tuple[int, bytes]:

@@ -18,7 +18,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from unistack.config import LOOPBACK, Settings
+from unistack.config import Settings
 from unistack.event import Event, Kind, Severity, parse
 from unistack.hub.events import EventLog
 
@@ -32,7 +32,7 @@ _HISTORY = 1000  # events read back at start
 
 def connect(settings: Settings) -> redis.Redis:
     """A client for short calls: its own timeouts, no retries hidden inside one call."""
-    return redis.Redis(host=LOOPBACK, port=settings.redis_port,
+    return redis.Redis(host=settings.redis_host, port=settings.redis_port,
                        password=settings.redis_password, socket_timeout=0.5,
                        socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
 

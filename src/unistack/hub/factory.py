@@ -118,7 +118,7 @@ class Hub:
             backups=self.backups,
             maintenance=self.maintenance,
         )
-        self.server = HubServer(api, settings.hub_port)
+        self.server = HubServer(api, settings.unistack_bind_address, settings.hub_port)
 
     def _monitor(
         self, spec: ServiceSpec, pid: Callable[[], int], inbox: queue.SimpleQueue[Message]

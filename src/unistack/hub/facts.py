@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from unistack.config import LOOPBACK, Settings
+from unistack.config import Settings
 from unistack.probes import info_fields, redis_command
 from unistack.services import ServiceSpec
 
@@ -52,9 +52,9 @@ def prometheus_facts(document: Any) -> dict[str, Any]:
             "targets_total": len(targets)}
 
 
-def get_json(port: int, path: str, timeout: float = _TIMEOUT) -> Any:
-    """GET PATH on 127.0.0.1:PORT as JSON; raises OSError or ValueError."""
-    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+def get_json(host: str, port: int, path: str, timeout: float = _TIMEOUT) -> Any:
+    """GET PATH on HOST:PORT as JSON; raises OSError or ValueError."""
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         connection.request("GET", path)
         response = connection.getresponse()
@@ -111,12 +111,13 @@ class Facts:
         self._facts = facts
 
     def _read(self, spec: ServiceSpec) -> dict[str, Any]:
-        port = spec.port(self._settings)
+        port, host = spec.port(self._settings), self._settings.host(spec.port_key)
         if spec.facts == "redis-info":
             info = redis_command(port, self._settings.redis_password, _TIMEOUT,
-                                 "INFO", "memory", "persistence", "keyspace", "clients")
+                                 "INFO", "memory", "persistence", "keyspace", "clients",
+                                 host=host)
             return redis_facts(info_fields(info))
-        document = get_json(port, spec.facts_path)
+        document = get_json(host, port, spec.facts_path)
         if spec.facts == "prometheus-targets":
             return prometheus_facts(document)
         if not isinstance(document, dict):

@@ -31,7 +31,7 @@ class RedisRemedies:
     def _command(self, *args: str) -> str:
         try:
             return redis_command(self._settings.redis_port, self._settings.redis_password,
-                                 _TIMEOUT, *args)
+                                 _TIMEOUT, *args, host=self._settings.redis_host)
         except (OSError, ValueError) as exc:
             return f"no answer ({type(exc).__name__}: {exc})"
 

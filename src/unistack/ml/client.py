@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from unistack.config import LOOPBACK, Settings
+from unistack.config import Settings
 from unistack.ml import protocol
 from unistack.ml.engine import STREAM, STREAM_RESET
 
@@ -87,9 +87,9 @@ class MLClient:
         # (the BLPOP's own timeout bounds the wait). A Redis that dies mid-wait resets the
         # connection, which raises at once.
         self._connection = redis.Connection(
-            host=LOOPBACK, port=settings.redis_port, password=settings.redis_password,
+            host=settings.redis_host, port=settings.redis_port, password=settings.redis_password,
             socket_timeout=None, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
-        self._where = f"{LOOPBACK}:{settings.redis_port}"
+        self._where = f"{settings.redis_host}:{settings.redis_port}"
         self._max_backlog = max_backlog
         self._prefix = uuid.uuid4().hex[:12]
         self._sequence = 0

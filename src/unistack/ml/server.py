@@ -14,6 +14,7 @@ import faulthandler
 import json
 import logging
 import signal
+import socket
 import sys
 import threading
 import time
@@ -25,7 +26,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from unistack.config import LOOPBACK, ConfigError, Settings, load_settings
+from unistack.config import ConfigError, Settings, load_settings
 from unistack.logs import setup_logging
 from unistack.ml import capability
 from unistack.ml.engine import Engine, EngineConfig
@@ -60,13 +61,13 @@ class EngineService:
         self.models = ModelStore(self.registry, chooser, report=self._model_report)
         # No redis-py retries: a commit resent after a timeout would push its replies
         # twice. The loop reconnects itself, and unanswered entries stay pending.
-        self.client = redis.Redis(host=LOOPBACK, port=settings.redis_port,
+        self.client = redis.Redis(host=settings.redis_host, port=settings.redis_port,
                                   password=settings.redis_password, socket_timeout=5,
                                   retry=Retry(NoBackoff(), 0))
         self.engine = Engine(self.client, self.models, EngineConfig(
             max_batch_rows=settings.ml_max_batch_rows, max_wait_us=settings.ml_max_wait_us,
             claim_idle_ms=settings.ml_claim_idle_ms, max_deliveries=settings.ml_max_deliveries,
-            reply_ttl_s=settings.ml_reply_ttl))
+            reply_ttl_s=settings.ml_reply_ttl, consumer=consumer_name(settings)))
         self.metrics = EngineMetrics(self.engine, self.client, self._memory_state)
         self.engine.on_batch = self.metrics.batch
         self.engine.on_reset = lambda detail: self._report("request_stream_reset", "info", detail)
@@ -186,6 +187,13 @@ def _handler(service: EngineService) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def consumer_name(settings: Settings) -> str:
+    """ML_ENGINE_CONSUMER, else `engine-<host name>`: stable across restarts on one host
+    (a restarted engine reads its own pending entries first) and unique per replica in
+    Kubernetes, where the host name is the pod's name."""
+    return settings.ml_engine_consumer or f"engine-{socket.gethostname()}"
+
+
 def main() -> int:
     try:
         settings = load_settings()
@@ -195,11 +203,12 @@ def main() -> int:
     setup_logging(settings, "ml_engine")
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     service = EngineService(settings)
-    server = ThreadingHTTPServer((LOOPBACK, settings.ml_engine_port), _handler(service))
+    address = settings.unistack_bind_address
+    server = ThreadingHTTPServer((address, settings.ml_engine_port), _handler(service))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, args=(5.0,), daemon=True).start()
     signal.signal(signal.SIGTERM, lambda signum, frame: service.stop.set())
-    log.info("ml_engine serving on %s:%d", LOOPBACK, settings.ml_engine_port)
+    log.info("ml_engine serving on %s:%d", address, settings.ml_engine_port)
     service.run()
     server.server_close()
     return 0
