@@ -386,10 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "process: prepare, then become supervisord in the foreground (it "
                        "stops every service in order on SIGTERM); never waits for readiness")
     run = commands.add_parser(
-        "run", help="one service in the foreground (a Kubernetes pod of the scale-out "
-        "overlay); its command from supervisord.conf")
-    run.add_argument("service", choices=[n for n in names if n != "hub"],
-                     help="the service this process becomes")
+        "run", help="one service in the foreground, a pod's main process "
+        "(UNISTACK_MODE=kubernetes); its command from supervisord.conf")
+    run.add_argument("service", choices=names, help="the service this process becomes")
     restart.add_argument("service", nargs="?", choices=names, help="service to restart")
     status = commands.add_parser(
         "status", help="one line per service; exit 0 healthy, 1 degraded, 2 down")
@@ -468,6 +467,11 @@ def _settings(command: str) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--docker"]:  # the unified container, driven from the host
+        from unistack import container  # noqa: PLC0415 (the docker SDK only when asked)
+
+        return container.main(argv[1:], _status_table)
     args = build_parser().parse_args(argv)
     try:
         settings = _settings(args.command)

@@ -3,9 +3,10 @@ the program (exec), so it receives the runtime's SIGTERM itself.
 
 - `start --foreground` (the unified container): supervisord in the foreground; on
   SIGTERM it stops its programs in reverse priority order (supervisord.conf).
-- `run SERVICE` (a Kubernetes pod of the scale-out overlay): one service's program,
-  its command line read from supervisord.conf's [program:SERVICE], the one place it is
-  written.
+- `run SERVICE` (a Kubernetes pod of the scale-out overlay, UNISTACK_MODE=kubernetes):
+  one service's program, its command line read from supervisord.conf's
+  [program:SERVICE], the one place it is written. The hub runs this way too, in its
+  monitor-only mode (hub/pods.py).
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ def run(settings: Settings, service: str, report: Report) -> NoReturn:
     """Write SERVICE's runtime files, then exec its program as supervisord would. The
     generated secrets must come from outside (a Kubernetes Secret as `<KEY>_FILE`): a
     pod generating its own would lock every other pod out."""
+    if settings.unistack_mode != "kubernetes":
+        raise stack.StackError(
+            f"run is a Kubernetes pod's main process (UNISTACK_MODE=kubernetes, here "
+            f"{settings.unistack_mode}): on a host use `start`, in one container "
+            "`start --foreground`.")
     missing = [key for key in GENERATED_KEYS if not getattr(settings, key.lower())]
     if missing:
         raise stack.StackError(
@@ -52,6 +58,8 @@ def run(settings: Settings, service: str, report: Report) -> NoReturn:
             f"Secret and point {missing[0]}_FILE at the file (deploy/k8s).")
     check_home_writable(settings)
     runtime.render(settings)
+    if service == "ml_engine":
+        stack.ensure_default_model(settings, report)  # each replica: the same seed
     settings = runtime.write_runtime_secrets(settings)
     report(f"{service}: secrets: {describe_secrets(settings)}")
     env = stack.supervisord_env(settings)

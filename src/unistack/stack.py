@@ -115,19 +115,23 @@ ORPHANED = "ORPHANED"  # running without supervisord (it was killed): nothing su
 
 def status(settings: Settings) -> dict[str, Any]:
     """The status document: the hub's when supervisord and the hub answer, else what
-    supervisord knows, else the orphans found by the ownership scan."""
-    supervisor = SupervisorClient(settings.supervisor_socket, timeout=2.0)
-    try:
-        supervised = supervisor.processes()
-    except SupervisorError:
-        return _orphan_document(settings)
+    supervisord knows, else the orphans found by the ownership scan. In Kubernetes mode
+    (no supervisord) the hub's, else every service unknown."""
+    pods = settings.unistack_mode == "kubernetes"
+    supervised: dict[str, Any] = {}
+    if not pods:
+        try:
+            supervised = SupervisorClient(settings.supervisor_socket, timeout=2.0).processes()
+        except SupervisorError:
+            return _orphan_document(settings)
     try:
         code, document = HubClient(settings).get("/status")
         if code == 200 and isinstance(document, dict):
             return document
     except HubUnreachable:
         pass
-    return _fallback_document(settings, supervised, "hub unreachable")
+    why = f"hub at {settings.hub_url} unreachable" if pods else "hub unreachable"
+    return _fallback_document(settings, supervised, why)
 
 
 def _orphan_document(settings: Settings) -> dict[str, Any]:

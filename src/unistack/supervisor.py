@@ -7,7 +7,7 @@ import socket
 import time
 import xmlrpc.client
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 # supervisor.xmlrpc.Faults codes used here.
 _SHUTDOWN_STATE = 6
@@ -26,6 +26,19 @@ class ProcessInfo(NamedTuple):
     pid: int
     since: float
     description: str
+
+
+class Programs(Protocol):
+    """What the hub asks of whatever runs the programs: supervisord (SupervisorClient),
+    or Kubernetes (hub/pods.py)."""
+
+    def processes(self) -> dict[str, ProcessInfo]: ...
+
+    def is_running(self) -> bool: ...
+
+    def start(self, name: str) -> None: ...
+
+    def stop(self, name: str, settle: float = 10.0) -> None: ...
 
 
 class _UnixConnection(http.client.HTTPConnection):

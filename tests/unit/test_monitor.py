@@ -353,3 +353,26 @@ def test_not_ready_that_a_restart_cannot_fix_is_degraded(
     wait_for(lambda: "degraded" in post.kinds())
     assert post.kinds() == ["ready", "degraded"]
     assert "checksum" in post.verdicts[1].detail
+
+
+TIMED_OUT = ProbeResult(False, "timed out", 0.1, answered=False)
+
+
+@pytest.mark.parametrize(("failure", "kind"), [(REFUSED, "gone"), (TIMED_OUT, "hung")])
+def test_a_service_in_another_pod_is_gone_or_hung_and_probed_on(
+    monitors: Callable[..., Monitor], failure: ProbeResult, kind: str
+) -> None:
+    liveness, readiness = ScriptedProbe(failure), ScriptedProbe(OK, OK, failure)
+    post = Posts(liveness, readiness)
+    monitors(liveness, readiness, post, 0)  # pid 0: no process on this host
+    wait_for(lambda: kind in post.kinds())
+    verdict = post.verdicts[post.kinds().index(kind)]
+    assert "Kubernetes restarts it" in verdict.detail and failure.detail in verdict.detail
+    assert "process state" not in verdict.detail  # nothing local to read
+    assert post.kinds().count(kind) == 1  # once per outage, however long it lasts
+    calls = readiness.calls + liveness.calls
+    wait_for(lambda: readiness.calls + liveness.calls > calls + 5)  # never paused
+    ScriptedProbe.__init__(liveness, OK)  # Kubernetes restarted it: it answers again
+    ScriptedProbe.__init__(readiness, OK)
+    wait_for(lambda: post.kinds()[-1] == "ready")
+    assert post.kinds().count(kind) == 1

@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from types import FrameType
 
 from unistack import runtime
@@ -26,6 +27,7 @@ from unistack.hub.incidents import IncidentRecorder, Retention
 from unistack.hub.maintenance import Maintenance
 from unistack.hub.metrics import HubMetrics
 from unistack.hub.monitor import Monitor, Patience
+from unistack.hub.pods import Pods
 from unistack.hub.reconcile import Exited, Message, Reconciler, Wake, build_services
 from unistack.hub.remedies import RedisRemedies
 from unistack.hub.rescue import RedisRescue
@@ -33,7 +35,7 @@ from unistack.hub.resources import ResourceWatcher
 from unistack.hub.tenure import Tenure
 from unistack.probes import build_probe
 from unistack.services import REGISTRY, ServiceSpec, by_name
-from unistack.supervisor import SupervisorClient, SupervisorError
+from unistack.supervisor import Programs, SupervisorClient, SupervisorError
 
 log = logging.getLogger("unistack.hub")
 
@@ -74,7 +76,9 @@ class Hub:
         self.events.subscribe(lambda event: self.metrics.event(event["service"], event["kind"]))
         self.events.subscribe(_log_event)
         self.store = EventStore(settings, self.events)
-        self.supervisor = SupervisorClient(settings.supervisor_socket)
+        self.pods = settings.unistack_mode == "kubernetes"
+        self.supervisor: Programs = Pods(registry) if self.pods else \
+            SupervisorClient(settings.supervisor_socket)
         inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self.incidents = IncidentRecorder(
             settings.log_dir / "incidents", settings.log_dir, settings.incident_log_lines,
@@ -98,7 +102,10 @@ class Hub:
                                    self._unsound) if settings.heartbeat_url else None
         self.stop_event = threading.Event()
         names = tuple(spec.name for spec in registry)
-        self.backups = BackupScheduler(settings, self.events)
+        # Scheduled backups read Redis's files on this host: in Kubernetes mode they run
+        # in the Redis pod instead (docs/deployment.md).
+        self.backups = BackupScheduler(
+            replace(settings, backup_interval=0.0) if self.pods else settings, self.events)
         self.maintenance = Maintenance(settings, self.reconciler, events=self.events,
                                        alerts=self.alerts, services=names)
         api = HubApi(
@@ -129,10 +136,12 @@ class Hub:
         ready = self.settings.probe_timing(spec.name, "readiness")
         probes = (build_probe(spec.liveness, spec, self.settings, live.timeout),
                   build_probe(spec.readiness, spec, self.settings, ready.timeout))
-        redis = RedisRemedies(self.settings, RedisRescue(
+        # The rescue (a replica that saves what a stuck Redis holds) needs Redis's files
+        # on this host: not in Kubernetes mode.
+        rescue = None if self.pods else RedisRescue(
             self.settings, pid=lambda: self._pids().get("redis", 0),
-            expect_exit=lambda: self.reconciler.expect_exit("redis"),
-        )) if spec.name == "redis" else None
+            expect_exit=lambda: self.reconciler.expect_exit("redis"))
+        redis = RedisRemedies(self.settings, rescue) if spec.name == "redis" else None
         patience = Patience(
             busy_grace=self.settings.busy_grace,
             remedy=redis.busy if redis else None,
@@ -174,6 +183,9 @@ class Hub:
         spec = by_name(self.registry).get(name)
         if spec is None or spec.autostart:
             return f"{name!r} is not a service the hub restarts"
+        if self.pods:
+            return (f"{name} runs in its own pod: Kubernetes restarts it (`kubectl rollout "
+                    f"restart` of its workload)")
         self.reconciler.expect_exit(name)
         threading.Thread(target=self._stop_quietly, args=(name,), daemon=True).start()
         return None

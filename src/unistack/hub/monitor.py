@@ -10,6 +10,11 @@ the process gains CPU: making progress, so DEGRADED, never killed before BUSY_GR
 for Redis only after its own remedy, SCRIPT KILL / FUNCTION KILL). A service whose
 dependency is not ready is waiting, never judged hung. After a first failure a monitor
 confirms at once instead of waiting a whole interval, so detection stays fast.
+
+A service in another pod (Kubernetes mode: no process on this host, pid 0) offers no
+evidence of progress: refusing connections past the threshold is `gone` (it is down;
+Kubernetes restarts it), not answering in time is `hung`. Either way the monitor keeps
+probing, to see it come back.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ _REPAIR_EVERY = 5.0  # seconds between two repairs of a service that cannot serv
 
 class Verdict(NamedTuple):
     service: str
-    kind: str  # ready, not_ready, degraded, busy, hung
+    kind: str  # ready, not_ready, degraded, busy, hung, gone
     detail: str
     latency: float
     onset: float = 0.0  # hung: epoch seconds the first unanswered probe was sent
@@ -181,6 +186,8 @@ class Monitor:
             return failures
         if self._patience.waiting():
             return failures  # its dependency is not ready: waiting, not hung
+        if not self._pid():
+            return self._elsewhere(failures, live)
         share = cpu_share(self._run_start, sample)
         if share is None:
             state = sample.state if sample else "gone"
@@ -210,6 +217,16 @@ class Monitor:
             return failures
         tried = f"; its own remedy said: {self._remedy_said}" if self._remedied else ""
         return self._hung(f"{detail}, past BUSY_GRACE={grace:g} s{tried}", live)
+
+    def _elsewhere(self, failures: int, live: ProbeResult) -> int:
+        """No process on this host to read: down when refused, hung when silent; probe
+        on (settling again) until it answers."""
+        kind = "gone" if "refused" in live.detail else "hung"
+        self._settling, self._last_ready = True, None
+        self._post(Verdict(self.service, kind, f"liveness failed {failures} times in a row "
+                           f"({live.detail}); it runs in its own pod: Kubernetes restarts it",
+                           live.latency, self._onset))
+        return 0
 
     def _hung(self, detail: str, live: ProbeResult) -> int:
         self._paused = True

@@ -5,6 +5,10 @@ Observations arrive on one queue: verdicts from each service's Monitor thread, e
 from the ExitWatcher (pidfd), and a periodic resync with supervisord. Decisions come
 from each service's pure ServicePolicy; this module only applies them (`_apply`).
 A restarted hub adopts running programs: it probes them and restarts nothing healthy.
+
+In Kubernetes mode (`pods`) the services run in pods of their own: the hub probes,
+explains and alerts with the same policies, and leaves every start, stop and kill to
+Kubernetes (hub/pods.py stands where supervisord does).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from unistack.hub.monitor import Monitor, Verdict
 from unistack.hub.status import ServiceStatus, Startup
 from unistack.hub.tenure import Predecessor
 from unistack.services import ServiceSpec, start_order
-from unistack.supervisor import ProcessInfo, SupervisorClient, SupervisorError
+from unistack.supervisor import ProcessInfo, Programs, SupervisorError
 
 log = logging.getLogger("unistack.hub")
 
@@ -77,7 +81,7 @@ class Reconciler:
     def __init__(
         self,
         settings: Settings,
-        supervisor: SupervisorClient,
+        supervisor: Programs,
         services: dict[str, _Service],
         *,
         events: EventLog,
@@ -87,6 +91,7 @@ class Reconciler:
     ) -> None:
         self._settings = settings
         self._supervisor = supervisor
+        self._pods = settings.unistack_mode == "kubernetes"
         self._services = services
         self._events = events
         self._metrics = metrics
@@ -201,6 +206,10 @@ class Reconciler:
         elif message.kind == "hung":
             service.onset = message.onset
             self._apply(service, service.policy.hung(now, message.detail))
+            service.onset = 0.0
+        elif message.kind == "gone":  # in its own pod, refusing connections: down
+            service.onset = message.onset
+            self._apply(service, service.policy.exited(now, message.detail))
             service.onset = 0.0
 
     def _exited(self, service: _Service, pid: int, now: float) -> None:
@@ -318,6 +327,10 @@ class Reconciler:
     def _observe(self, service: _Service, info: ProcessInfo, now: float) -> None:
         p = service.policy
         service.program = info.state
+        if self._pods:
+            if p.state == policy.STOPPED:  # Kubernetes runs it: probe it from now on
+                self._track_new_process(service, info, now)
+            return
         holding = p.next_start is not None  # held down by the hub until its backoff ends
         if info.state in _RUNNING and info.pid and info.pid != service.pid:
             service.pid, service.spawned_at = info.pid, info.since
@@ -367,6 +380,8 @@ class Reconciler:
                                                service.spec.python)
                 service.last_incident = service.captured = str(path)
                 log.warning("%s %s: %s; incident %s", name, action.event, action.detail, path)
+            elif self._pods and action.kind in (policy.KILL, policy.STOP, policy.START):
+                self._leave_to_kubernetes(service, action)
             elif action.kind == policy.KILL:
                 self._kill(service)
             elif action.kind == policy.STOP:
@@ -376,6 +391,13 @@ class Reconciler:
             elif action.kind == policy.EVENT:
                 service.detail = action.detail
                 self._emit(service, action)
+
+    def _leave_to_kubernetes(self, service: _Service, action: policy.Action) -> None:
+        """Kubernetes restarts pods (their liveness probes): the hub only keeps watching."""
+        log.info("%s: %s left to Kubernetes (%s)", service.spec.name, action.kind,
+                 action.detail or "backoff")
+        if service.monitor:
+            service.monitor.resume()
 
     def _start_after_stop(self, service: _Service) -> None:
         """A backoff start must not race the stop that began the backoff."""
