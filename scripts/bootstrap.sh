@@ -4,7 +4,8 @@
 #     the exact command to run),
 #   - the virtualenv .venv with unistack and the extras asked for (default: none),
 #   - with --test-tools (scripts/run_tests.sh), what only the tests and benchmarks use:
-#     Debian's chromium (browser tests) and wrk (benchmarks/dashboard.py).
+#     Debian's chromium (browser tests), wrk (benchmarks/dashboard.py) and, when no
+#     kubectl is installed, kubernetes-client (kubectl kustomize for tests/static).
 # Usage: scripts/bootstrap.sh [--quiet] [--extras dev,ml] [--test-tools]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,7 +17,7 @@ while [ $# -gt 0 ]; do
     --quiet) quiet=1 ;;
     --extras) extras="$2"; shift ;;
     --test-tools) test_tools=1 ;;
-    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bootstrap.sh: unknown argument '$1' (expected --quiet, --extras LIST or --test-tools)" >&2; exit 2 ;;
   esac
   shift
@@ -76,11 +77,12 @@ still="$(running_units)"
 # Test-only tools, never for `manage_production.sh start`. Neither package has a service
 # of its own, so no policy-rc.d is needed. Playwright drives this chromium through its
 # executable_path: `playwright install` (a browser download) is never run.
-# Seams for tests: CHROMIUM_BIN, WRK_BIN.
+# Seams for tests: CHROMIUM_BIN, WRK_BIN, KUBECTL_BIN.
 if [ "$test_tools" = 1 ]; then
   tools=()
   command -v "${CHROMIUM_BIN:-chromium}" >/dev/null 2>&1 || tools+=(chromium)
   command -v "${WRK_BIN:-wrk}" >/dev/null 2>&1 || tools+=(wrk)
+  command -v "${KUBECTL_BIN:-kubectl}" >/dev/null 2>&1 || tools+=(kubernetes-client)
   if [ ${#tools[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
       echo "bootstrap: installing the test tools ${tools[*]} from Debian's packages ..."
@@ -117,7 +119,7 @@ if [ ! -x "$venv/bin/python" ]; then
   echo "bootstrap: creating $venv ..."
   python3 -m venv "$venv"
 fi
-all="$(printf '%s\n' ${installed//,/ } ${extras//,/ } | sort -u | paste -sd, -)"
+all="$(printf '%s,%s' "$installed" "$extras" | tr ',' '\n' | sed '/^$/d' | sort -u | paste -sd, -)"
 echo "bootstrap: installing unistack${all:+ with extras $all} into $venv ..."
 "$venv/bin/pip" install --quiet --disable-pip-version-check --editable "$root${all:+[$all]}"
 "$venv/bin/python" -c "import unistack"

@@ -57,9 +57,7 @@ def run(settings: Settings, service: str, report: Report) -> NoReturn:
             f"{', '.join(missing)} not set: every pod must share them; mount them from a "
             f"Secret and point {missing[0]}_FILE at the file (deploy/k8s).")
     check_home_writable(settings)
-    runtime.render(settings)
-    if service == "ml_engine":
-        stack.ensure_default_model(settings, report)  # each replica: the same seed
+    runtime.render(settings)  # replicas share the model registry: none trains at start
     settings = runtime.write_runtime_secrets(settings)
     report(f"{service}: secrets: {describe_secrets(settings)}")
     env = stack.supervisord_env(settings)

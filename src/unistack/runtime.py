@@ -41,7 +41,13 @@ def state_dirs(settings: Settings) -> dict[Path, int]:
 def prepare_dirs(settings: Settings) -> None:
     for path, mode in state_dirs(settings).items():
         path.mkdir(parents=True, exist_ok=True)
-        os.chmod(path, mode)
+        try:
+            os.chmod(path, mode)
+        except PermissionError:
+            # A volume's root (a Kubernetes PVC at var/models) may be root's and writable
+            # through the pod's fsGroup: its mode is the storage's to set.
+            if not os.path.ismount(path):
+                raise
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:

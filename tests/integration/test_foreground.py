@@ -80,7 +80,8 @@ def test_foreground_becomes_supervisord_and_stops_in_reverse_order(stack: Stack)
 
 def test_run_execs_one_service_from_its_supervisord_program(stack: Stack) -> None:
     env = {**stack.env, "REDIS_PASSWORD": "a-shared-secret-from-a-k8s-secret",
-           "UNISTACK_OPERATOR_TOKEN": "an-operator-token-from-a-secret"}
+           "UNISTACK_OPERATOR_TOKEN": "an-operator-token-from-a-secret",
+           "UNISTACK_MODE": "kubernetes"}
     server = subprocess.Popen([sys.executable, "-m", "unistack", "run", "redis"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -102,8 +103,13 @@ def test_run_execs_one_service_from_its_supervisord_program(stack: Stack) -> Non
         server.communicate(timeout=10)
 
 
-def test_run_refuses_without_shared_secrets(stack: Stack) -> None:
+def test_run_refuses_outside_kubernetes_and_without_shared_secrets(stack: Stack) -> None:
+    native = stack.cli("run", "redis")
+    assert native.returncode == 1 and "UNISTACK_MODE=kubernetes" in native.stderr
+    assert "`start`" in native.stderr
+    stack.env["UNISTACK_MODE"] = "kubernetes"
     done = stack.cli("run", "ml_engine")
     assert done.returncode == 1
     assert "REDIS_PASSWORD" in done.stderr and "REDIS_PASSWORD_FILE" in done.stderr
-    assert stack.cli("run", "hub").returncode == 2  # not a service `run` starts
+    assert stack.cli("run", "nothing").returncode == 2  # not a service of the registry
+    assert not (stack.home / "var").exists()  # refused before writing anything

@@ -93,6 +93,8 @@ def _refused(port: int) -> bool:
 
 def test_the_hub_watches_pods_and_leaves_restarts_to_kubernetes(
         stack: Stack, pods: Pods) -> None:
+    trained = stack.cli("ml", "train", "--synthetic", "3000", "--rounds", "20")
+    assert trained.returncode == 0, trained.stderr  # the operator's step (docs/deployment.md)
     for service in ("redis", "prometheus", "dashboard", "ml_engine", "hub"):
         pods.run(service)
     wait_for(lambda: len(_services(stack)) == 5
