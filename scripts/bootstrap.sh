@@ -22,7 +22,9 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-say() { [ "$quiet" = 1 ] || echo "bootstrap: $*"; }
+# Progress goes to stderr: stdout belongs to the command bootstrap runs before (e.g.
+# `manage_production.sh status --json` on a first run).
+say() { [ "$quiet" = 1 ] || echo "bootstrap: $*" >&2; }
 
 # Debian's packages start and enable their own redis-server (6379) and prometheus (9090)
 # on install. unistack runs its own under supervisord (REDIS_PORT 6380, PROMETHEUS_PORT
@@ -45,8 +47,8 @@ command -v "${PROMETHEUS_BIN:-prometheus}" >/dev/null 2>&1 || missing+=(promethe
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     before="$(running_units)"
-    [ -z "$before" ] || echo "bootstrap: already running before the install: $before(left as they are)"
-    echo "bootstrap: installing ${missing[*]} from Debian's packages (their own services not started) ..."
+    [ -z "$before" ] || echo "bootstrap: already running before the install: $before(left as they are)" >&2
+    echo "bootstrap: installing ${missing[*]} from Debian's packages (their own services not started) ..." >&2
     export DEBIAN_FRONTEND=noninteractive
     own_policy=0
     if [ ! -e "$policy" ]; then
@@ -55,7 +57,7 @@ if [ ${#missing[@]} -gt 0 ]; then
       own_policy=1
       trap '[ "$own_policy" = 1 ] && rm -f "$policy"' EXIT
     fi
-    apt-get update -qq
+    apt-get update -qq >&2
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     if [ "$own_policy" = 1 ]; then rm -f "$policy"; own_policy=0; fi
     if [ -d "$systemd_dir" ]; then
@@ -63,7 +65,7 @@ if [ ${#missing[@]} -gt 0 ]; then
         case " $before " in *" $unit "*) continue ;; esac  # the operator's own: untouched
         systemctl disable --now --quiet "$unit" 2>/dev/null || true
       done
-      echo "bootstrap: disabled the packages' own units (${units[*]}); unistack runs its own"
+      echo "bootstrap: disabled the packages' own units (${units[*]}); unistack runs its own" >&2
     fi
   else
     echo "bootstrap: missing ${missing[*]}; run as root:" >&2
@@ -85,9 +87,9 @@ if [ "$test_tools" = 1 ]; then
   command -v "${KUBECTL_BIN:-kubectl}" >/dev/null 2>&1 || tools+=(kubernetes-client)
   if [ ${#tools[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
-      echo "bootstrap: installing the test tools ${tools[*]} from Debian's packages ..."
+      echo "bootstrap: installing the test tools ${tools[*]} from Debian's packages ..." >&2
       export DEBIAN_FRONTEND=noninteractive
-      apt-get update -qq
+      apt-get update -qq >&2
       apt-get install -y -qq --no-install-recommends "${tools[@]}" >/dev/null
     else
       echo "bootstrap: missing the test tools ${tools[*]}; run as root:" >&2
@@ -116,12 +118,12 @@ if [ "$current" = 1 ]; then
   exit 0
 fi
 if [ ! -x "$venv/bin/python" ]; then
-  echo "bootstrap: creating $venv ..."
+  echo "bootstrap: creating $venv ..." >&2
   python3 -m venv "$venv"
 fi
 all="$(printf '%s,%s' "$installed" "$extras" | tr ',' '\n' | sed '/^$/d' | sort -u | paste -sd, -)"
-echo "bootstrap: installing unistack${all:+ with extras $all} into $venv ..."
-"$venv/bin/pip" install --quiet --disable-pip-version-check --editable "$root${all:+[$all]}"
+echo "bootstrap: installing unistack${all:+ with extras $all} into $venv ..." >&2
+"$venv/bin/pip" install --quiet --disable-pip-version-check --editable "$root${all:+[$all]}" >&2
 "$venv/bin/python" -c "import unistack"
 printf '%s\n%s\n' "$hash" "$all" > "$stamp"
 say "done"

@@ -15,13 +15,14 @@ import configparser
 import os
 import shlex
 import sys
+import time
 from typing import NoReturn
 
 from unistack import runtime, stack
 from unistack.config import GENERATED_KEYS, Settings, check_home_writable, describe_secrets
 from unistack.lock import control_lock
 from unistack.services import by_name
-from unistack.supervisor import SupervisorClient
+from unistack.supervisor import SupervisorClient, SupervisorError
 
 Report = stack.Report
 
@@ -39,7 +40,26 @@ def start(settings: Settings, report: Report) -> NoReturn:
     command = [sys.executable, "-m", "supervisor.supervisord", "-n", "-c",
                str(settings.supervisord_conf)]
     os.chdir(settings.unistack_home)
+    if os.fork() == 0:
+        _wake(settings)  # never returns
     os.execve(command[0], command, stack.supervisord_env(settings))
+
+
+def _wake(settings: Settings) -> NoReturn:
+    """A child that calls supervisord as soon as it answers: supervisord in the foreground
+    spawns its autostart programs (the hub) on its first poll, which otherwise waits a
+    whole second for a request. Its parent, supervisord itself, reaps it."""
+    try:
+        client = SupervisorClient(settings.supervisor_socket, timeout=1.0)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                client.pid()
+                break
+            except SupervisorError:
+                time.sleep(0.02)
+    finally:
+        os._exit(0)
 
 
 def run(settings: Settings, service: str, report: Report) -> NoReturn:

@@ -46,7 +46,8 @@ def bootstrap(tmp_path: Path, systemd: bool, active: str = "") -> tuple[str, str
     done = subprocess.run([str(ROOT / "scripts/bootstrap.sh")], env=env, capture_output=True,
                           text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
-    return done.stdout, record.read_text()
+    assert done.stdout == ""  # progress goes to stderr: stdout is the next command's
+    return done.stderr, record.read_text()
 
 
 def test_the_install_runs_with_starts_denied_and_the_units_disabled_after(

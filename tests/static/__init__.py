@@ -109,6 +109,7 @@ class Target:
     healthcheck: list[str]
     entrypoint: list[str]
     copies: list[str]
+    cmd: list[str]
 
 
 def _logical_lines(text: str) -> list[str]:
@@ -165,7 +166,8 @@ def dockerfile_target(name: str, path: Path = DOCKERFILE) -> Target:
     while stage is not None:
         chain.append(stage)
         stage = stages.get(stage.parent)
-    target = Target(env={}, expose=[], user="root", healthcheck=[], entrypoint=[], copies=[])
+    target = Target(env={}, expose=[], user="root", healthcheck=[], entrypoint=[], copies=[],
+                    cmd=[])
     for stage in reversed(chain):
         for instruction, rest in stage.instructions:
             if instruction == "ENV":
@@ -180,6 +182,8 @@ def dockerfile_target(name: str, path: Path = DOCKERFILE) -> Target:
                 target.healthcheck = _exec_form(command.group(1))
             elif instruction == "ENTRYPOINT":
                 target.entrypoint = _exec_form(rest)
+            elif instruction == "CMD":
+                target.cmd = _exec_form(rest)
             elif instruction == "COPY":
                 target.copies.append(rest)
     return target

@@ -525,7 +525,9 @@ def _parses(argv: list[str], where: str) -> None:
 def test_containers_run_the_images_cli() -> None:
     python = dockerfile_target("gpu").entrypoint[0]
     (stack,) = workloads("base")
-    assert container(stack)["command"] == dockerfile_target("gpu").entrypoint
+    gpu = dockerfile_target("gpu")
+    assert container(stack)["command"] == gpu.entrypoint + gpu.cmd  # the image's own start
+    assert gpu.cmd == ["start", "--foreground"]
     for name, workload in every_workload():
         command = container(workload)["command"]
         assert command[:3] == [python, "-m", "unistack"], command
