@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0,
-             interval: float = 0.005) -> Any:
+             interval: float = 0.005, what: str = "condition") -> Any:
     """Poll CONDITION until it returns something truthy (returned) or TIMEOUT passes."""
     deadline = time.monotonic() + timeout
     while True:
@@ -32,7 +32,7 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0,
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(f"{what} not met within {timeout} s")
         time.sleep(interval)
 
 

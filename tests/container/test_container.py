@@ -24,7 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ import pytest
 import redis
 import yaml
 
-from tests.conftest import ROOT, Stack, free_ports, make_home, stack_environment
+from tests.conftest import ROOT, Stack, free_ports, make_home, stack_environment, wait_for
 from tests.container.conftest import IMAGE as IMAGE_TAG
 from tests.container.conftest import RUNTIME_UID, TIMINGS, Podman
 
@@ -48,19 +48,6 @@ PUBLISHED = {6380: "HOST_REDIS_PORT", 9190: "HOST_PROMETHEUS_PORT", 9180: "HOST_
              9181: "HOST_ML_ENGINE_PORT", 5000: "HOST_DASHBOARD_PORT"}
 SECRET_FILES = ("redis_password", "unistack_operator_token", "slack_webhook_url")
 HEALTHY_WITHIN = 120.0  # the image's start period
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0.1,
-               what: str = "condition") -> Any:
-    """Poll CONDITION until it returns something truthy (returned) or TIMEOUT passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout} s")
-        time.sleep(interval)
 
 
 def http_status(url: str) -> int:
@@ -158,7 +145,7 @@ class Deployment:
             return http_status(self.url(9180, "/ready")) == 200 and self.healthcheck()
 
         try:
-            wait_until(healthy, timeout, 0.1, f"{self.container} healthy")
+            wait_for(healthy, timeout, 0.1, f"{self.container} healthy")
         except AssertionError:
             logs = self.podman.run("logs", "--tail", "40", self.container, check=False)
             raise AssertionError(f"{self.container} not healthy within {timeout} s:\n"
@@ -445,7 +432,7 @@ def test_kill_9_of_redis_is_recovered_as_natively(second: Deployment) -> None:
         ready = redis_now.get("ready") and time.time() - redis_now.get("since", 0) > 1.2
         return redis_now if ready else None
 
-    before = wait_until(settled, 15, what="redis ready past startsecs")
+    before = wait_for(settled, 15, 0.1, "redis ready past startsecs")
     killed = time.monotonic()  # before the exec: the bound includes podman exec's latency
     second.exec("bash", "-c", f"kill -9 {int(before['pid'])}")
 
@@ -453,12 +440,12 @@ def test_kill_9_of_redis_is_recovered_as_natively(second: Deployment) -> None:
         now = second.service("redis")
         return now if now.get("ready") and now.get("pid") not in (0, before["pid"]) else None
 
-    after = wait_until(renewed, 10, 0.05, "redis ready again with a new pid")
+    after = wait_for(renewed, 10, 0.05, "redis ready again with a new pid")
     recovered = time.monotonic() - killed
     TIMINGS["redis kill -9 -> ready"] = recovered
     assert recovered < 3.0  # tests/chaos/test_chaos.py's bound on the host
     assert after.get("restarts", 0) >= 1
-    wait_until(second.healthcheck, 30, 0.5, "healthy again after the kill")
+    wait_for(second.healthcheck, 30, 0.5, "healthy again after the kill")
     client = redis.Redis(host="127.0.0.1", port=second.ports[6380],
                          password=second.secrets["redis_password"], socket_timeout=5)
     assert client.ping()
