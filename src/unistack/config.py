@@ -663,8 +663,10 @@ def _validate(settings: Settings, problems: _Problems) -> None:
                  "delay to be at most the cap.")
     if settings.redis_password and len(settings.redis_password) < _MIN_PASSWORD:
         problems(f"REDIS_PASSWORD (value hidden, {len(settings.redis_password)} characters) "
-                 f"is too short: expected at least {_MIN_PASSWORD} characters; delete the line "
-                 f"from {settings.env_file} and a strong one is generated at the next start.")
+                 f"is too short: expected at least {_MIN_PASSWORD} characters. Set a longer one "
+                 "where it comes from (the file REDIS_PASSWORD_FILE names, the environment), or "
+                 f"delete its line from {settings.env_file} and a strong one is generated at "
+                 "the next start.")
 
 
 def _validate_home(home: Path, socket_path: Path, problems: _Problems) -> None:

@@ -108,6 +108,29 @@ class Unified:
                                  "`manage_production.sh --docker start` starts it.")
         return container
 
+    def restarts(self) -> int:
+        container = self.container()
+        return int(container.attrs.get("RestartCount") or 0) if container else 0
+
+    def check_not_failing(self, restarts: int) -> None:
+        """ContainerError with its last log lines once the container's main process has
+        exited with an error (a bad config.env value, a secret too short) or was
+        restarted since RESTARTS: compose's `restart: unless-stopped` would otherwise
+        retry it forever while `start` waits."""
+        container = self.container()
+        if container is None:
+            return
+        code = int(container.attrs.get("State", {}).get("ExitCode") or 0)
+        restarted = int(container.attrs.get("RestartCount") or 0) - restarts
+        if container.status in ("exited", "dead") and code != 0:
+            what = f"exited with code {code}"
+        elif restarted > 0:
+            what = f"keeps exiting (restarted {restarted} times since this start)"
+        else:
+            return
+        tail = container.logs(tail=15).decode(errors="replace").strip()
+        raise ContainerError(f"container {container.name} {what}; its last lines:\n{tail}")
+
     def compose(self, *args: str, report: Report) -> None:
         command = [*compose_command(), *args]
         report(f"$ {' '.join(Path(command[0]).name.split() + command[1:])}")
@@ -140,10 +163,12 @@ def stopped_document(why: str) -> dict[str, Any]:
 
 def start(unified: Unified, timeout: float, report: Report) -> None:
     """compose up -d, then wait until `health --ready` passes inside the container."""
+    restarts = unified.restarts()
     unified.compose("up", "-d", report=report)
     deadline = time.monotonic() + timeout
     said = ""
     while True:
+        unified.check_not_failing(restarts)
         try:
             code, output = unified.run(["health", "--ready"])
         except ContainerError as exc:

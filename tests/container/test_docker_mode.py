@@ -120,3 +120,19 @@ def test_docker_mode_without_an_engine_says_how_to_get_one(tmp_path: Path) -> No
     done = docker(env, "status")
     assert done.returncode == 1
     assert f"unix://{tmp_path}/nothing.sock does not answer" in done.stderr
+
+
+def test_docker_start_fails_fast_with_the_reason_when_the_stack_cannot_start(
+        docker_mode: dict[str, str]) -> None:
+    secrets_dir = Path(docker_mode["UNISTACK_SECRETS_DIR"])
+    short = secrets_dir / "redis_password"  # the operator's typo: a password too short
+    short.chmod(0o600)
+    short.write_text("short-pass\n")
+    short.chmod(0o400)
+    begun = time.monotonic()
+    done = docker(docker_mode, "start", "--timeout", "120")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert time.monotonic() - begun < 60  # the reason at once, not the timeout
+    assert "exited with code 2" in done.stderr or "keeps exiting" in done.stderr, done.stderr
+    assert "REDIS_PASSWORD (value hidden, 10 characters) is too short" in done.stderr
+    assert "short-pass" not in done.stdout + done.stderr
