@@ -112,7 +112,8 @@ def test_redis_down_is_one_incident_with_its_dependents(stack: Stack,
     assert "redis hung" in failures(slack)[0]
     # Named in redis's incident: "Also affected" when the engine failed inside the
     # grouping window, else an update "ml_engine affected too".
-    assert any("ml_engine" in json.dumps(r.body) for r in slack.calls("/webhook/")), texts(slack)
+    assert any("ml_engine" in json.dumps(r.body) for r in slack.calls("/webhook/")), (
+        texts(slack), (stack.home / "var/log/hub.log").read_text()[-6000:])
 
 
 def test_messages_wait_out_a_slack_outage_and_a_killed_hub(stack: Stack,

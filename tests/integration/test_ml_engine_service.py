@@ -183,3 +183,19 @@ def _clear(failure: BaseException) -> bool:
         return "cannot be reached" in text
     return isinstance(failure, PredictionTimeout) and (
         "the request stream was reset" in text or "is the ml_engine running" in text)
+
+
+def test_a_starting_engine_is_loading_until_it_has_looked_then_says_none_is_there(
+    parts: Parts,
+) -> None:
+    parts.start_engine()  # no model registered at all
+    answers = []
+    while not answers or answers[-1][1].get("restart_helps") is not False:
+        code, body = parts.get("/ready")
+        if code:
+            answers.append((code, body))
+        assert len(answers) < 3000, answers[-3:]
+    for code, body in answers[:-1]:  # before it read the registry: starting, not broken
+        assert code == 503 and body["restart_helps"] is True, body
+        assert body["detail"].startswith(("loading the models", "canary")), body
+    assert answers[-1][1]["detail"].startswith("no model loaded from"), answers[-1]

@@ -79,6 +79,7 @@ class EngineService:
         ) if self.choice.device == "cuda" else None
         self.gpu = GpuHealth()
         self.canary_ok = False
+        self.looked = False  # the registry was read once: "no model" means none, not "yet"
         self.waiting = ""  # why the loop is backing off on purpose (Redis down or loading)
         self.stop = threading.Event()
 
@@ -105,6 +106,8 @@ class EngineService:
             return False, self.waiting, True
         if self.choice.device is None:
             return False, self.choice.reason, False
+        if not self.looked:  # starting: its models are still being loaded
+            return False, f"loading the models from {self.settings.models_dir}", True
         if self.models.unservable:
             return False, "; ".join(self.models.unservable.values()), False
         if not self.models.names():
@@ -137,6 +140,7 @@ class EngineService:
             try:
                 if time.monotonic() >= next_refresh:
                     self.models.refresh()
+                    self.looked = True
                     self.canary()
                     next_refresh = time.monotonic() + self.settings.ml_model_refresh_interval
                 self.engine.ensure_group()
