@@ -102,12 +102,12 @@ class EngineService:
     def ready(self) -> tuple[bool, str, bool]:
         """Ready or not, why, and whether a restart could help (False: the hub shows the
         engine DEGRADED and leaves it running; the fix is the operator's)."""
-        if self.waiting:
-            return False, self.waiting, True
+        starting = self.waiting or ("" if self.looked else  # its models are being loaded
+                                    f"loading the models from {self.settings.models_dir}")
+        if starting:
+            return False, starting, True
         if self.choice.device is None:
             return False, self.choice.reason, False
-        if not self.looked:  # starting: its models are still being loaded
-            return False, f"loading the models from {self.settings.models_dir}", True
         if self.models.unservable:
             return False, "; ".join(self.models.unservable.values()), False
         if not self.models.names():
