@@ -21,6 +21,7 @@ from urllib.parse import quote
 from unistack import foreground, logs, stack
 from unistack.backup import commands as backup_commands
 from unistack.config import KEYS, ConfigError, Settings, load_settings, parse_duration
+from unistack.diagnose import report as diagnose_report
 from unistack.hub.client import HubClient, HubUnreachable
 from unistack.hub.status import DOWN, EXIT_CODES, HEALTHY
 from unistack.lock import Busy
@@ -370,6 +371,32 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _add_ml_parsers(commands: Any) -> None:
+    ml = commands.add_parser("ml", help="the ML engine: capability report, models")
+    ml_commands = ml.add_subparsers(dest="ml_command", required=True, metavar="ML_COMMAND")
+    doctor = ml_commands.add_parser(
+        "doctor", help="GPU libraries and devices, and which backend each model kind gets")
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+    models = ml_commands.add_parser("models", help="every registered model version")
+    models.add_argument("--json", action="store_true", help="print JSON")
+    train = ml_commands.add_parser(
+        "train", help="train an XGBoost model from OHLCV bars and register a new version")
+    source = train.add_mutually_exclusive_group()
+    source.add_argument("--csv", type=Path, help="OHLCV CSV (timestamp,open,high,low,close,"
+                        "volume), e.g. from var/data/market/")
+    source.add_argument("--synthetic", type=_positive, default=20000, metavar="N",
+                        help="a generated random walk of N bars (default 20000)")
+    train.add_argument("--name", default="default", help="model name (default: default)")
+    train.add_argument("--rounds", type=_positive, default=200, help="boosting rounds (200)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    predict = ml_commands.add_parser("predict", help="send rows to the running engine")
+    predict.add_argument("--model", default="default", help="model name (default: default)")
+    predict.add_argument("--version", type=_positive, help="a pinned version (default: newest)")
+    predict.add_argument("--rows", required=True,
+                         help='feature rows as JSON, e.g. "[[0.1, 0.2, ...]]"')
+    predict.add_argument("--timeout", type=_seconds, default=2.0, help="seconds to wait (2)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unistack", description="Run and inspect the unistack service stack.")
@@ -414,30 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     test = commands.add_parser("alert-test", help="send a test message; say whether Slack "
                                "accepted it")
     test.add_argument("--timeout", type=_seconds, default=15.0, help="seconds to wait (15)")
-    ml = commands.add_parser("ml", help="the ML engine: capability report, models")
-    ml_commands = ml.add_subparsers(dest="ml_command", required=True, metavar="ML_COMMAND")
-    doctor = ml_commands.add_parser(
-        "doctor", help="GPU libraries and devices, and which backend each model kind gets")
-    doctor.add_argument("--json", action="store_true", help="print JSON")
-    models = ml_commands.add_parser("models", help="every registered model version")
-    models.add_argument("--json", action="store_true", help="print JSON")
-    train = ml_commands.add_parser(
-        "train", help="train an XGBoost model from OHLCV bars and register a new version")
-    source = train.add_mutually_exclusive_group()
-    source.add_argument("--csv", type=Path, help="OHLCV CSV (timestamp,open,high,low,close,"
-                        "volume), e.g. from var/data/market/")
-    source.add_argument("--synthetic", type=_positive, default=20000, metavar="N",
-                        help="a generated random walk of N bars (default 20000)")
-    train.add_argument("--name", default="default", help="model name (default: default)")
-    train.add_argument("--rounds", type=_positive, default=200, help="boosting rounds (200)")
-    train.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    predict = ml_commands.add_parser("predict", help="send rows to the running engine")
-    predict.add_argument("--model", default="default", help="model name (default: default)")
-    predict.add_argument("--version", type=_positive, help="a pinned version (default: newest)")
-    predict.add_argument("--rows", required=True,
-                         help='feature rows as JSON, e.g. "[[0.1, 0.2, ...]]"')
-    predict.add_argument("--timeout", type=_seconds, default=2.0, help="seconds to wait (2)")
+    _add_ml_parsers(commands)
     backup_commands.add_parsers(commands)
+    diagnose_report.add_parser(commands)
     return parser
 
 
@@ -447,12 +453,13 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "health": cmd_health, "logs": cmd_logs, "config": cmd_config, "ml": cmd_ml,
     "alerts": cmd_alerts, "silence": cmd_silence, "alert-test": cmd_alert_test,
     **backup_commands.HANDLERS,
+    "diagnose": diagnose_report.cmd_diagnose,
 }
 
 
 # Commands that must reach a stack whose configuration broke after it started: they
 # run on defaults for the bad values, after saying what is wrong.
-LENIENT = frozenset({"stop", "status", "logs"})
+LENIENT = frozenset({"stop", "status", "logs", "diagnose"})
 
 
 def _settings(command: str) -> Settings:

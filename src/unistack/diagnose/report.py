@@ -1,0 +1,63 @@
+"""All the checks in order, each isolated (a check that breaks is itself a finding, never
+the end of the diagnosis), every evidence redacted; the `diagnose` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from unistack.config import Settings
+from unistack.diagnose import files, running
+from unistack.diagnose.findings import EXIT_CODES, Finding, document, fail, overall, text
+
+
+def _guarded(name: str, check: Callable[[], list[Finding]]) -> list[Finding]:
+    try:
+        return check()
+    except Exception as exc:  # one broken check must not hide the others
+        return [fail(f"diagnose.error:{name}", f"the {name} check could not run",
+                     f"{type(exc).__name__}: {exc}", critical=False)]
+
+
+def diagnose(settings: Settings) -> list[Finding]:
+    """Every finding about this home, files first, then what runs. Changes nothing."""
+    findings = _guarded("configuration", lambda: files.configuration(settings))
+    findings += _guarded("env", lambda: [files.env_file(settings)])
+    findings += _guarded("state directories", lambda: files.state_dirs(settings))
+    checked, supervised = running.programs(settings)
+    findings += checked
+    findings += _guarded("stale files",
+                         lambda: files.stale_files(settings, supervised is not None))
+    findings += _guarded("orphans", lambda: running.orphans(settings, supervised))
+    findings += _guarded("ports", lambda: running.ports(settings, supervised))
+    if supervised is not None:
+        findings += _guarded("services", lambda: running.services(settings))
+    findings += _guarded("disk", lambda: files.disk(settings))
+    findings += _guarded("models", lambda: files.models(settings))
+    findings += _guarded("backups", lambda: [files.backups(settings)])
+    findings += _guarded("host", files.host)
+    return [f._replace(evidence=settings.redact(f.evidence)) for f in findings]
+
+
+def cmd_diagnose(settings: Settings, args: argparse.Namespace) -> int:
+    begun = time.monotonic()
+    findings = diagnose(settings)
+    took = time.monotonic() - begun
+    if args.json:
+        print(json.dumps(document(findings, took, str(settings.unistack_home)), indent=2))
+    else:
+        print(text(findings))
+        print(f"diagnosed {settings.unistack_home} in {took:.2f} s: {overall(findings)}")
+    return EXIT_CODES[overall(findings)]
+
+
+def add_parser(commands: Any) -> None:
+    """Add `diagnose` to the CLI's subparsers."""
+    diagnose_parser = commands.add_parser(
+        "diagnose", help="read-only checks: each finding with its evidence and its fix; "
+        "exit 0 ok, 1 warnings, 2 failures")
+    diagnose_parser.add_argument("--json", action="store_true",
+                                 help="one JSON document (schema: docs/diagnose.md)")
