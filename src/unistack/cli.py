@@ -453,13 +453,13 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "health": cmd_health, "logs": cmd_logs, "config": cmd_config, "ml": cmd_ml,
     "alerts": cmd_alerts, "silence": cmd_silence, "alert-test": cmd_alert_test,
     **backup_commands.HANDLERS,
-    "diagnose": diagnose_report.cmd_diagnose,
+    "diagnose": diagnose_report.cmd_diagnose, "fix": diagnose_report.cmd_fix,
 }
 
 
 # Commands that must reach a stack whose configuration broke after it started: they
 # run on defaults for the bad values, after saying what is wrong.
-LENIENT = frozenset({"stop", "status", "logs", "diagnose"})
+LENIENT = frozenset({"stop", "status", "logs", "diagnose", "fix"})
 
 
 def _settings(command: str) -> Settings:

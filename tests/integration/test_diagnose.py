@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -88,3 +89,32 @@ def test_broken_states_are_found_with_their_evidence_and_nothing_is_written(
     assert text.returncode == 2
     assert "FAIL env.permissions" in text.stdout and "fix: chown" in text.stdout
     assert all(secret not in text.stdout + text.stderr for secret in secrets_of(stack))
+
+
+def test_fix_all_repairs_what_diagnose_found_and_a_second_diagnosis_is_clean(
+        stack: Stack) -> None:
+    assert stack.cli("start").returncode == 0
+    assert stack.cli("stop").returncode == 0
+    (stack.home / ".env").chmod(0o644)
+    (stack.home / "var/data/redis").chmod(0o777)
+    shutil.rmtree(stack.home / "var/data/market")
+    (stack.home / "var/run/supervisord.pid").write_text("999999\n")
+    script = str(ROOT / "scripts/fix_all_container_issues.sh")
+    plan = subprocess.run([script, "--dry-run"], env=stack.env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert "would run fix.env-permissions" in plan.stdout, plan.stdout + plan.stderr
+    lines = plan.stdout.splitlines()
+    assert lines.index(next(x for x in lines if "fix.env-permissions" in x)) < \
+        lines.index(next(x for x in lines if "fix.stale-files" in x))  # files first
+    assert oct((stack.home / ".env").stat().st_mode & 0o777) == "0o644"  # a plan only
+    done = subprocess.run([script], env=stack.env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert "fixed:" in done.stdout, done.stdout + done.stderr
+    _, after = diagnose(stack)
+    found = by_id(after)
+    assert found["env.permissions"]["status"] == "ok"
+    for gone in ("fs.mode:var/data/redis", "fs.missing", "files.stale-pid", "config.invalid"):
+        assert gone not in found, found[gone]
+    again = subprocess.run([script], env=stack.env, capture_output=True, text=True,
+                           timeout=60, check=False)  # idempotent: nothing left to do
+    assert "fix.env-permissions" not in again.stdout and "fix.permissions" not in again.stdout

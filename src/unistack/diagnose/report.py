@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from unistack.config import Settings
-from unistack.diagnose import files, running
+from unistack.diagnose import files, fixes, running
 from unistack.diagnose.findings import EXIT_CODES, Finding, document, fail, overall, text
 
 
@@ -61,3 +61,39 @@ def add_parser(commands: Any) -> None:
         "exit 0 ok, 1 warnings, 2 failures")
     diagnose_parser.add_argument("--json", action="store_true",
                                  help="one JSON document (schema: docs/diagnose.md)")
+    fix = commands.add_parser(
+        "fix", help="diagnose, apply every fix the findings name (filesystem, processes, "
+        "services), diagnose again; exit as diagnose")
+    fix.add_argument("--dry-run", action="store_true", help="only show the plan")
+    fix.add_argument("--only", metavar="WORD", help="only the fixes of findings whose id "
+                     "holds WORD (e.g. dashboard)")
+
+
+def cmd_fix(settings: Settings, args: argparse.Namespace) -> int:
+    """Diagnose, apply the fixes the findings name in order (or show them), diagnose again."""
+    before = diagnose(settings)
+    steps = [s for s in fixes.plan(before)
+             if not args.only or any(args.only in f for f in s.findings)]
+    if not steps:
+        print(f"nothing to fix{f' for {args.only}' if args.only else ''}: "
+              f"{overall(before)} ({len(before)} findings)")
+        return EXIT_CODES[overall(before)]
+    for step in steps:
+        if args.dry_run:
+            print(f"would run {step.fix} for {', '.join(step.findings)}")
+            continue
+        print(f"{step.fix}: {fixes.apply(step, settings)}")
+    if args.dry_run:
+        return EXIT_CODES[overall(before)]
+    after = diagnose(settings)
+    return _changes(before, after)
+
+
+def _changes(before: list[Finding], after: list[Finding]) -> int:
+    was = {f.id for f in before if f.status != "ok"}
+    still = [f for f in after if f.status != "ok"]
+    fixed = sorted(was - {f.id for f in still})
+    print(f"fixed: {', '.join(fixed) or 'nothing'}")
+    if still:
+        print("remains:\n" + text(still))
+    return EXIT_CODES[overall(after)]
