@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +119,26 @@ def test_fix_all_repairs_what_diagnose_found_and_a_second_diagnosis_is_clean(
     again = subprocess.run([script], env=stack.env, capture_output=True, text=True,
                            timeout=60, check=False)  # idempotent: nothing left to do
     assert "fix.env-permissions" not in again.stdout and "fix.permissions" not in again.stdout
+
+
+def test_the_support_bundle_holds_findings_logs_and_config_and_no_secret(
+        stack: Stack, tmp_path: Path) -> None:
+    assert stack.cli("start").returncode == 0
+    target = tmp_path / "support.tar.gz"
+    done = stack.cli("diagnose", "--bundle", str(target))
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    assert f"support bundle (secrets masked): {target}" in done.stderr
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    with tarfile.open(target) as bundle:
+        names = bundle.getnames()
+        contents = {n: bundle.extractfile(n).read().decode()  # type: ignore[union-attr]
+                    for n in names if bundle.getmember(n).isfile()}
+    assert {"unistack-support/findings.json", "unistack-support/config.json",
+            "unistack-support/versions.json", "unistack-support/logs/hub.log"} <= set(names)
+    assert json.loads(contents["unistack-support/config.json"])["REDIS_PASSWORD"] == "(set)"
+    assert "Redis server" in contents["unistack-support/versions.json"]
+    everything = "\n".join(contents.values())
+    assert all(secret not in everything for secret in secrets_of(stack))
+    inside = stack.cli("diagnose", "--bundle", str(stack.home / "bundle.tar.gz"))
+    assert inside.returncode == 1 and "inside UNISTACK_HOME" in inside.stderr
+    assert not (stack.home / "bundle.tar.gz").exists()

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from unistack.config import Settings
-from unistack.diagnose import files, fixes, running
+from unistack.diagnose import bundle, files, fixes, running
 from unistack.diagnose.findings import EXIT_CODES, Finding, document, fail, overall, text
 
 
@@ -46,6 +48,10 @@ def cmd_diagnose(settings: Settings, args: argparse.Namespace) -> int:
     begun = time.monotonic()
     findings = diagnose(settings)
     took = time.monotonic() - begun
+    if args.bundle is not None:
+        path = bundle.write(Path(args.bundle) if args.bundle else bundle.default_path(),
+                            settings, findings, took)
+        print(f"support bundle (secrets masked): {path}", file=sys.stderr)
     if args.json:
         print(json.dumps(document(findings, took, str(settings.unistack_home)), indent=2))
     else:
@@ -61,6 +67,10 @@ def add_parser(commands: Any) -> None:
         "exit 0 ok, 1 warnings, 2 failures")
     diagnose_parser.add_argument("--json", action="store_true",
                                  help="one JSON document (schema: docs/diagnose.md)")
+    diagnose_parser.add_argument(
+        "--bundle", nargs="?", const="", metavar="PATH",
+        help="also write a support tarball (findings, log tails, config and versions, "
+        "secrets masked) to PATH (default: ./unistack-support-<time>.tar.gz)")
     fix = commands.add_parser(
         "fix", help="diagnose, apply every fix the findings name (filesystem, processes, "
         "services), diagnose again; exit as diagnose")

@@ -42,7 +42,10 @@ def programs(settings: Settings) -> tuple[list[Finding], dict[str, ProcessInfo] 
 
 def ports(settings: Settings, supervised: dict[str, ProcessInfo] | None) -> list[Finding]:
     """Each registry port: held by our service's process when it runs, never by another."""
+    # By environ and pid files, and by supervisord's own list: Redis overwrites its environ
+    # with its process title, and the hub records its pid a moment after the spawn.
     ours = {p.pid for p in processes.scan(settings.unistack_home)}
+    ours |= {info.pid for info in (supervised or {}).values() if info.pid}
     found = []
     for finding in preflight.findings(settings):
         holder = finding.holder
