@@ -454,12 +454,13 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "alerts": cmd_alerts, "silence": cmd_silence, "alert-test": cmd_alert_test,
     **backup_commands.HANDLERS,
     "diagnose": diagnose_report.cmd_diagnose, "fix": diagnose_report.cmd_fix,
+    "readiness": diagnose_report.cmd_ready,
 }
 
 
 # Commands that must reach a stack whose configuration broke after it started: they
 # run on defaults for the bad values, after saying what is wrong.
-LENIENT = frozenset({"stop", "status", "logs", "diagnose", "fix"})
+LENIENT = frozenset({"stop", "status", "logs", "diagnose", "fix", "readiness"})
 
 
 def _settings(command: str) -> Settings:

@@ -142,3 +142,21 @@ def test_the_support_bundle_holds_findings_logs_and_config_and_no_secret(
     inside = stack.cli("diagnose", "--bundle", str(stack.home / "bundle.tar.gz"))
     assert inside.returncode == 1 and "inside UNISTACK_HOME" in inside.stderr
     assert not (stack.home / "bundle.tar.gz").exists()
+
+
+def test_readiness_of_a_started_home_has_no_failure_and_names_what_to_do(stack: Stack) -> None:
+    assert stack.cli("start").returncode == 0
+    done = subprocess.run([str(ROOT / "scripts/verify_production_readiness.sh"), "--json"],
+                          env=stack.env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    document = json.loads(done.stdout)
+    assert document["counts"]["fail"] == 0, [f for f in document["findings"]
+                                             if f["status"] == "fail"]
+    found = by_id(document)
+    for passed in ("ready.files", "ready.secrets", "ready.drift", "ready.hadolint",
+                   "ready.shellcheck", "ready.promtool-config", "ready.promtool-rules",
+                   "env.permissions"):
+        assert found[passed]["status"] == "ok", found[passed]
+    assert found["ready.slack"]["status"] == "warn"  # no webhook in this home
+    assert done.returncode == 1
+    assert all(secret not in done.stdout for secret in secrets_of(stack))

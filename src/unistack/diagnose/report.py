@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from unistack.config import Settings
-from unistack.diagnose import bundle, files, fixes, running
+from unistack.diagnose import bundle, files, fixes, readiness, running
 from unistack.diagnose.findings import EXIT_CODES, Finding, document, fail, overall, text
 
 
@@ -75,6 +75,10 @@ def add_parser(commands: Any) -> None:
         "fix", help="diagnose, apply every fix the findings name (filesystem, processes, "
         "services), diagnose again; exit as diagnose")
     fix.add_argument("--dry-run", action="store_true", help="only show the plan")
+    ready = commands.add_parser(
+        "readiness", help="before a deploy: files, configuration, strong secrets, no drift, "
+        "linters and promtool, backups, Slack, GPU; exit as diagnose")
+    ready.add_argument("--json", action="store_true", help="one JSON document")
     fix.add_argument("--only", metavar="WORD", help="only the fixes of findings whose id "
                      "holds WORD (e.g. dashboard)")
 
@@ -107,3 +111,22 @@ def _changes(before: list[Finding], after: list[Finding]) -> int:
     if still:
         print("remains:\n" + text(still))
     return EXIT_CODES[overall(after)]
+
+
+def cmd_ready(settings: Settings, args: argparse.Namespace) -> int:
+    """verify_production_readiness.sh: the checkout and the home before a deploy."""
+    from unistack.ml import capability  # noqa: PLC0415 (GPU libraries: only when asked)
+
+    def gpu_usable() -> bool:
+        return bool(capability.probe_capabilities().gpu_usable)
+
+    begun = time.monotonic()
+    findings = readiness.readiness(settings, gpu_usable)
+    took = time.monotonic() - begun
+    if args.json:
+        print(json.dumps(document(findings, took, str(settings.unistack_home)), indent=2))
+    else:
+        print(text(findings))
+        print(f"production readiness of {settings.root} ({settings.unistack_home}) in "
+              f"{took:.1f} s: {overall(findings)}")
+    return EXIT_CODES[overall(findings)]
