@@ -1,0 +1,139 @@
+"""Diagnose benchmark (issue 13): `scripts/diagnose_container.sh --json` on a healthy
+stack against what an operator runs by hand for part of the same picture, in the same
+run: `supervisorctl status` + `redis-cli info` (and `podman inspect` of a container when
+--container NAME names one). The bound: diagnose under 2 s here.
+
+One stack (`python -m unistack start` in a temp UNISTACK_HOME on free loopback ports) is
+started once; each run times the script (its bootstrap check included, as an operator
+runs it), `python -m unistack diagnose --json` alone, and the hand-run baseline.
+
+Usage: .venv/bin/python benchmarks/diagnose.py [--runs N] [--container NAME] [--json]
+Progress on stderr; the Markdown table (or --json) on stdout. The stack and its home are
+removed at the end, even after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from unistack.config import PORT_KEYS
+
+ROOT = Path(__file__).resolve().parents[1]
+BOUND = 2.0
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def environment(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("UNISTACK_", "REDIS_", "PROMETHEUS_", "HUB_", "ML_"))}
+    env.update(zip(PORT_KEYS, map(str, free_ports(len(PORT_KEYS))), strict=True))
+    env["UNISTACK_HOME"] = str(home)
+    return env
+
+
+def timed(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> float:
+    begun = time.perf_counter()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    took = time.perf_counter() - begun
+    if done.returncode not in ok:
+        raise RuntimeError(f"{argv[0]} exited {done.returncode}: {done.stderr[-400:]}")
+    return took
+
+
+def baseline(env: dict[str, str], home: Path, container: str) -> float:
+    """supervisorctl status + redis-cli info (+ podman inspect), one after the other."""
+    password = next(line.split("=", 1)[1] for line in (home / ".env").read_text().splitlines()
+                    if line.startswith("REDIS_PASSWORD="))
+    conf = str(ROOT / "supervisord.conf")
+    env = {**env, "REDISCLI_AUTH": password, "UNISTACK_PYTHON": sys.executable}
+    took = timed([sys.executable, "-m", "supervisor.supervisorctl", "-c", conf, "status"], env,
+                 ok=(0, 3))
+    took += timed(["redis-cli", "-p", env["REDIS_PORT"], "info"], env)
+    if container:
+        took += timed(["podman", "inspect", container], env)
+    return took
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples),
+            "spread": max(samples) - min(samples)}
+
+
+def measure(runs: int, container: str) -> dict[str, Any]:
+    home = Path(tempfile.mkdtemp(prefix="usd-", dir="/tmp"))
+    env = environment(home)
+    cli = [sys.executable, "-m", "unistack"]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    try:
+        print("starting the stack ...", file=sys.stderr, flush=True)
+        timed([*cli, "start"], env)
+        samples: dict[str, list[float]] = {"script": [], "command": [], "baseline": []}
+        for run in range(1, runs + 1):
+            samples["script"].append(timed([str(ROOT / "scripts/diagnose_container.sh"),
+                                            "--json"], env, ok=(0, 1)))
+            samples["command"].append(timed([*cli, "diagnose", "--json"], env, ok=(0, 1)))
+            samples["baseline"].append(baseline(env, home, container))
+            print(f"  run {run}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in
+                                               samples.items()), file=sys.stderr, flush=True)
+        return {name: summary(values) for name, values in samples.items()}
+    finally:
+        subprocess.run([*cli, "stop"], env=env, capture_output=True, timeout=60, check=False)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def table(result: dict[str, Any], runs: int, container: str) -> str:
+    base = result["baseline"]["median"]
+    rows = [("`scripts/diagnose_container.sh --json` (bootstrap check included)", "script"),
+            ("`python -m unistack diagnose --json`", "command"),
+            ("baseline: `supervisorctl status` + `redis-cli info`"
+             + (" + `podman inspect`" if container else ""), "baseline")]
+    lines = [f"Diagnose on a healthy stack, {runs} runs (seconds; ratio = median / the "
+             "baseline's median).", "", "| Measure | Median | Min | Max | Spread | Ratio |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for label, key in rows:
+        s = result[key]
+        ratio = "-" if key == "baseline" else f"{s['median'] / base:.2f}"
+        lines.append(f"| {label} | {s['median']:.3f} | {s['min']:.3f} | {s['max']:.3f} | "
+                     f"{s['spread']:.3f} | {ratio} |")
+    verdict = "PASS" if result["script"]["median"] < BOUND else "FAIL"
+    lines += ["", f"Bound (issue 13): diagnose_container.sh median "
+              f"{result['script']['median']:.2f} s < {BOUND:g} s → {verdict}"]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--container", default="", help="also `podman inspect` this one")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = measure(args.runs, args.container)
+    print(json.dumps(result, indent=2) if args.json else table(result, args.runs, args.container))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
