@@ -206,29 +206,38 @@ def main(argv: list[str], table: Callable[[dict[str, Any]], str]) -> int:
     backup, ml doctor, ...) runs as `unistack COMMAND ...` inside the container."""
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip() + "\n\nCommands: start [--timeout S], stop, status [--json], "
-              "and any other unistack command, run inside the container.")
+              "diagnose [--json], and any other unistack command, run inside the container.")
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    if command == "diagnose":  # the engine's view, then diagnose inside the container
+        from unistack.diagnose.report import cmd_docker_diagnose  # noqa: PLC0415
+
+        return cmd_docker_diagnose(rest)
     try:
         unified = Unified()
         if command not in _LIFECYCLE:
             return _inside(unified, argv)
-        if command == "start":
-            timeout = float(rest[rest.index("--timeout") + 1]) if "--timeout" in rest else 300.0
-            start(unified, timeout, _say)
-            _say("unistack (container) is ready")
-            return 0
-        if command == "stop":
-            begun = time.monotonic()
-            unified.compose("stop", report=_say)
-            _say(f"stopped in {time.monotonic() - begun:.1f} s")
-            return 0
-        document = status(unified)
-        _say(json.dumps(document, indent=2) if "--json" in rest else table(document))
-        return {"healthy": 0, "degraded": 1}.get(document["overall"], 2)
+        return _lifecycle(unified, command, rest, table)
     except ContainerError as exc:
         print(f"unistack --docker {command}: {exc}", file=sys.stderr)
         return 1
+
+
+def _lifecycle(unified: Unified, command: str, rest: list[str],
+               table: Callable[[dict[str, Any]], str]) -> int:
+    if command == "start":
+        timeout = float(rest[rest.index("--timeout") + 1]) if "--timeout" in rest else 300.0
+        start(unified, timeout, _say)
+        _say("unistack (container) is ready")
+        return 0
+    if command == "stop":
+        begun = time.monotonic()
+        unified.compose("stop", report=_say)
+        _say(f"stopped in {time.monotonic() - begun:.1f} s")
+        return 0
+    document = status(unified)
+    _say(json.dumps(document, indent=2) if "--json" in rest else table(document))
+    return {"healthy": 0, "degraded": 1}.get(document["overall"], 2)
 
 
 def _inside(unified: Unified, argv: list[str]) -> int:

@@ -102,6 +102,13 @@ def test_docker_mode_drives_the_container_through_compose_and_the_engine_api(
     listed = docker(docker_mode, "backups", "--json")
     assert listed.returncode == 0 and "verified" in listed.stdout, listed.stdout
 
+    diagnosed = docker(docker_mode, "diagnose", "--json")  # the engine's view, then inside
+    found = {f["id"]: f for f in json.loads(diagnosed.stdout)["findings"]}
+    assert diagnosed.returncode in (0, 1), diagnosed.stdout + diagnosed.stderr
+    for passed in ("docker.container", "docker.ports", "docker.mounts", "service.redis",
+                   "supervisord.reachable"):
+        assert found[passed]["status"] == "ok", found[passed]
+
     logs = docker(docker_mode, "logs", "hub", "-n", "5")
     assert logs.returncode == 0 and "hub" in logs.stdout
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -130,3 +131,40 @@ def cmd_ready(settings: Settings, args: argparse.Namespace) -> int:
         print(f"production readiness of {settings.root} ({settings.unistack_home}) in "
               f"{took:.1f} s: {overall(findings)}")
     return EXIT_CODES[overall(findings)]
+
+
+def cmd_docker_diagnose(argv: list[str]) -> int:
+    """`--docker diagnose [--json]`: the engine's view of the unified container, then
+    `unistack diagnose --json` inside it when it runs."""
+    from unistack.container import ContainerError, Unified  # noqa: PLC0415 (the SDK)
+    from unistack.diagnose import docker as docker_checks  # noqa: PLC0415
+
+    begun = time.monotonic()
+    try:
+        unified = Unified()
+    except ContainerError as exc:
+        findings = [docker_checks.engine_finding(str(exc))]
+        project = os.environ.get("COMPOSE_PROJECT_NAME", "unistack")
+    else:
+        project = unified.project
+        findings = docker_checks.container_findings(unified)
+        if any(f.id == "docker.container" and f.status == "ok" for f in findings):
+            findings += _inside(unified)
+    took = time.monotonic() - begun
+    if "--json" in argv:
+        print(json.dumps(document(findings, took, f"container of {project}"), indent=2))
+    else:
+        print(text(findings))
+        print(f"diagnosed the container of {project} in {took:.2f} s: {overall(findings)}")
+    return EXIT_CODES[overall(findings)]
+
+
+def _inside(unified: Any) -> list[Finding]:
+    from unistack.container import ContainerError  # noqa: PLC0415
+
+    try:
+        _, output = unified.run(["diagnose", "--json"])
+        return [Finding(**f) for f in json.loads(output)["findings"]]
+    except (ContainerError, ValueError, KeyError, TypeError) as exc:
+        return [fail("diagnose.error:inside", "diagnose inside the container could not run",
+                     f"{type(exc).__name__}: {exc}", critical=False)]
