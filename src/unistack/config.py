@@ -773,6 +773,20 @@ def describe_secrets(settings: Settings) -> str:
                      for key in SECRET_KEYS)
 
 
+def refresh_generated(settings: Settings) -> Settings:
+    """SETTINGS with the generated secrets another process wrote to .env since SETTINGS
+    were read (a second `start` that waited for the first one's lock)."""
+    missing = [key for key in GENERATED_KEYS if not getattr(settings, key.lower())]
+    if not missing or not settings.env_file.is_file():
+        return settings
+    try:
+        values = {item.key: item.value for item in envfile.read(settings.env_file)}
+    except (OSError, envfile.EnvFileError):
+        return settings
+    found: dict[str, Any] = {key.lower(): values[key] for key in missing if values.get(key)}
+    return replace(settings, **found) if found else settings
+
+
 def ensure_secrets(settings: Settings) -> Settings:
     """Generate missing secrets into UNISTACK_HOME/.env (created 0600); return updated Settings."""
     missing = [key for key in GENERATED_KEYS if not getattr(settings, key.lower())]

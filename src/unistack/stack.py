@@ -34,6 +34,7 @@ from unistack.config import (
     check_home_writable,
     describe_secrets,
     ensure_secrets,
+    refresh_generated,
 )
 from unistack.hub.client import HubClient, HubUnreachable
 from unistack.hub.status import HEALTHY, ServiceStatus, status_document
@@ -178,6 +179,7 @@ def start(settings: Settings, report: Report, wait: bool = True) -> Settings:
     check_home_writable(settings)  # a read-only or unwritable home: exit 2, one sentence
     with control_lock(home, "start", wait, report):
         begun = 0
+        settings = refresh_generated(settings)  # a start we waited for may have made them
         if SupervisorClient(settings.supervisor_socket).is_running():
             report(f"unistack is already running (UNISTACK_HOME={home}).")
         else:

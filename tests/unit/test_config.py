@@ -522,3 +522,16 @@ def test_the_engine_consumer_is_the_host_name_unless_set(root: Path, home: Path)
     assert consumer_name(load(root, home, ML_ENGINE_CONSUMER="gpu-3")) == "gpu-3"
     said = refusal(root, home, ML_ENGINE_CONSUMER="two words")
     assert "ML_ENGINE_CONSUMER='two words' is invalid" in said
+
+
+def test_settings_read_before_another_start_generated_the_secrets_pick_them_up(
+        root: Path, home: Path) -> None:
+    stale = load(root, home)  # read before the first start wrote .env
+    assert not stale.redis_password
+    fresh = ensure_secrets(load(root, home))  # the other start generates them
+    picked = config.refresh_generated(stale)
+    assert picked.redis_password == fresh.redis_password
+    assert picked.unistack_operator_token == fresh.unistack_operator_token
+    again = ensure_secrets(picked)  # nothing generated twice: one line per key in .env
+    assert (home / ".env").read_text().count("REDIS_PASSWORD=") == 1
+    assert again.redis_password == fresh.redis_password
