@@ -483,6 +483,11 @@ class Settings:
         return self.root / "supervisord.conf"
 
     @property
+    def in_pods(self) -> bool:
+        """Kubernetes mode: each service in a pod of its own, restarted by Kubernetes."""
+        return self.unistack_mode == "kubernetes"
+
+    @property
     def hub_url(self) -> str:
         return f"http://{self.hub_host}:{self.hub_port}"
 

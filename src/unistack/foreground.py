@@ -66,7 +66,7 @@ def run(settings: Settings, service: str, report: Report) -> NoReturn:
     """Write SERVICE's runtime files, then exec its program as supervisord would. The
     generated secrets must come from outside (a Kubernetes Secret as `<KEY>_FILE`): a
     pod generating its own would lock every other pod out."""
-    if settings.unistack_mode != "kubernetes":
+    if not settings.in_pods:
         raise stack.StackError(
             f"run is a Kubernetes pod's main process (UNISTACK_MODE=kubernetes, here "
             f"{settings.unistack_mode}): on a host use `start`, in one container "

@@ -118,7 +118,7 @@ def status(settings: Settings) -> dict[str, Any]:
     """The status document: the hub's when supervisord and the hub answer, else what
     supervisord knows, else the orphans found by the ownership scan. In Kubernetes mode
     (no supervisord) the hub's, else every service unknown."""
-    pods = settings.unistack_mode == "kubernetes"
+    pods = settings.in_pods
     supervised: dict[str, Any] = {}
     if not pods:
         try:

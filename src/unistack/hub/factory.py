@@ -76,7 +76,7 @@ class Hub:
         self.events.subscribe(lambda event: self.metrics.event(event["service"], event["kind"]))
         self.events.subscribe(_log_event)
         self.store = EventStore(settings, self.events)
-        self.pods = settings.unistack_mode == "kubernetes"
+        self.pods = settings.in_pods
         self.supervisor: Programs = Pods(registry) if self.pods else \
             SupervisorClient(settings.supervisor_socket)
         inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()

@@ -91,7 +91,7 @@ class Reconciler:
     ) -> None:
         self._settings = settings
         self._supervisor = supervisor
-        self._pods = settings.unistack_mode == "kubernetes"
+        self._pods = settings.in_pods
         self._services = services
         self._events = events
         self._metrics = metrics
