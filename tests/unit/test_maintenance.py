@@ -135,6 +135,19 @@ def test_a_hold_holds_the_services_writes_itself_down_and_is_announced_once(
                                    "purpose; no restarts or alerts for them until it ends")
 
 
+def test_a_hold_is_shown_only_once_its_services_are_held(rig: Rig) -> None:
+    """/maintenance and /status are read on other threads: one naming the holder while
+    the other still shows its services READY was a race a restore's caller could see."""
+    maintenance = rig.maintenance()
+    shown_while_holding: list[dict[str, Any]] = []
+    record = rig.reconciler.hold
+    rig.reconciler.hold = lambda names, reason: (  # type: ignore[method-assign]
+        shown_while_holding.append(maintenance.status()), record(names, reason))[1]
+    maintenance.begin(body())
+    assert shown_while_holding == [{}]
+    assert maintenance.status()["pid"] == HOLDER
+
+
 def test_a_hold_silences_its_services_quietly_for_at_most_the_hold_limit(rig: Rig) -> None:
     rig.maintenance().begin(body())
     assert rig.alerts.silences == [

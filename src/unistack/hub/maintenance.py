@@ -75,12 +75,13 @@ class Maintenance:
         if self.hold and self.hold.get("pid") != pid:
             raise BadHold(f"already held by pid {self.hold['pid']} ({self.hold['reason']})")
         held = list(self.hold.get("services", []))  # a renewed hold keeps what it held
-        self.hold = {"services": held + [s for s in services if s not in held],
-                     "reason": reason.strip(), "pid": pid,
-                     "since": self.hold.get("since", time.time())}
-        services = self.hold["services"]
-        write_atomic(self._path, json.dumps(self.hold) + "\n", 0o600)
-        self._reconciler.hold(services, self.hold["reason"])
+        hold = {"services": held + [s for s in services if s not in held],
+                "reason": reason.strip(), "pid": pid,
+                "since": self.hold.get("since", time.time())}
+        services = hold["services"]
+        write_atomic(self._path, json.dumps(hold) + "\n", 0o600)
+        self._reconciler.hold(services, hold["reason"])
+        self.hold = hold  # shown by /maintenance only once /status shows the services held
         for name in services:
             if self._alerts:
                 self._alerts.silence(name, HOLD_MAX, f"maintenance: {reason}", quiet=True)
