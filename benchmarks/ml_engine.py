@@ -55,8 +55,9 @@ from unistack.hub.client import HubClient, HubUnreachable
 from unistack.hub.status import HEALTHY
 from unistack.ml import market, protocol
 from unistack.ml.client import MLClient, PredictionError
-from unistack.ml.engine import STREAM, Engine, EngineConfig
+from unistack.ml.engine import Engine, EngineConfig
 from unistack.ml.features import compute_features
+from unistack.ml.keys import STREAM
 from unistack.ml.models import ModelStore, on_cpu
 from unistack.ml.registry import ModelRegistry
 from unistack.probes import HttpProbe

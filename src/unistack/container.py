@@ -141,16 +141,26 @@ class Unified:
 
     def run(self, argv: Sequence[str]) -> tuple[int, bytes]:
         """`unistack ARGV` inside the running container: exit code and output."""
-        result = self.running().exec_run([*INSIDE, *argv], demux=False)
+        container = self.running()
+        try:
+            result = container.exec_run([*INSIDE, *argv], demux=False)
+        except docker.errors.APIError as exc:  # it stopped while the command ran
+            raise ContainerError(f"`unistack {' '.join(argv)}` in {container.name} did not "
+                                 f"finish: {exc.explanation or exc}") from exc
         output = result.output if isinstance(result.output, bytes) else b""
         return result.exit_code if result.exit_code is not None else 1, output
 
     def stream(self, argv: Sequence[str]) -> Iterator[bytes]:
         """`unistack ARGV` inside, its output as it comes (logs -f)."""
-        result = self.running().exec_run([*INSIDE, *argv], stream=True)
-        for chunk in result.output:
-            if isinstance(chunk, bytes):
-                yield chunk
+        container = self.running()
+        try:
+            result = container.exec_run([*INSIDE, *argv], stream=True)
+            for chunk in result.output:
+                if isinstance(chunk, bytes):
+                    yield chunk
+        except docker.errors.APIError as exc:
+            raise ContainerError(f"`unistack {' '.join(argv)}` in {container.name} ended: "
+                                 f"{exc.explanation or exc}") from exc
 
 
 def stopped_document(why: str) -> dict[str, Any]:

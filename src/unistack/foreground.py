@@ -96,7 +96,13 @@ def program_command(settings: Settings, service: str, env: dict[str, str]) -> li
     if not parser.has_section(section):
         raise stack.StackError(f"no [{section}] in {settings.supervisord_conf}: expected one of "
                                f"{', '.join(sorted(by_name()))}.")
-    expansions = {f"ENV_{key}": value for key, value in env.items()}
-    expansions["here"] = str(settings.supervisord_conf.parent)
-    text: str = parser.get(section, "command") % expansions
+    text: str = parser.get(section, "command") % expansions(settings, env)
     return shlex.split(text)
+
+
+def expansions(settings: Settings, env: dict[str, str]) -> dict[str, str]:
+    """What supervisord substitutes in its configuration: `%(ENV_X)s` from ENV, `%(here)s`
+    the file's directory."""
+    found = {f"ENV_{key}": value for key, value in env.items()}
+    found["here"] = str(settings.supervisord_conf.parent)
+    return found

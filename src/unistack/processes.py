@@ -65,7 +65,8 @@ def _stat(pid: int, proc: Path) -> tuple[int, int, int] | None:
     return int(fields[1]), int(fields[2]), int(fields[19])
 
 
-def _environ(pid: int, proc: Path) -> dict[str, str]:
+def environ(pid: int, proc: Path = PROC) -> dict[str, str]:
+    """The environment PID was started with ({} when it is gone or not ours to read)."""
     try:
         raw = (proc / str(pid) / "environ").read_bytes()
     except OSError:
@@ -80,7 +81,7 @@ def supervisord_pid(home: Path, proc: Path = PROC) -> int:
         pid = int((home / "var" / "run" / "supervisord.pid").read_text().strip())
     except (OSError, ValueError):
         return 0
-    if _stat(pid, proc) is None or _environ(pid, proc).get("UNISTACK_HOME") != str(home):
+    if _stat(pid, proc) is None or environ(pid, proc).get("UNISTACK_HOME") != str(home):
         return 0
     return pid
 
@@ -125,7 +126,7 @@ def scan(home: Path, proc: Path = PROC) -> list[Owned]:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         pid = int(entry.name)
-        env = _environ(pid, proc)
+        env = environ(pid, proc)
         if env.get("UNISTACK_HOME") != str(home):
             continue
         service = SUPERVISORD if pid == daemon else env.get("SUPERVISOR_PROCESS_NAME")

@@ -153,21 +153,21 @@ def scrape_targets(settings: Settings, registry: tuple[ServiceSpec, ...] = REGIS
     return json.dumps(groups, indent=2) + "\n"
 
 
-def _rendered_files(settings: Settings) -> list[Path]:
+def expected(settings: Settings) -> list[tuple[Path, str]]:
+    """Every runtime file with the text SETTINGS render it to."""
     run = settings.run_dir
-    return [run / "redis.conf", run / "prometheus" / "prometheus.yml",
-            run / "prometheus" / "targets" / "services.json"]
+    return [(run / "redis.conf", redis_conf(settings)),
+            (run / "prometheus" / "prometheus.yml", prometheus_conf(settings)),
+            (run / "prometheus" / "targets" / "services.json", scrape_targets(settings))]
 
 
 def rendered(settings: Settings) -> bool:
     """Every runtime file is there (written by an earlier hub)."""
-    return all(path.is_file() for path in _rendered_files(settings))
+    return all(path.is_file() for path, _ in expected(settings))
 
 
 def render(settings: Settings) -> None:
     """Create the state directories and write every runtime file for SETTINGS."""
     prepare_dirs(settings)
-    run = settings.run_dir
-    write_atomic(run / "redis.conf", redis_conf(settings))
-    write_atomic(run / "prometheus" / "prometheus.yml", prometheus_conf(settings))
-    write_atomic(run / "prometheus" / "targets" / "services.json", scrape_targets(settings))
+    for path, text in expected(settings):
+        write_atomic(path, text)

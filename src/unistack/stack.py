@@ -338,6 +338,7 @@ def restart_service(settings: Settings, name: str, report: Report, wait: bool = 
     with control_lock(settings.unistack_home, f"restart-{name}", wait, report):
         before = _service_now(settings, name)
         old_tick = processes.start_tick(before.get("pid") or 0)
+        asked = time.time()
         _request_restart(settings, name)
         report(f"restarting {name} ...")
         daemon = _supervisord(settings)
@@ -352,7 +353,10 @@ def restart_service(settings: Settings, name: str, report: Report, wait: bool = 
         # Seen down: the old process (pid and start tick) is gone; a process with a later
         # start tick is the new one.
         gone = not old_tick or processes.start_tick(before["pid"]) != old_tick
-        if gone and not last.get("ready") and last.get("state") in (FAILED, LOOPING):
+        # Failed again: after the old process went, or, when none ran (the hub held it
+        # down after failed starts), once its state changed after we asked.
+        again = bool(old_tick) or last.get("since", 0) > asked
+        if gone and again and not last.get("ready") and last.get("state") in (FAILED, LOOPING):
             raise StackError(_restart_failure(settings, name, last))
         fresh = processes.start_tick(last.get("pid") or 0) > old_tick
         return bool(gone and fresh and last.get("ready") and _confirmed(settings, last))

@@ -153,9 +153,9 @@ def test_readiness_of_a_started_home_has_no_failure_and_names_what_to_do(stack: 
     assert document["counts"]["fail"] == 0, [f for f in document["findings"]
                                              if f["status"] == "fail"]
     found = by_id(document)
-    for passed in ("ready.files", "ready.secrets", "ready.drift", "ready.hadolint",
-                   "ready.shellcheck", "ready.promtool-config", "ready.promtool-rules",
-                   "env.permissions"):
+    for passed in ("ready.files", "ready.secrets", "drift.container", "drift.supervisord",
+                   "ready.compose-schema", "ready.hadolint", "ready.shellcheck",
+                   "ready.promtool-config", "ready.promtool-rules", "env.permissions"):
         assert found[passed]["status"] == "ok", found[passed]
     assert found["ready.slack"]["status"] == "warn"  # no webhook in this home
     assert done.returncode == 1

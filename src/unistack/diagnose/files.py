@@ -10,7 +10,7 @@ import stat
 import time
 from pathlib import Path
 
-from unistack import runtime
+from unistack import processes, runtime
 from unistack.backup import catalog
 from unistack.config import Settings
 from unistack.diagnose.findings import Finding, fail, ok, warn
@@ -71,7 +71,7 @@ def stale_files(settings: Settings, supervisord_running: bool) -> list[Finding]:
     found = []
     pidfile = settings.run_dir / "supervisord.pid"
     pid = _read_pid(pidfile)
-    if pid and not Path(f"/proc/{pid}").exists():
+    if pid and not processes.start_tick(pid):  # gone, or a zombie nobody reaped
         found.append(warn("files.stale-pid", "supervisord's pid file names a dead process",
                           f"{pidfile}: pid {pid}, no such process", fix="fix.stale-files",
                           remedy=f"rm {pidfile}"))
@@ -91,13 +91,16 @@ def _read_pid(path: Path) -> int:
 
 
 def disk(settings: Settings) -> list[Finding]:
+    """Free space of each filesystem a state directory is on (a volume mounted at any of
+    them counts on its own)."""
     found, seen = [], set()
-    for path in (settings.data_dir, settings.log_dir, settings.backups_dir):
+    for path in (settings.unistack_home, *runtime.state_dirs(settings), settings.backups_dir):
         existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
-        usage = os.statvfs(existing)
-        if usage.f_fsid in seen:
+        device = existing.stat().st_dev
+        if device in seen:
             continue
-        seen.add(usage.f_fsid)
+        seen.add(device)
+        usage = os.statvfs(existing)
         free = 100.0 * usage.f_bavail / max(usage.f_blocks, 1)
         evidence = f"{existing}: {free:.1f} % free ({usage.f_bavail * usage.f_frsize >> 20} MiB)"
         if free < settings.disk_free_warn_percent:

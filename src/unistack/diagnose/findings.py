@@ -56,8 +56,9 @@ def document(findings: list[Finding], took: float, home: str) -> dict[str, Any]:
             "findings": [f.to_json() for f in findings]}
 
 
-def text(findings: list[Finding]) -> str:
-    """Failures first, then warnings (each with what to do), then a count of the rest."""
+def text(findings: list[Finding], passed: bool = True) -> str:
+    """Failures first, then warnings (each with what to do), then (PASSED) a count of the
+    rest."""
     lines: list[str] = []
     for status, label in ((FAIL, "FAIL"), (WARN, "WARN")):
         for finding in (f for f in findings if f.status == status):
@@ -65,7 +66,7 @@ def text(findings: list[Finding]) -> str:
             lines += [f"     {line}" for line in finding.evidence.splitlines()[:12]]
             if finding.remedy:
                 lines.append(f"     fix: {finding.remedy}")
-    passed = [f.id for f in findings if f.status == OK]
-    lines.append(f"ok   {len(passed)} checks passed" + (f": {', '.join(passed)}" if passed
-                                                          else ""))
+    if passed:
+        ids = [f.id for f in findings if f.status == OK]
+        lines.append(f"ok   {len(ids)} checks passed" + (f": {', '.join(ids)}" if ids else ""))
     return "\n".join(lines)

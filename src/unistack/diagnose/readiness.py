@@ -5,6 +5,8 @@ passing, a recent verified backup, Slack, a GPU. Findings as diagnose makes them
 
 from __future__ import annotations
 
+import importlib
+import json
 import re
 import shutil
 import subprocess
@@ -14,13 +16,13 @@ from pathlib import Path
 
 import yaml
 
-from unistack import envfile
-from unistack.config import PORT_KEYS, Settings
-from unistack.diagnose import files
+from unistack.config import Settings
+from unistack.diagnose import drift, files
 from unistack.diagnose.findings import Finding, fail, ok, warn
 
 REQUIRED = ("config.env", "supervisord.conf", "redis.conf", "prometheus.yml",
-            "alert_rules.yml", "Dockerfile.unified", "docker-compose.unified.yml")
+            "alert_rules.yml", "Dockerfile.unified", "docker-compose.unified.yml",
+            "deploy/schemas/compose-spec.json")
 _WEAK = re.compile(r"(?i)^(changeme|change-me|password|secret|admin|redis|unistack|test|"
                    r"default|example)[0-9]*$")
 _MIN_SECRET = 32
@@ -48,24 +50,26 @@ def secrets(settings: Settings) -> list[Finding]:
     return found or [ok("ready.secrets", "the generated secrets are set and strong")]
 
 
-def drift(root: Path) -> list[Finding]:
-    """The ports of config.env against the Dockerfile's EXPOSE and compose's publishing."""
-    values = {item.key: item.value for item in envfile.read(root / "config.env")}
-    ports = {int(values[key]) for key in PORT_KEYS if key in values}
-    exposed = re.findall(r"^EXPOSE (.+)$", (root / "Dockerfile.unified").read_text(),
-                         re.MULTILINE)
-    image = {int(p.split("/")[0]) for line in exposed for p in line.split()}
-    compose = yaml.safe_load((root / "docker-compose.unified.yml").read_text())
-    published = {int(str(entry).rsplit(":", 1)[1]) for entry in
-                 compose["services"]["unistack"].get("ports", [])}
-    found = []
-    for name, other in (("Dockerfile.unified EXPOSE", image),
-                        ("docker-compose.unified.yml ports", published)):
-        if other != ports:
-            found.append(fail(f"ready.drift:{name.split()[0]}", f"{name} disagrees with "
-                              "config.env", f"config.env {sorted(ports)}; {name} "
-                              f"{sorted(other)}", remedy=f"make {name} match config.env"))
-    return found or [ok("ready.drift", "config.env, the Dockerfile and compose agree")]
+def compose_schema(root: Path) -> Finding:
+    """docker-compose.unified.yml against the Compose Specification's schema (vendored in
+    deploy/schemas, so the check runs offline)."""
+    try:
+        jsonschema = importlib.import_module("jsonschema")  # a dev extra, as the linters
+    except ImportError:
+        return warn("ready.compose-schema", "jsonschema is not installed: the compose file "
+                    "is not checked", "import jsonschema: not found",
+                    remedy="scripts/bootstrap.sh --extras dev (the linters)")
+    schema = json.loads((root / "deploy" / "schemas" / "compose-spec.json").read_text())
+    document = yaml.safe_load((root / "docker-compose.unified.yml").read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = [f"{'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message}"
+              for error in sorted(validator.iter_errors(document), key=str)]
+    if errors:
+        return fail("ready.compose-schema", "docker-compose.unified.yml does not follow the "
+                    "Compose Specification", "\n".join(errors[:12]),
+                    remedy="correct the named fields (https://compose-spec.io)")
+    return ok("ready.compose-schema", "docker-compose.unified.yml follows the Compose "
+              "Specification")
 
 
 def tool(name: str, argv: list[str], root: Path, what: str) -> Finding:
@@ -113,6 +117,7 @@ def readiness(settings: Settings, gpu_usable: Callable[[], bool]) -> list[Findin
     root = settings.root
     found = [required_files(root), *files.configuration(settings), *secrets(settings)]
     if found[0].status == "ok":
-        found += drift(root) + linters(root)
+        found += drift.container_files(root) + drift.supervisord_conf(settings)
+        found += [compose_schema(root), *linters(root)]
     found += operations(settings, gpu_usable)
     return [f._replace(evidence=settings.redact(f.evidence)) for f in found]

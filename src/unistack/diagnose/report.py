@@ -12,9 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from unistack.config import Settings
-from unistack.diagnose import bundle, files, fixes, readiness, running
-from unistack.diagnose.findings import EXIT_CODES, Finding, document, fail, overall, text
+from unistack import stack
+from unistack.config import Settings, load_settings
+from unistack.diagnose import bundle, drift, files, fixes, readiness, running
+from unistack.diagnose.findings import EXIT_CODES, OK, Finding, document, fail, overall, text
+from unistack.policy import RESTARTING, STARTING
 
 
 def _guarded(name: str, check: Callable[[], list[Finding]]) -> list[Finding]:
@@ -30,6 +32,8 @@ def diagnose(settings: Settings) -> list[Finding]:
     findings = _guarded("configuration", lambda: files.configuration(settings))
     findings += _guarded("env", lambda: [files.env_file(settings)])
     findings += _guarded("state directories", lambda: files.state_dirs(settings))
+    findings += _guarded("supervisord.conf", lambda: drift.supervisord_conf(settings))
+    findings += _guarded("container files", lambda: drift.container_files(settings.root))
     checked, supervised = running.programs(settings)
     findings += checked
     findings += _guarded("stale files",
@@ -37,6 +41,7 @@ def diagnose(settings: Settings) -> list[Finding]:
     findings += _guarded("orphans", lambda: running.orphans(settings, supervised))
     findings += _guarded("ports", lambda: running.ports(settings, supervised))
     if supervised is not None:
+        findings += _guarded("running configuration", lambda: drift.running(settings))
         findings += _guarded("services", lambda: running.services(settings))
     findings += _guarded("disk", lambda: files.disk(settings))
     findings += _guarded("models", lambda: files.models(settings))
@@ -87,21 +92,45 @@ def add_parser(commands: Any) -> None:
 def cmd_fix(settings: Settings, args: argparse.Namespace) -> int:
     """Diagnose, apply the fixes the findings name in order (or show them), diagnose again."""
     before = diagnose(settings)
-    steps = [s for s in fixes.plan(before)
-             if not args.only or any(args.only in f for f in s.findings)]
+    only = (args.only or "").lower()  # `dashboard` is also port.foreign:DASHBOARD_PORT
+    steps = [s for s in fixes.plan(before) if any(only in f.lower() for f in s.findings)]
     if not steps:
         print(f"nothing to fix{f' for {args.only}' if args.only else ''}: "
               f"{overall(before)} ({len(before)} findings)")
+        left = [f for f in before if f.status != OK and only in f.id.lower()]
+        if left:  # what only the operator can do, and how
+            print("remains:\n" + text(left, passed=False))
         return EXIT_CODES[overall(before)]
     for step in steps:
         if args.dry_run:
             print(f"would run {step.fix} for {', '.join(step.findings)}")
             continue
-        print(f"{step.fix}: {fixes.apply(step, settings)}")
+        print(f"{step.fix}: {fixes.apply(step, settings, _progress)}", flush=True)
+        settings = load_settings(lenient=True)  # the next step sees what this one fixed
     if args.dry_run:
         return EXIT_CODES[overall(before)]
+    if any(s.rank() >= fixes.ORDER.index("fix.runtime-config") for s in steps):
+        _settle(settings)
     after = diagnose(settings)
     return _changes(before, after)
+
+
+def _settle(settings: Settings) -> None:
+    """After a restart, until no service is starting (dependents restarted with their
+    dependency take a moment): the diagnosis after the fixes is of a settled stack."""
+    deadline = time.monotonic() + settings.start_timeout
+    while time.monotonic() < deadline:
+        try:
+            if not any(s["state"] in (STARTING, RESTARTING)
+                       for s in stack.status(settings)["services"]):
+                return
+        except (OSError, ValueError, stack.StackError):
+            return  # nothing to wait for: what is down is for the diagnosis to say
+        time.sleep(0.2)
+
+
+def _progress(line: str) -> None:
+    print(f"  {line}", file=sys.stderr, flush=True)
 
 
 def _changes(before: list[Finding], after: list[Finding]) -> int:
@@ -110,7 +139,7 @@ def _changes(before: list[Finding], after: list[Finding]) -> int:
     fixed = sorted(was - {f.id for f in still})
     print(f"fixed: {', '.join(fixed) or 'nothing'}")
     if still:
-        print("remains:\n" + text(still))
+        print("remains:\n" + text(still, passed=False))
     return EXIT_CODES[overall(after)]
 
 

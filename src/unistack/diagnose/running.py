@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
+
 from unistack import logs, preflight, processes
 from unistack.config import Settings
 from unistack.diagnose.findings import Finding, fail, ok, warn
 from unistack.hub.facts import get_json
+from unistack.ml.keys import DEAD_LETTERS, GROUP, STREAM
 from unistack.probes import build_probe, info_fields, redis_command
 from unistack.services import REGISTRY, ServiceSpec
 from unistack.supervisor import ProcessInfo, SupervisorClient, SupervisorError
@@ -18,6 +21,8 @@ _TIMEOUT = 0.5
 _UP = ("RUNNING", "STARTING")  # STARTING: inside startsecs; its readiness is checked below
 _TAIL = 8
 START = "scripts/manage_production.sh start"
+_BACKLOG = 1000  # requests never delivered: more than a batch or two means it lags
+_STUCK_S = 30.0  # a request taken this long ago and not answered: its consumer is stuck
 
 
 def programs(settings: Settings) -> tuple[list[Finding], dict[str, ProcessInfo] | None]:
@@ -26,7 +31,7 @@ def programs(settings: Settings) -> tuple[list[Finding], dict[str, ProcessInfo] 
         found = SupervisorClient(settings.supervisor_socket, timeout=2.0).processes()
     except SupervisorError as exc:
         return [fail("supervisord.reachable", "supervisord is not running", str(exc),
-                     remedy=START)], None
+                     fix="fix.start", remedy=START)], None
     findings = [ok("supervisord.reachable", "supervisord answers")]
     for spec in REGISTRY:
         info = found.get(spec.name)
@@ -74,21 +79,28 @@ def orphans(settings: Settings, supervised: dict[str, ProcessInfo] | None) -> li
 
 def services(settings: Settings) -> list[Finding]:
     """Each service's own readiness, as the hub probes it, plus what it says of itself."""
-    found = []
+    found: list[Finding] = []
+    down: list[str] = []
     for spec in REGISTRY:
         if spec.autostart:
             found.append(_hub(settings))
             continue
         result = build_probe(spec.readiness, spec, settings, _TIMEOUT).check()
-        if not result.ok:
-            found.append(fail(f"service.{spec.name}", f"{spec.name} is not ready",
-                              f"{spec.url(settings)}: {result.detail}", critical=spec.critical,
-                              fix=f"fix.restart:{spec.name}" if result.restart_helps else "",
-                              remedy=f"scripts/manage_production.sh restart {spec.name}"
-                              if result.restart_helps else "read the evidence: a restart "
-                              "would not help"))
+        if result.ok:
+            found += _facts(settings, spec)
             continue
-        found += _facts(settings, spec)
+        down.append(spec.name)
+        waits = [name for name in spec.depends_on if name in down]
+        if waits:  # started in dependency order: its dependencies were checked first
+            fix, remedy = "", f"it waits for {', '.join(waits)}: see that finding"
+        elif result.restart_helps:
+            fix, remedy = (f"fix.restart:{spec.name}",
+                           f"scripts/manage_production.sh restart {spec.name}")
+        else:
+            fix, remedy = "", "read the evidence: a restart would not help"
+        found.append(fail(f"service.{spec.name}", f"{spec.name} is not ready",
+                          f"{spec.url(settings)}: {result.detail}", critical=spec.critical,
+                          fix=fix, remedy=remedy))
     return found
 
 
@@ -106,7 +118,21 @@ def _facts(settings: Settings, spec: ServiceSpec) -> list[Finding]:
         return _redis(settings)
     if spec.name == "prometheus":
         return _prometheus(settings)
+    if spec.name == "ml_engine":
+        return [_engine(settings)]
     return [ok(f"service.{spec.name}", f"{spec.name} is ready", spec.url(settings))]
+
+
+def _engine(settings: Settings) -> Finding:
+    """Ready (its heartbeat fresh, a model loaded, the canary answered): what it serves
+    and on which backend, and whether it has a GPU."""
+    facts: Any = get_json(settings.ml_engine_host, settings.ml_engine_port, "/facts", _TIMEOUT)
+    models = ", ".join(f"{m['name']} v{m['version']} ({m['kind']} on {m['device']})"
+                       for m in facts.get("models", [])) or "none"
+    gpu = facts.get("gpu", {})
+    return ok("service.ml_engine", "the ML engine is ready: heartbeat fresh, models loaded",
+              f"models: {models}\ndevice: {facts.get('device')} ({facts.get('device_reason')})"
+              f"\nGPU: {gpu.get('reason', 'not reported')}")
 
 
 def _redis(settings: Settings) -> list[Finding]:
@@ -126,8 +152,46 @@ def _redis(settings: Settings) -> list[Finding]:
                           f"used_memory {used >> 20} MiB of maxmemory {limit >> 20} MiB "
                           "(noeviction: writes are refused at the limit)",
                           remedy="raise REDIS_MAXMEMORY in config.env, or drain the streams"))
-    return found or [ok("service.redis", "Redis is ready and persisting",
-                        f"used_memory {used >> 20} MiB")]
+    return (found or [ok("service.redis", "Redis is ready and persisting",
+                         f"used_memory {used >> 20} MiB")]) + _streams(settings)
+
+
+def _streams(settings: Settings) -> list[Finding]:
+    """The ML request stream: entries never delivered (lag), delivered and not answered
+    (pending, with the oldest one's wait), and dead letters."""
+    client = redis.Redis(host=settings.redis_host, port=settings.redis_port,
+                         password=settings.redis_password or None, socket_timeout=_TIMEOUT,
+                         socket_connect_timeout=_TIMEOUT, decode_responses=True)
+    try:
+        groups = {g["name"]: g for g in client.xinfo_groups(STREAM)}
+        dead = client.xlen(DEAD_LETTERS)
+        oldest: list[dict[str, Any]] = client.xpending_range(
+            STREAM, GROUP, min="-", max="+", count=1) if groups.get(GROUP, {}).get("pending") \
+            else []
+    except redis.ResponseError:
+        return []  # no stream yet: no request has been sent
+    finally:
+        client.close()
+    group: dict[str, Any] = groups.get(GROUP, {})
+    lag, pending = int(group.get("lag") or 0), int(group.get("pending", 0))
+    waited = int(oldest[0]["time_since_delivered"]) / 1000 if oldest else 0.0
+    evidence = (f"{STREAM}: group {GROUP} lag {lag}, pending {pending}"
+                + (f" (oldest delivered {waited:.0f} s ago to {oldest[0]['consumer']})"
+                   if oldest else "") + f"; {DEAD_LETTERS}: {dead}")
+    found = []
+    if lag >= _BACKLOG:
+        found.append(warn("redis.stream-backlog", f"{lag} ML requests wait for the engine",
+                          evidence, remedy="see service.ml_engine; more engines "
+                          "(docs/deployment.md, scale-out) if it keeps up at all"))
+    if waited > _STUCK_S:
+        found.append(warn("redis.stream-pending", f"{pending} ML requests were taken and "
+                          "not answered", evidence, remedy="the engine reclaims them when "
+                          "it runs; see service.ml_engine"))
+    if dead:
+        found.append(warn("redis.dead-letters", f"{dead} ML requests failed for good",
+                          f"{evidence}\nread them: XRANGE {DEAD_LETTERS} - + COUNT 10",
+                          remedy=f"read why each failed, then XTRIM {DEAD_LETTERS} MAXLEN 0"))
+    return found or [ok("redis.streams", "the ML request stream keeps up", evidence)]
 
 
 def _prometheus(settings: Settings) -> list[Finding]:

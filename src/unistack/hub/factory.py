@@ -179,13 +179,16 @@ class Hub:
         return time.monotonic() - self.reconciler.last_round
 
     def restart(self, name: str) -> str | None:
-        """Stop NAME in the background; the reconcile loop starts it again when deps are ready."""
+        """Stop NAME in the background; the reconcile loop starts it again when deps are
+        ready. One the hub holds down after failed starts is started now."""
         spec = by_name(self.registry).get(name)
         if spec is None or spec.autostart:
             return f"{name!r} is not a service the hub restarts"
         if self.pods:
             return (f"{name} runs in its own pod: Kubernetes restarts it (`kubectl rollout "
                     f"restart` of its workload)")
+        if self.reconciler.start_now(name):  # it failed to start: try again now
+            return None
         self.reconciler.expect_exit(name)
         threading.Thread(target=self._stop_quietly, args=(name,), daemon=True).start()
         return None

@@ -265,6 +265,18 @@ class Reconciler:
                 service.monitor.pause()
             self._apply(service, service.policy.stopping(self._clock()))
 
+    def start_now(self, name: str) -> bool:
+        """An operator's restart of NAME while the hub holds it down until its backoff
+        ends (it failed to start): start it on the next round instead. False when NAME is
+        not held down (it runs, or starts anyway)."""
+        with self._lock:
+            service = self._services[name]
+            if service.policy.next_start is None:
+                return False
+            service.policy.next_start = self._clock()
+        self.inbox.put(Wake(f"restart of {name} asked"))
+        return True
+
     def exit_not_expected(self, name: str) -> None:
         """A stop announced by `expect_exit` did not happen: the process runs on."""
         with self._lock:

@@ -23,7 +23,7 @@ from redis.retry import Retry
 
 from unistack.config import Settings
 from unistack.ml import protocol
-from unistack.ml.engine import STREAM, STREAM_RESET
+from unistack.ml.keys import STREAM, STREAM_RESET
 
 
 class PredictionError(Exception):

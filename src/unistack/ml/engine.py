@@ -22,18 +22,12 @@ import numpy as np
 import redis
 
 from unistack.ml import protocol
+from unistack.ml.keys import DEAD_LETTERS, GROUP, STREAM, STREAM_RESET
 from unistack.ml.models import ModelStore
 from unistack.ml.protocol import Request, RequestError
 
 log = logging.getLogger("unistack.ml")
 
-STREAM = "ml:requests"
-GROUP = "ml-engine"
-DEAD_LETTERS = "ml:dead-letters"
-# When the engine last found its stream or group gone (FLUSHALL, a restore, a Redis
-# restarted empty) and recreated it: epoch milliseconds. A client whose request waited
-# across that moment learns its request was lost, instead of only "no answer".
-STREAM_RESET = "ml:stream-reset"
 _RESET_TTL_S = 3600
 
 Entry = tuple[bytes, dict[bytes, bytes]]

@@ -24,8 +24,9 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from unistack.ml.engine import DEAD_LETTERS, GROUP, STREAM, BatchTiming, Engine
+from unistack.ml.engine import BatchTiming, Engine
 from unistack.ml.gpu_memory import MemoryState
+from unistack.ml.keys import DEAD_LETTERS, GROUP, STREAM
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0, 10.0)

@@ -150,11 +150,24 @@ class EngineService:
                 while not self.stop.is_set() and time.monotonic() < next_refresh:
                     self.engine.step()
                 backoff = 0.1
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
-                log.warning("Redis unavailable (%s); retrying in %.1f s", exc, backoff)
-                self.waiting = f"waiting for redis: {exc}"
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
+                    redis.ResponseError) as exc:
+                if isinstance(exc, redis.ResponseError) and not _refusing_writes(exc):
+                    raise
+                reason = str(exc).split(". ", 1)[0]
+                log.warning("Redis unavailable (%s); retrying in %.1f s", reason, backoff)
+                self.waiting = f"waiting for redis: {reason}"
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
+
+
+def _refusing_writes(exc: redis.ResponseError) -> bool:
+    """Redis answers but refuses writes until its fault is fixed: it cannot persist
+    (MISCONF: a full or unwritable disk), is full (OOM at maxmemory) or is a read-only
+    replica. The engine waits, as for a Redis that is down; crashing would only add a
+    crash loop to the real fault."""
+    return isinstance(exc, redis.ReadOnlyError | redis.OutOfMemoryError) or \
+        str(exc).startswith("MISCONF")
 
 
 def _handler(service: EngineService) -> type[BaseHTTPRequestHandler]:
