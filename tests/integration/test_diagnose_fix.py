@@ -251,7 +251,7 @@ time.sleep(600)
 """
 
 
-def test_a_drifted_port_in_a_copy_of_supervisord_conf_is_found(
+def test_a_drifted_port_in_a_copy_of_supervisord_conf_is_found_and_put_back(
         stack: Stack, tmp_path: Path) -> None:
     copy = tmp_path / "checkout"
     shutil.copytree(ROOT / "src", copy / "src", ignore=shutil.ignore_patterns("__pycache__"))
@@ -271,3 +271,10 @@ def test_a_drifted_port_in_a_copy_of_supervisord_conf_is_found(
     assert (f"port 9090 where %(ENV_PROMETHEUS_PORT)s (config.env: "
             f"{stack.port('PROMETHEUS_PORT')}) belongs") in drifted["evidence"]
     assert str(copy / "supervisord.conf") in drifted["remedy"]
+    done = subprocess.run([sys.executable, "-m", "unistack", "fix", "--only", "drift"],
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.stdout.startswith(f"fix.supervisord-conf: {conf}: line "), done.stdout
+    assert conf.read_text() == (ROOT / "supervisord.conf").read_text()  # repaired
+    again = subprocess.run([sys.executable, "-m", "unistack", "diagnose", "--json"], env=env,
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert not [i for i in not_ok(json.loads(again.stdout)) if i.startswith("drift.")]

@@ -71,7 +71,8 @@ def test_a_port_written_out_is_drift_naming_the_key_and_its_value(tmp_path: Path
     settings = settings_of(root, tmp_path)
     number = line_of(conf, ":9999")
     [found] = drift.supervisord_conf(settings)
-    assert (found.id, found.status, found.fix) == (f"drift.supervisord:{number}", "fail", "")
+    assert (found.id, found.status, found.fix) == (f"drift.supervisord:{number}", "fail",
+                                                   "fix.supervisord-conf")
     assert found.evidence.startswith(f"supervisord.conf:{number} [program:prometheus]")
     assert (f"port 9999 where %(ENV_PROMETHEUS_PORT)s (config.env: "
             f"{settings.prometheus_port}) belongs") in found.evidence
@@ -197,3 +198,23 @@ def test_the_scrape_targets_file_is_json_of_every_metrics_service(daemon: Settin
     """What drift.runtime compares is what Prometheus reads: one target per service."""
     [(path, text)] = [(p, t) for p, t in runtime.expected(daemon) if p.name == "services.json"]
     assert json.loads(path.read_text()) == json.loads(text)
+
+
+def test_a_written_out_port_is_put_back_to_its_key_and_nothing_else_changes(
+        tmp_path: Path) -> None:
+    root = checkout(tmp_path)
+    conf = root / "supervisord.conf"
+    original = conf.read_text()
+    conf.chmod(0o640)
+    edit(conf, "--web.listen-address=%(ENV_UNISTACK_BIND_ADDRESS)s:%(ENV_PROMETHEUS_PORT)s",
+         "--web.listen-address=%(ENV_UNISTACK_BIND_ADDRESS)s:9999")
+    number = line_of(conf, ":9999")
+    [done] = drift.unwrite_ports(conf)
+    assert done == (f"line {number}: --web.listen-address=%(ENV_UNISTACK_BIND_ADDRESS)s:9999 "
+                    "-> --web.listen-address=%(ENV_UNISTACK_BIND_ADDRESS)s:"
+                    "%(ENV_PROMETHEUS_PORT)s")
+    assert conf.read_text() == original
+    assert conf.stat().st_mode & 0o777 == 0o640
+    assert drift.unwrite_ports(conf) == []  # idempotent
+    [fine] = drift.supervisord_conf(settings_of(root, tmp_path))
+    assert fine.status == "ok"

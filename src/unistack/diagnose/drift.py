@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from unistack.foreground import expansions
 from unistack.services import REGISTRY, by_name
 
 # A port written out: after a colon, after `port`/`--port`, or as a *_PORT=N assignment.
-_PORT = re.compile(r"(?::|\bport[= ]+|_PORT=)(\d{2,5})\b", re.IGNORECASE)
+PORT = re.compile(r"(?P<prefix>:|\bport[= ]+|_PORT=)(\d{2,5})\b", re.IGNORECASE)
 _PATHS = ("file", "logfile", "pidfile", "childlogdir", "directory", "stdout_logfile",
           "stderr_logfile", "serverurl")
 _HIDDEN = re.compile(r"^(requirepass|masterauth)\s.*$", re.MULTILINE)
@@ -61,14 +62,14 @@ def supervisord_conf(settings: Settings) -> list[Finding]:
                               "what supervisord does not have", f"{at}: {exc}",
                               remedy=f"use %(ENV_<KEY>)s with a key of config.env in {path}"))
             continue
-        service = by_name().get(section.removeprefix("program:"))
-        for literal in _PORT.findall(value):
-            port_key = service.port_key if service and service.port_key else "<SERVICE>_PORT"
-            configured = f" (config.env: {settings.port(port_key)})" \
-                if port_key in PORT_KEYS else ""
+        for literal in (match.group(2) for match in PORT.finditer(value)):
+            port_key = _port_key(section)
+            known = port_key in PORT_KEYS
+            configured = f" (config.env: {settings.port(port_key)})" if known else ""
             found.append(fail(f"drift.supervisord:{number}", f"{path.name} writes out port "
                               f"{literal}", f"{at}: port {literal} where "
                               f"%(ENV_{port_key})s{configured} belongs",
+                              fix="fix.supervisord-conf" if known else "",
                               remedy=f"replace {literal} with %(ENV_{port_key})s in {path}"))
         if key == "environment":
             overridden = [name for name in re.findall(r"([A-Z][A-Z0-9_]*)=", value)
@@ -88,6 +89,28 @@ def supervisord_conf(settings: Settings) -> list[Finding]:
                           remedy="restore supervisord.conf from the repository"))
     return found or [ok("drift.supervisord", f"{path.name} takes every port and path from "
                         "config.env")]
+
+
+def _port_key(section: str) -> str:
+    """The port key of [program:NAME]'s service ("<SERVICE>_PORT" when not a service)."""
+    service = by_name().get(section.removeprefix("program:"))
+    return service.port_key if service else "<SERVICE>_PORT"
+
+
+def unwrite_ports(path: Path) -> list[str]:
+    """PATH (a supervisord.conf) with each port written out in a service's program
+    replaced by its `%(ENV_<KEY>)s`; the replacements made, as `line N: A -> B`."""
+    lines, done = path.read_text().splitlines(keepends=True), []
+    for number, section, _, value in list(_entries(path)):
+        port_key = _port_key(section)
+        if port_key not in PORT_KEYS or not PORT.search(value):
+            continue
+        line = lines[number - 1]
+        lines[number - 1] = PORT.sub(rf"\g<prefix>%(ENV_{port_key})s", line)
+        done.append(f"line {number}: {line.strip()} -> {lines[number - 1].strip()}")
+    if done:
+        runtime.write_atomic(path, "".join(lines), stat.S_IMODE(path.stat().st_mode))
+    return done
 
 
 def _path(settings: Settings, at: str, name: str, expanded: str, number: int

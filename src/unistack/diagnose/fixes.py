@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from unistack import processes, runtime, stack
 from unistack.config import ConfigError, Settings
+from unistack.diagnose import drift
 from unistack.diagnose.findings import OK, Finding
 from unistack.hub.facts import get_json
 from unistack.lock import Busy
@@ -30,8 +31,8 @@ Report = Callable[[str], None]
 # The order fixes run in: the filesystem, then the configuration, then the network, then
 # the services (a service cannot start on a directory it may not write).
 ORDER = ("fix.env-permissions", "fix.directories", "fix.permissions", "fix.stale-files",
-         "fix.orphans", "fix.runtime-config", "fix.hosts", "fix.start", "fix.reload",
-         "fix.restart")
+         "fix.orphans", "fix.supervisord-conf", "fix.runtime-config", "fix.hosts",
+         "fix.start", "fix.reload", "fix.restart")
 # A runtime file, and the service that reads it only when it starts (Prometheus reloads
 # its targets file by itself).
 READERS = {"var/run/redis.conf": "redis", "var/run/prometheus/prometheus.yml": "prometheus"}
@@ -118,6 +119,17 @@ def _orphans(settings: Settings, *_: object) -> str:
     left = processes.end_orphans(settings.unistack_home, settings.stop_timeout,
                                  lambda line: None)
     return "orphans stopped" if not left else f"still running: {[p.pid for p in left]}"
+
+
+def _supervisord_conf(settings: Settings, *_: object) -> str:
+    """Each port written out in supervisord.conf back to its `%(ENV_<KEY>)s`."""
+    done = drift.unwrite_ports(settings.supervisord_conf)
+    if not done:
+        return "no port is written out"
+    running = " (a running stack reads it at its next start: scripts/manage_production.sh " \
+        "stop && scripts/manage_production.sh start)" \
+        if processes.supervisord_pid(settings.unistack_home) else ""
+    return f"{settings.supervisord_conf}: {'; '.join(done)}{running}"
 
 
 def _rerender(settings: Settings, step: Step, report: Report, *_: object) -> str:
@@ -207,6 +219,7 @@ _FIXES: dict[str, Callable[[Settings, Step, Report, str], str]] = {
     "fix.permissions": _permissions,
     "fix.stale-files": _stale,
     "fix.orphans": _orphans,
+    "fix.supervisord-conf": _supervisord_conf,
     "fix.runtime-config": _rerender,
     "fix.hosts": lambda settings, step, report, target: add_localhost(HOSTS),
     "fix.start": lambda settings, step, report, target: _start(settings, report),
