@@ -24,6 +24,7 @@ from unistack.config import KEYS, ConfigError, Settings, load_settings, parse_du
 from unistack.diagnose import report as diagnose_report
 from unistack.hub.client import HubClient, HubUnreachable
 from unistack.hub.status import DOWN, EXIT_CODES, HEALTHY
+from unistack.keys import commands as keys_commands
 from unistack.lock import Busy
 from unistack.ml import capability
 from unistack.ml.registry import ModelError, ModelRegistry
@@ -444,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ml_parsers(commands)
     backup_commands.add_parsers(commands)
     diagnose_report.add_parser(commands)
+    keys_commands.add_parser(commands)
     return parser
 
 
@@ -454,7 +456,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "alerts": cmd_alerts, "silence": cmd_silence, "alert-test": cmd_alert_test,
     **backup_commands.HANDLERS,
     "diagnose": diagnose_report.cmd_diagnose, "fix": diagnose_report.cmd_fix,
-    "readiness": diagnose_report.cmd_ready,
+    "readiness": diagnose_report.cmd_ready, "keys": keys_commands.cmd_keys,
 }
 
 

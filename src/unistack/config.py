@@ -314,6 +314,24 @@ KEYS: tuple[Key, ...] = (
         "an incoming-webhook URL (empty: webhook mode off)", secret=True),
     Key("SLACK_BOT_TOKEN", "", _optional_pattern(r"xox[a-z]-[A-Za-z0-9-]+"),
         "a bot token starting xoxb- (empty: bot mode off)", secret=True),
+    # The trading system's API keys (unistack.keys): each provider's format is checked by
+    # `keys verify`, which names the key; here only a value with no blank in it.
+    Key("POLYGON_API_KEY", "", _optional_pattern(r"\S+"), "a Polygon.io API key",
+        secret=True),
+    Key("UNUSUAL_WHALES_API_KEY", "", _optional_pattern(r"\S+"),
+        "an Unusual Whales API token", secret=True),
+    Key("ALPACA_API_KEY_ID", "", _optional_pattern(r"\S+"), "an Alpaca API key id",
+        secret=True),
+    Key("ALPACA_API_SECRET_KEY", "", _optional_pattern(r"\S+"), "an Alpaca API secret key",
+        secret=True),
+    Key("POLYGON_BASE_URL", "https://api.polygon.io", _pattern(r"https?://\S+"),
+        "an http(s) URL"),
+    Key("UNUSUAL_WHALES_BASE_URL", "https://api.unusualwhales.com", _pattern(r"https?://\S+"),
+        "an http(s) URL"),
+    Key("ALPACA_BASE_URL", "https://paper-api.alpaca.markets", _pattern(r"https?://\S+"),
+        "an http(s) URL (paper: https://paper-api.alpaca.markets, live: "
+        "https://api.alpaca.markets)"),
+    Key("KEYS_VERIFY_TIMEOUT", "5", _positive_float, "seconds > 0"),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 PORT_KEYS = tuple(key.name for key in KEYS if key.name.endswith("_PORT"))
@@ -418,6 +436,14 @@ class Settings:
     unistack_operator_token: str
     slack_webhook_url: str
     slack_bot_token: str
+    polygon_api_key: str
+    unusual_whales_api_key: str
+    alpaca_api_key_id: str
+    alpaca_api_secret_key: str
+    polygon_base_url: str
+    unusual_whales_base_url: str
+    alpaca_base_url: str
+    keys_verify_timeout: float
     probes: Mapping[str, ProbeTiming]
     root: Path = PROJECT_ROOT
     # What load_settings had to say: warnings (a variable that looks like a misspelt

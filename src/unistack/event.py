@@ -54,13 +54,17 @@ class Kind(StrEnum):
     MAINTENANCE_OVER = "maintenance_over"  # ... released: the hub starts them again
     # The ML engine.
     MODEL_LOADED = "model_loaded"
+    # The trading API keys, as `keys verify` reports them (unistack.keys, hub/keyreports.py).
+    KEY_REJECTED = "key_rejected"  # a provider refused its keys, or they are malformed
+    KEY_VALID = "key_valid"  # ... accepted them (resolves key_rejected)
+    KEY_UNVERIFIED = "key_unverified"  # not judged: missing, rate limited, unreachable
 
 
 class Event(TypedDict):
     """`{id, ts, service, kind, severity, detail}` and what some kinds add."""
 
     ts: float  # epoch seconds
-    service: str  # a registry name, "stack", or "prometheus-alerts"
+    service: str  # a registry name, "stack", "prometheus-alerts", or a key provider
     kind: Kind
     severity: Severity
     detail: str  # one sentence for the operator

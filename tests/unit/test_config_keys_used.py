@@ -7,6 +7,9 @@ import re
 from pathlib import Path
 
 from unistack.config import KEYS, PROBED_SERVICES, SERVICE_PREFIXES
+from unistack.keys.providers import PROVIDERS
+
+PROVIDER_KEYS = {key for p in PROVIDERS for key in (*p.keys, p.base_key)}
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,6 +27,8 @@ def is_read(name: str, text: str) -> bool:
         return True  # read through Settings.probe_timing(service, kind)
     if name.removesuffix("_HOST") in SERVICE_PREFIXES and "settings.host(" in text:
         return True  # read through Settings.host(port_key): probes, facts, scrape targets
+    if name in PROVIDER_KEYS:
+        return True  # read through settings.value() by unistack.keys, from its table
     return bool(re.search(rf"settings\.{name.lower()}\b|%\(ENV_{name}\)s|\.{name.lower()}\b",
                           text))
 

@@ -20,12 +20,13 @@ from unistack.event import Event, Kind
 OPENING: dict[str, int] = {
     Kind.UNHEALTHY: 1, Kind.BUSY: 1, Kind.DEGRADED: 2, Kind.CRASHED: 2, Kind.HUNG: 3,
     Kind.FAILED: 4, Kind.LOOPING: 5, Kind.STARTUP_FAILED: 5, Kind.BACKUP_FAILED: 2,
+    Kind.KEY_REJECTED: 1,
     Kind.RESOURCE: 1, Kind.ALERT_FIRING: 1, Kind.ALERT_SOURCE_DOWN: 1, Kind.ALERT_SOURCE_ERROR: 1}
 # Event kinds that close the part of their fingerprint. `ready`/`adopted` only matter
 # when the part is open: a new hub never sends `recovered` for the old hub's incidents.
 RESOLVING = frozenset({Kind.RECOVERED, Kind.READY, Kind.ADOPTED, Kind.RESOURCE_OK,
                        Kind.ALERT_RESOLVED, Kind.ALERT_SOURCE_UP, Kind.STARTUP_COMPLETE,
-                       Kind.BACKUP_OK})
+                       Kind.BACKUP_OK, Kind.KEY_VALID})
 # One info notice of their own: an operator's control action (audit), and a complete
 # startup (which first resolves `startup_failed` if that is open).
 ANNOUNCING = frozenset({Kind.STARTUP_COMPLETE, Kind.AUDIT, Kind.MAINTENANCE,
@@ -33,7 +34,8 @@ ANNOUNCING = frozenset({Kind.STARTUP_COMPLETE, Kind.AUDIT, Kind.MAINTENANCE,
 # Notes: folded into the cause's incident as a line, never a notice of their own.
 NOTING = frozenset({Kind.RESTARTED_WITH})
 # Info only, never a notice (as is any kind not named here).
-INFO_ONLY = frozenset({Kind.STARTED, Kind.EVENTS_DROPPED, Kind.MODEL_LOADED})
+INFO_ONLY = frozenset({Kind.STARTED, Kind.EVENTS_DROPPED, Kind.MODEL_LOADED,
+                       Kind.KEY_UNVERIFIED})
 SERVICE_KINDS = frozenset({Kind.UNHEALTHY, Kind.BUSY, Kind.DEGRADED, Kind.CRASHED, Kind.HUNG,
                            Kind.FAILED, Kind.LOOPING})
 
@@ -43,6 +45,7 @@ _TITLES: dict[str, str] = {
     Kind.HUNG: "{service} hung", Kind.FAILED: "{service} cannot start (supervisord gave up)",
     Kind.LOOPING: "{service} in a restart loop", Kind.STARTUP_FAILED: "startup failed: {detail}",
     Kind.BACKUP_FAILED: "{service} backup failed", Kind.RESOURCE: "{service}: {detail}",
+    Kind.KEY_REJECTED: "{service} API keys refused: {detail}",
     Kind.ALERT_FIRING: "{alert}: {detail}",
     Kind.ALERT_SOURCE_DOWN: "Prometheus alerts unreadable: {detail}",
     Kind.ALERT_SOURCE_ERROR: "Prometheus alerts unreadable: {detail}",
@@ -57,6 +60,7 @@ DONE: dict[str, str] = {
     Kind.FAILED: "supervisord gave up; the hub restarts it with capped backoff",
     Kind.LOOPING: "holding it stopped with backoff",
     Kind.RESOURCE: "nothing: a threshold warning never restarts a service",
+    Kind.KEY_REJECTED: "nothing: the keys are the operator's to replace",
     Kind.ALERT_FIRING: "nothing: a Prometheus alerting rule fired",
     Kind.ALERT_SOURCE_DOWN: "nothing: the hub keeps polling Prometheus",
     Kind.ALERT_SOURCE_ERROR: "nothing: the hub keeps polling Prometheus",
@@ -79,7 +83,7 @@ def fingerprint(event: Event) -> str:
         return f"resource:{service}:{event.get('resource') or _resource(event['detail'])}"
     if kind in (Kind.AUDIT, Kind.MAINTENANCE, Kind.MAINTENANCE_OVER):
         return f"{kind}:{service}"
-    if kind.startswith(("startup_", "backup_")):
+    if kind.startswith(("startup_", "backup_", "key_")):
         return f"{kind.split('_')[0]}:{service}"
     return f"service:{service}"
 

@@ -1,7 +1,8 @@
 """Production readiness (`verify_production_readiness.sh`): before a deploy, the checkout
 and the home as a whole — required files, a valid configuration, strong secrets, no
 drift between config.env and the container files, `.env` 0600, the linters and promtool
-passing, a recent verified backup, Slack, a GPU. Findings as diagnose makes them."""
+passing, the API keys set and well-formed, a recent verified backup, Slack, a GPU.
+Findings as diagnose makes them."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import yaml
 from unistack.config import Settings
 from unistack.diagnose import drift, files
 from unistack.diagnose.findings import Finding, fail, ok, warn
+from unistack.keys import providers
 
 REQUIRED = ("config.env", "supervisord.conf", "redis.conf", "prometheus.yml",
             "alert_rules.yml", "Dockerfile.unified", "docker-compose.unified.yml",
@@ -98,8 +100,24 @@ def linters(root: Path) -> list[Finding]:
                  "alert_rules.yml")]
 
 
+def api_keys(settings: Settings) -> list[Finding]:
+    """Each provider's keys set and well-formed (no request: `keys verify` asks them)."""
+    found = []
+    for provider in providers.PROVIDERS:
+        values = providers.values_of(settings, provider)
+        wrong = providers.check_format(provider, values,
+                                       str(settings.value(provider.base_key)))
+        if wrong is not None:
+            found.append(fail(f"ready.keys:{provider.name}", f"{provider.title} API keys are "
+                              f"{wrong.status}", wrong.detail,
+                              remedy="scripts/update_api_keys.sh, then "
+                              "scripts/verify_api_keys.py"))
+    return found or [ok("ready.keys", "every API key is set and well-formed (verify them: "
+                        "scripts/verify_api_keys.py)")]
+
+
 def operations(settings: Settings, gpu_usable: Callable[[], bool]) -> list[Finding]:
-    found = [files.env_file(settings)]
+    found = [files.env_file(settings), *api_keys(settings)]
     if not settings.backup_interval:
         found.append(warn("ready.backup-schedule", "scheduled backups are off",
                           "BACKUP_INTERVAL=0", remedy="set BACKUP_INTERVAL (e.g. 1d)"))

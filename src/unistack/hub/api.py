@@ -4,10 +4,12 @@ GET /health (the loop is alive), /ready (every critical service ready), /status,
 /events[?after=ID], /events/stream (server-sent events: each event with its id, then the
 status document; `Last-Event-ID` replays what a reconnecting reader missed), /metrics,
 /alerts (open incidents, silences, the outbox), /alerts/message?key=K, /incidents/<file>,
-/backups (the archives, the schedule, the last run), /maintenance (the current hold).
+/backups (the archives, the schedule, the last run), /maintenance (the current hold),
+/keys (which API keys are set, their last verification).
 POST /services/<name>/restart, /alerts/test, /alerts/silences ({"service", "seconds",
 "reason"}), /alerts/silences/<service>/end, /backups (take one now), /maintenance
-({"services", "reason", "pid"}: hold them, for a restore) and /maintenance/end need the
+({"services", "reason", "pid"}: hold them, for a restore), /maintenance/end and
+/keys/verified ({"results": [{"provider", "status", "detail"}]}: `keys verify`) need the
 operator token; each one done or refused is an audit event naming who asked (the
 X-Unistack-Actor header) and the result.
 """
@@ -30,6 +32,7 @@ from unistack.event import Event, Kind, Severity
 from unistack.hub.backups import BackupScheduler
 from unistack.hub.client import ACTOR_HEADER
 from unistack.hub.events import EventLog
+from unistack.hub.keyreports import BadReport, KeyReports
 from unistack.hub.maintenance import BadHold, Maintenance
 from unistack.hub.metrics import HubMetrics
 from unistack.hub.status import DOWN, status_document
@@ -77,6 +80,7 @@ class HubApi:
         incident: Callable[[str], str | None] = lambda name: None,
         backups: BackupScheduler | None = None,
         maintenance: Maintenance | None = None,
+        keys: KeyReports | None = None,
     ) -> None:
         self.status = status
         self.loop_age = loop_age
@@ -90,6 +94,7 @@ class HubApi:
         self.incident = incident  # an incident file's text by its name
         self.backups = backups
         self.maintenance = maintenance
+        self.keys = keys
 
     def audit(self, action: Action, actor: str, code: int, body: dict[str, Any]) -> None:
         """One audit event per control action: what, by whom, and its result."""
@@ -148,12 +153,13 @@ def _handler(api: HubApi) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
-            if path == "/health":
+            document = self._documents().get(path)
+            if document is not None:
+                self._json(200, document())
+            elif path == "/health":
                 self._json(*api.health())
             elif path == "/ready":
                 self._json(*api.ready())
-            elif path == "/status":
-                self._json(200, api.status())
             elif path == "/events":
                 self._json(200, {"events": self._events()})
             elif path == "/events/stream":
@@ -162,18 +168,21 @@ def _handler(api: HubApi) -> type[BaseHTTPRequestHandler]:
                 self._incident(_INCIDENT.match(path).group(1))  # type: ignore[union-attr]
             elif path == "/metrics":
                 self._send(200, api.metrics.render(), "text/plain; version=0.0.4")
-            elif path == "/backups" and api.backups:
-                self._json(200, api.backups.status())
-            elif path == "/maintenance" and api.maintenance:
-                self._json(200, api.maintenance.status())
-            elif path == "/alerts" and api.alerts:
-                self._json(200, api.alerts.status())
             elif path == "/alerts/message" and api.alerts:
                 key = parse_qs(urlsplit(self.path).query).get("key", [""])[0]
                 found = api.alerts.message(key)
                 self._json(200 if found else 404, found or {"error": f"no message {key!r}"})
             else:
                 self._json(404, {"error": f"no such resource {path}"})
+
+        def _documents(self) -> dict[str, Callable[[], Any]]:
+            """The GET paths that answer one JSON document, by what serves it."""
+            found: dict[str, Callable[[], Any]] = {"/status": api.status}
+            for path, source in (("/backups", api.backups), ("/maintenance", api.maintenance),
+                                 ("/keys", api.keys), ("/alerts", api.alerts)):
+                if source is not None:
+                    found[path] = source.status
+            return found
 
         def _events(self) -> list[Event]:
             after = parse_qs(urlsplit(self.path).query).get("after", [""])[0]
@@ -231,7 +240,7 @@ def _handler(api: HubApi) -> type[BaseHTTPRequestHandler]:
                 return
             try:
                 code, body = found.run()
-            except (BadRequest, BadHold) as exc:
+            except (BadRequest, BadHold, BadReport) as exc:
                 code, body = 400, {"error": str(exc)}
             api.audit(found, self._actor(), code, body)
             self._json(code, body)
@@ -275,6 +284,10 @@ def _handler(api: HubApi) -> type[BaseHTTPRequestHandler]:
             if self.path == "/maintenance/end" and hold:
                 return Action("stack", "end of maintenance", lambda: (200, hold.end()),
                               quiet=True)
+            if self.path == "/keys/verified" and api.keys:  # the results speak for it
+                keys = api.keys
+                return Action("stack", "API key verification",
+                              lambda: keys.report(self._body()), quiet=True)
             return None
 
         def _body(self) -> dict[str, Any]:
@@ -336,6 +349,7 @@ class StatusSources(NamedTuple):
     gpu: Callable[[], dict[str, Any]] = dict
     backups: Callable[[], dict[str, Any]] = dict
     maintenance: Callable[[], dict[str, Any]] = dict
+    keys: Callable[[], dict[str, Any]] = dict
 
 
 def document_builder(sources: StatusSources) -> Callable[[], dict[str, Any]]:
@@ -345,6 +359,7 @@ def document_builder(sources: StatusSources) -> Callable[[], dict[str, Any]]:
         hub = {"pid": sources.pid, "loop_age": round(sources.loop_age(), 3)}
         return status_document(sources.statuses(), time.time(), hub, sources.warnings(),
                                sources.facts, system=sources.system(), gpu=sources.gpu(),
-                               backups=sources.backups(), maintenance=sources.maintenance())
+                               backups=sources.backups(), maintenance=sources.maintenance(),
+                               keys=sources.keys())
 
     return build

@@ -24,6 +24,7 @@ from unistack.hub.exits import ExitWatcher
 from unistack.hub.facts import Facts
 from unistack.hub.heartbeat import Heartbeat
 from unistack.hub.incidents import IncidentRecorder, Retention
+from unistack.hub.keyreports import KeyReports
 from unistack.hub.maintenance import Maintenance
 from unistack.hub.metrics import HubMetrics
 from unistack.hub.monitor import Monitor, Patience
@@ -108,11 +109,12 @@ class Hub:
             replace(settings, backup_interval=0.0) if self.pods else settings, self.events)
         self.maintenance = Maintenance(settings, self.reconciler, events=self.events,
                                        alerts=self.alerts, services=names)
+        self.keys = KeyReports(settings, self.events)
         api = HubApi(
             status=document_builder(StatusSources(
                 self.reconciler.statuses, self.loop_age, os.getpid(), self._warnings,
                 self.facts.of, lambda: self.resources.system, lambda: self.facts.gpu,
-                self.backups.status, self.maintenance.status)),
+                self.backups.status, self.maintenance.status, self.keys.status)),
             loop_age=self.loop_age,
             stale_after=settings.hub_stale_after,
             events=self.events,
@@ -124,6 +126,7 @@ class Hub:
             incident=self.incidents.read,
             backups=self.backups,
             maintenance=self.maintenance,
+            keys=self.keys,
         )
         self.server = HubServer(api, settings.unistack_bind_address, settings.hub_port)
 

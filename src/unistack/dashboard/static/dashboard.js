@@ -436,6 +436,32 @@
     root.append(facts(backupRows(b)), list, backupControl());
   }
 
+  // --- API keys: which are set and their last verification; never a value (the hub has none)
+  const KEY_COLOUR = { valid: "green", rejected: "red", malformed: "red", "rate-limited": "amber", unreachable: "amber", missing: "red" };
+
+  function keyCard(name, p) {
+    const keys = p.keys && typeof p.keys === "object" ? p.keys : {};
+    const unset = Object.keys(keys).filter((k) => keys[k] !== true);
+    const status = text(p.status);
+    const colour = unset.length ? "red" : KEY_COLOUR[status] || "grey";
+    const root = card(text(p.title) || name, colour, []);
+    root.dataset.provider = name;
+    root.dataset.status = status || "unverified";
+    const rows = Object.keys(keys).map((k) => [k, keys[k] === true ? "set" : "not set"]);
+    rows.push(["last verified", number(p.verified) === null ? "never" : spanAgo(p.verified) + DOT + status]);
+    if (name === "alpaca") rows.push(["endpoint", text(p.base_url).includes("paper-api.") ? "paper" : "live: " + text(p.base_url)]);
+    root.append(facts(rows));
+    if (text(p.detail) && status !== "valid") root.append(el("p", { class: "note", text: text(p.detail) }));
+    return root;
+  }
+
+  function renderKeys(keys) {
+    const box = document.getElementById("keys");
+    const providers = keys && keys.providers && typeof keys.providers === "object" ? keys.providers : null;
+    if (!providers) { box.replaceChildren(card("API keys", "grey", [el("p", { class: "muted", text: "no key information from the hub" })])); return; }
+    box.replaceChildren(...Object.keys(providers).map((name) => keyCard(name, providers[name] || {})));
+  }
+
   // --- the whole status document --------------------------------------------------------
   function renderWarnings(warnings) {
     const box = document.getElementById("warnings");
@@ -470,6 +496,7 @@
     renderSystem(doc.system);
     renderGpu(doc.gpu);
     renderBackups(doc.backups);
+    renderKeys(doc.keys);
   }
 
   function applySnapshot(snapshot) {

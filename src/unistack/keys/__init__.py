@@ -1,0 +1,2 @@
+"""The trading system's API keys (Polygon.io, Unusual Whales, Alpaca): kept in .env,
+shown masked, replaced atomically, verified against each provider."""
