@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, Stack
+from tests.integration.test_keys import KEYS
 
 pytestmark = pytest.mark.integration
 
@@ -144,19 +145,32 @@ def test_the_support_bundle_holds_findings_logs_and_config_and_no_secret(
     assert not (stack.home / "bundle.tar.gz").exists()
 
 
-def test_readiness_of_a_started_home_has_no_failure_and_names_what_to_do(stack: Stack) -> None:
-    assert stack.cli("start").returncode == 0
+def readiness(stack: Stack) -> tuple[int, dict[str, Any], str]:
     done = subprocess.run([str(ROOT / "scripts/verify_production_readiness.sh"), "--json"],
                           env=stack.env, capture_output=True, text=True, timeout=120,
                           check=False)
-    document = json.loads(done.stdout)
+    return done.returncode, json.loads(done.stdout), done.stdout
+
+
+def test_readiness_of_a_started_home_has_no_failure_and_names_what_to_do(stack: Stack) -> None:
+    assert stack.cli("start").returncode == 0
+    _, before, _ = readiness(stack)  # no API keys yet: each provider named
+    missing = by_id(before)["ready.keys:alpaca"]
+    assert missing["status"] == "fail" and missing["evidence"].startswith(
+        "ALPACA_API_KEY_ID, ALPACA_API_SECRET_KEY not set")
+    keys = subprocess.run([str(ROOT / "scripts/setup_env.sh"), "--non-interactive"],
+                          env={**stack.env, **KEYS}, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert keys.returncode == 0, keys.stderr
+    code, document, output = readiness(stack)
     assert document["counts"]["fail"] == 0, [f for f in document["findings"]
                                              if f["status"] == "fail"]
     found = by_id(document)
     for passed in ("ready.files", "ready.secrets", "drift.container", "drift.supervisord",
                    "ready.compose-schema", "ready.hadolint", "ready.shellcheck",
-                   "ready.promtool-config", "ready.promtool-rules", "env.permissions"):
+                   "ready.promtool-config", "ready.promtool-rules", "env.permissions",
+                   "ready.keys"):
         assert found[passed]["status"] == "ok", found[passed]
     assert found["ready.slack"]["status"] == "warn"  # no webhook in this home
-    assert done.returncode == 1
-    assert all(secret not in done.stdout for secret in secrets_of(stack))
+    assert code == 1
+    assert all(secret not in output for secret in secrets_of(stack))
