@@ -5,7 +5,10 @@ each provider; every output, record and log searched for the raw keys."""
 from __future__ import annotations
 
 import json
+import os
+import pty
 import random
+import select
 import signal
 import stat
 import subprocess
@@ -298,3 +301,60 @@ def test_a_rejected_key_is_a_warning_alert_naming_the_provider_and_a_valid_one_r
         no_key_in("\n".join(warned) + json.dumps(slack.requests, default=str)
                   + everything(stack, done, again))
         assert stack.cli("stop").returncode == 0
+
+
+def test_setup_on_a_terminal_asks_for_each_key_without_echoing_it(home: Stack) -> None:
+    """On a real terminal (a pty): a prompt per key showing the current one masked, the
+    typed value never echoed, Enter keeping a key."""
+    master, slave = pty.openpty()
+    child = subprocess.Popen([str(ROOT / "scripts/setup_env.sh")], env=home.env, stdin=slave,
+                             stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    seen = b""
+
+    def until(text: bytes, timeout: float = 30) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while text not in seen:
+            assert time.monotonic() < deadline, seen.decode(errors="replace")
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:  # the child closed the terminal
+                    break
+    try:
+        typed = {"POLYGON_API_KEY": KEYS["POLYGON_API_KEY"], "UNUSUAL_WHALES_API_KEY": "",
+                 "ALPACA_API_KEY_ID": KEYS["ALPACA_API_KEY_ID"],
+                 "ALPACA_API_SECRET_KEY": KEYS["ALPACA_API_SECRET_KEY"]}
+        for key, value in typed.items():
+            until(f"{key} [(not set); Enter keeps it]: ".encode())
+            os.write(master, f"{value}\r".encode())
+        until(b"not set: UNUSUAL_WHALES_API_KEY")
+        assert child.wait(timeout=30) == 0
+    finally:
+        child.kill()
+        os.close(master)
+    shown = seen.decode(errors="replace")
+    no_key_in(shown)  # not echoed, not printed
+    assert f"ALPACA_API_SECRET_KEY    ****{KEYS['ALPACA_API_SECRET_KEY'][-4:]}" in shown
+    values = {a.key: a.value for a in envfile.read(home.home / ".env")}
+    assert values["POLYGON_API_KEY"] == KEYS["POLYGON_API_KEY"]
+    assert "UNUSUAL_WHALES_API_KEY" not in values
+
+
+def test_a_key_from_a_file_as_docker_and_kubernetes_mount_it_is_used_and_not_shown(
+        home: Stack, providers: ProviderStandIn, tmp_path: Path) -> None:
+    secret = tmp_path / "polygon"
+    secret.write_text(KEYS["POLYGON_API_KEY"] + "\n")
+    secret.chmod(0o400)
+    done = run(home, "verify_api_keys.py", "--json", "polygon",
+               env={"POLYGON_API_KEY_FILE": str(secret)})
+    assert json.loads(done.stdout)["results"][0]["status"] == "valid", done.stdout
+    assert providers.requests[0].headers["authorization"] == \
+        f"Bearer {KEYS['POLYGON_API_KEY']}"
+    shown = run(home, "manage_production.sh", "keys", "show",
+                env={"POLYGON_API_KEY_FILE": str(secret)})
+    assert f"****{KEYS['POLYGON_API_KEY'][-4:]}" in shown.stdout
+    assert f"(the file {secret} (POLYGON_API_KEY_FILE))" in shown.stdout
+    no_key_in(everything(home, done, shown))
