@@ -177,14 +177,17 @@ def _from_environment(settings: Settings, force: bool) -> dict[str, str]:
             if value != stored[key]}
 
 
+def _ask(settings: Settings, key: str, force: bool) -> str:
+    """KEY's new value, format-checked, asked for showing the current one masked ("":
+    Enter, keep it)."""
+    value = _read_value(f"{key} [{store.masked(str(settings.value(key)))}; Enter keeps it]: ",
+                        sys.stdin)
+    return _checked(key, value, force) if value else ""
+
+
 def _asked(settings: Settings, keys: tuple[str, ...], force: bool) -> dict[str, str]:
-    updates = {}
-    for key in keys:
-        current = store.masked(str(settings.value(key)))
-        value = _read_value(f"{key} [{current}; Enter keeps it]: ", sys.stdin)
-        if value:
-            updates[key] = _checked(key, value, force)
-    return updates
+    answers = {key: _ask(settings, key, force) for key in keys}
+    return {key: value for key, value in answers.items() if value}
 
 
 def cmd_update(settings: Settings, args: argparse.Namespace) -> int:
@@ -198,11 +201,11 @@ def cmd_update(settings: Settings, args: argparse.Namespace) -> int:
     written = []
     for key in chosen:
         current = store.masked(str(settings.value(key)))
-        value = _read_value(f"{key} [{current}; Enter keeps it]: ", sys.stdin)
+        value = _ask(settings, key, args.force)
         if not value:
             print(f"{key}: kept {current}")
             continue
-        settings = _write(settings, {key: _checked(key, value, args.force)})
+        settings = _write(settings, {key: value})
         written.append(key)
         print(f"{key}: {current} -> {store.masked(str(settings.value(key)))}")
     if written:
