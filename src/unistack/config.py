@@ -471,6 +471,18 @@ class Settings:
         return self.var / "data"
 
     @property
+    def redis_data_dir(self) -> Path:
+        return self.data_dir / "redis"
+
+    @property
+    def prometheus_data_dir(self) -> Path:
+        return self.data_dir / "prometheus"
+
+    @property
+    def market_dir(self) -> Path:
+        return self.data_dir / "market"
+
+    @property
     def models_dir(self) -> Path:
         return self.var / "models"
 

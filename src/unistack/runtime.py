@@ -29,12 +29,12 @@ def state_dirs(settings: Settings) -> dict[Path, int]:
         settings.run_dir / "prometheus" / "targets": 0o700,
         settings.log_dir: 0o750,
         settings.log_dir / "incidents": 0o700,
-        settings.data_dir / "redis": 0o700,
-        settings.data_dir / "prometheus": 0o700,
-        settings.data_dir / "market": 0o750,
+        settings.redis_data_dir: 0o700,
+        settings.prometheus_data_dir: 0o700,
+        settings.market_dir: 0o750,
         settings.alerts_db.parent: 0o700,
-        var / "models": 0o750,
-        var / "backups": 0o700,
+        settings.models_dir: 0o750,
+        var / "backups": 0o700,  # BACKUP_DIR's default (a BACKUP_DIR elsewhere is the operator's)
     }
 
 
@@ -114,7 +114,7 @@ def redis_conf(settings: Settings) -> str:
         f"include {redis_quote(settings.root / 'redis.conf')}",
         f"bind {settings.unistack_bind_address}",
         f"port {settings.redis_port}",
-        f"dir {redis_quote(settings.data_dir / 'redis')}",
+        f"dir {redis_quote(settings.redis_data_dir)}",
         f"requirepass {redis_quote(settings.redis_password)}",
         f"maxmemory {settings.redis_maxmemory}",
     ]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from unistack import runtime, stack
+from unistack import foreground, runtime, stack
 from unistack.config import KEYS_BY_NAME, PROBED_SERVICES, SECRET_KEYS, Settings, load_settings
 from unistack.services import REGISTRY, ServiceSpec, priorities
 
@@ -224,3 +224,23 @@ def test_every_service_the_hub_probes_has_probe_timing_keys(spec: ServiceSpec) -
         for field in ("TIMEOUT", "THRESHOLD"):
             assert f"{prefix}_{kind}_{field}" in KEYS_BY_NAME
     assert f"{prefix}_READINESS_INTERVAL" in KEYS_BY_NAME
+
+
+def test_the_paths_supervisord_passes_are_the_ones_settings_and_runtime_own(
+        tmp_path: Path) -> None:
+    """var/'s layout has one owner (Settings, runtime.state_dirs): the paths written into
+    supervisord.conf's commands are checked against it, not repeated."""
+    settings = load_settings(environ={"UNISTACK_HOME": str(tmp_path)}, root=ROOT)
+    env = stack.supervisord_env(settings)
+    prometheus = foreground.program_command(settings, "prometheus", env)
+    rendered = dict(runtime.expected(settings))
+    assert f"--storage.tsdb.path={settings.prometheus_data_dir}" in prometheus
+    config = next(a for a in prometheus if a.startswith("--config.file="))
+    assert Path(config.removeprefix("--config.file=")) in rendered
+    redis = foreground.program_command(settings, "redis", env)
+    assert Path(redis[-1]) in rendered and Path(redis[-1]).name == "redis.conf"
+    assert f"dir {runtime.redis_quote(settings.redis_data_dir)}" in rendered[Path(redis[-1])]
+    owned = set(runtime.state_dirs(settings))
+    assert {settings.prometheus_data_dir, settings.redis_data_dir, settings.market_dir,
+            settings.models_dir, settings.log_dir, settings.run_dir} <= owned
+    assert all(path.parent in owned or path == settings.var for path in rendered)

@@ -60,7 +60,7 @@ def _clear_leftovers(settings: Settings, report: Report) -> None:
     for path in sorted((settings.var / "restore").glob("*")):
         report(f"removing {path}, left by a verify or restore that did not finish")
         shutil.rmtree(path, ignore_errors=True)
-    for path in (settings.data_dir / "redis").glob(".backup-*.rdb"):
+    for path in settings.redis_data_dir.glob(".backup-*.rdb"):
         path.unlink(missing_ok=True)
 
 
@@ -88,7 +88,7 @@ def _take(settings: Settings, report: Report, meter: Meter, *, include_secrets: 
         raise BackupError(f"BACKUP_DIR {directory} cannot be used: {why}") from None
     _remove_partials(directory, report)
     begun = time.monotonic()
-    link = settings.data_dir / "redis" / f".backup-{os.getpid()}.rdb"
+    link = settings.redis_data_dir / f".backup-{os.getpid()}.rdb"
     check: subprocess.Popen[str] | None = None
     try:
         report("snapshot: BGSAVE on the live Redis ...")
@@ -140,7 +140,7 @@ def _remove_partials(directory: Path, report: Report) -> None:
 
 def _entries(settings: Settings, rdb: Path, include_secrets: bool) -> list[archive.Entry]:
     entries = [archive.Entry("redis/dump.rdb", rdb)]
-    for top, root in (("models", settings.models_dir), ("market", settings.data_dir / "market")):
+    for top, root in (("models", settings.models_dir), ("market", settings.market_dir)):
         entries += [archive.Entry(f"{top}/{path.relative_to(root).as_posix()}", path)
                     for path in sorted(root.rglob("*")) if path.is_file()
                     and not path.is_symlink()]

@@ -92,9 +92,9 @@ def _restore(settings: Settings, path: Path, report: Report, meter: Meter, *,
 
 def _swaps(settings: Settings, staging: Path) -> list[journal.Swap]:
     stamp = f"{os.getpid()}-{time.time_ns()}"
-    pairs = ((settings.data_dir / "redis", staging / "redis"),
+    pairs = ((settings.redis_data_dir, staging / "redis"),
              (settings.models_dir, staging / "models"),
-             (settings.data_dir / "market", staging / "market"))
+             (settings.market_dir, staging / "market"))
     swaps = []
     for live, new in pairs:
         new.mkdir(mode=0o700, exist_ok=True)  # an archive without models restores none

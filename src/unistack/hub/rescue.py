@@ -81,7 +81,7 @@ class RedisRescue:
         s = self._settings
         return "\n".join([
             "# A temporary replica of the hub's rescue (hub/rescue.py); holds the password.",
-            f"bind {LOOPBACK}", f"port {port}", f"dir {redis_quote(s.data_dir / 'redis')}",
+            f"bind {LOOPBACK}", f"port {port}", f"dir {redis_quote(s.redis_data_dir)}",
             f"replicaof {LOOPBACK} {s.redis_port}", f"masterauth {redis_quote(s.redis_password)}",
             f"requirepass {redis_quote(s.redis_password)}", "appendonly yes", 'save ""',
             "daemonize no", "",

@@ -1,6 +1,6 @@
 """OHLCV market data: the `Bars` record, a synthetic generator, and CSV load/store.
 
-CSVs live under `market_dir(settings)` (var/data/market). `load_csv` is the one gate
+CSVs live under `Settings.market_dir` (var/data/market). `load_csv` is the one gate
 for outside data: every bad input raises `MarketDataError` naming the file, the line
 and what was expected, so nothing downstream has to re-check prices or timestamps.
 """
@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
-    from unistack.config import Settings
+    pass
 
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 # The longest feature warm-up (features.FIRST_VALID) is 33 bars; 64 leaves rows to learn from.
@@ -57,11 +57,6 @@ class Bars(NamedTuple):
     low: FloatArray
     close: FloatArray
     volume: FloatArray
-
-
-def market_dir(settings: Settings) -> Path:
-    """The directory holding OHLCV CSVs: var/data/market."""
-    return settings.data_dir / "market"
 
 
 def synthetic_bars(n: int, seed: int = 0) -> Bars:
