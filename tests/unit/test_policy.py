@@ -6,6 +6,7 @@ Time is a plain float passed as `now`; the jitter's random source is injected.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import pytest
 
@@ -261,6 +262,120 @@ def test_restarts_older_than_the_window_are_forgotten() -> None:
         assert list(p.restarts) == [now]
     assert events(seen) == ["crashed", "recovered"] * 4
     assert p.state == READY
+
+
+def test_a_looping_service_stays_held_once_its_capped_backoff_spreads_crashes_wider() -> None:
+    """At the 300 s cap, crashes come more than flap_window / (flap_restarts - 1) apart:
+    fewer than flap_restarts fall in the window, and it is still a loop held by backoff."""
+    p = ready_at(0.0)
+    crash_loop(p, [10.0, 20.0, 30.0])
+    assert p.state == LOOPING
+    crash, delays = 30.0, [(p.next_start or 0.0) - 30.0]
+    seen: list[Action] = []
+    for _ in range(13):
+        start = p.next_start or 0.0
+        assert p.tick(start) == [Action(START, detail="backoff elapsed")]
+        p.started(start)
+        crash = start + 0.5
+        more = p.exited(crash, "exit status 1")
+        seen += more
+        assert kinds(more) == [STOP]  # held: supervisord must not respawn it
+        assert (p.state, p.incident) == (LOOPING, "crashed")
+        delays.append((p.next_start or 0.0) - crash)
+    assert delays == pytest.approx(
+        [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 300.0, 300.0, 300.0, 300.0, 300.0])
+    assert len(p.restarts) < CONFIG.flap_restarts  # the window alone no longer sees a loop
+    assert list(p.restarts) == [crash - 300.5, crash]
+    assert events(seen) == []  # the same incident throughout: no new crashed, no new looping
+
+
+def test_a_looping_service_crashing_once_per_flap_window_is_still_held() -> None:
+    config = PolicyConfig(backoff_initial=100.0, backoff_max=1000.0, jitter=0.0,
+                          flap_restarts=3, flap_window=60.0, ready_timeout=20.0)
+    p = make(config)
+    p.started(0.0)
+    crash_loop(p, [1.0, 2.0, 3.0])
+    assert p.state == LOOPING
+    assert p.next_start == pytest.approx(103.0)
+    delays: list[float] = []
+    for _ in range(4):
+        start = p.next_start or 0.0
+        assert p.tick(start)[0].kind == START
+        p.started(start)
+        crash = start + 5.0
+        assert kinds(p.exited(crash, "exit status 1")) == [STOP]
+        assert list(p.restarts) == [crash]  # alone in its window, yet a loop still
+        assert p.state == LOOPING
+        delays.append((p.next_start or 0.0) - crash)
+    assert delays == pytest.approx([200.0, 400.0, 800.0, 1000.0])
+
+
+def test_a_looping_service_not_ready_in_time_is_held_again_not_killed() -> None:
+    config = PolicyConfig(backoff_initial=100.0, backoff_max=1000.0, jitter=0.0,
+                          flap_restarts=3, flap_window=60.0, ready_timeout=20.0)
+    p = make(config)
+    p.started(0.0)
+    crash_loop(p, [1.0, 2.0, 3.0])
+    delays: list[float] = []
+    for _ in range(3):
+        start = p.next_start or 0.0
+        assert p.tick(start)[0].kind == START
+        p.started(start)
+        p.not_ready(start + 1.0, "connection refused")
+        assert p.tick(start + 20.0) == []
+        hung = start + 20.5
+        actions = p.tick(hung)
+        assert kinds(actions) == [CAPTURE, STOP]  # stopped and held, not killed to respawn
+        assert actions[0].event == "hung"
+        assert (p.state, list(p.restarts)) == (LOOPING, [hung])
+        delays.append((p.next_start or 0.0) - hung)
+    assert delays == pytest.approx([200.0, 400.0, 800.0])
+
+
+def test_a_crash_before_a_loop_has_resolved_is_held_even_alone_in_its_window() -> None:
+    config = PolicyConfig(backoff_initial=100.0, backoff_max=1000.0, jitter=0.0,
+                          flap_restarts=3, flap_window=60.0, loop_resolve_after=60.0)
+    p = make(config)
+    p.started(0.0)
+    crash_loop(p, [1.0, 2.0, 3.0])
+    assert p.tick(103.0)[0].kind == START
+    p.started(103.0)
+    assert p.ready(104.0) == []  # LOOPING -> READY
+    assert p.tick(163.9) == []  # 59.9 s of ready: the loop is not over yet
+    crashed = p.exited(164.0, "exit status 1")
+    assert kinds(crashed) == [STOP]  # READY -> LOOPING again, held, no new incident
+    assert (p.state, p.incident, list(p.restarts)) == (LOOPING, "crashed", [164.0])
+    assert p.next_start == pytest.approx(364.0)  # backoff(2): the loop goes on
+
+
+def test_a_resolved_loop_releases_the_hold_but_its_backoff_restarts_only_when_stable() -> None:
+    config = PolicyConfig(backoff_initial=100.0, backoff_max=1000.0, jitter=0.0,
+                          flap_restarts=3, flap_window=60.0, loop_resolve_after=60.0,
+                          stable_period=600.0)
+    p = make(config)
+    p.started(0.0)
+    crash_loop(p, [1.0, 2.0, 3.0])
+    p.tick(103.0)
+    p.started(103.0)
+    p.ready(104.0)
+    assert events(p.tick(164.0)) == ["recovered"]  # the loop is over after 60 s of ready
+    alone = p.exited(300.0, "exit status 1")  # the only restart in its window
+    assert kinds(alone) == [EVENT] and events(alone) == ["crashed"]
+    assert (p.state, p.next_start) == (RESTARTING, None)  # supervisord respawns it
+    p.started(300.1)
+    again = crash_loop(p, [301.0, 302.0])  # 3 in the window: a loop again
+    assert events(again) == ["looping"]
+    assert p.next_start == pytest.approx(502.0)  # backoff(2): not ready 600 s yet
+    p.tick(502.0)
+    p.started(502.0)
+    p.ready(503.0)
+    assert events(p.tick(563.0)) == ["recovered"]
+    p.tick(1102.9)
+    assert len(p.restarts) == 3
+    p.tick(1103.0)  # ready for stable_period: the history is forgotten
+    assert len(p.restarts) == 0
+    crash_loop(p, [1200.0, 1201.0, 1202.0])
+    assert p.next_start == pytest.approx(1302.0)  # backoff(1) again
 
 
 # --- backoff --------------------------------------------------------------------------
@@ -572,6 +687,23 @@ def test_ten_crashes_then_up_with_the_default_config() -> None:
     looped = world.crash_times[2:]
     delays = [start - crash for start, crash in zip(world.start_times, looped, strict=True)]
     assert delays == pytest.approx([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0])
+
+
+def test_a_long_crash_loop_with_the_default_config_stays_held_at_the_backoff_cap() -> None:
+    """Past 256 s of backoff the crashes come 300 s apart, two per 600 s window."""
+    world = World(make(PolicyConfig(), rng=0.5), crashes=15)
+    world.run(2000.0)
+    assert [a.event for _, a in world.log if a.kind == EVENT] == [
+        "crashed", "looping", "recovered"]
+    looped = world.crash_times[2:]
+    assert len(looped) == 13
+    assert [a.kind for _, a in world.log].count(STOP) == len(looped)  # every one held
+    delays = [start - crash for start, crash in zip(world.start_times, looped, strict=True)]
+    assert delays == pytest.approx(
+        [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 300.0, 300.0, 300.0, 300.0])
+    gaps = [later - earlier for earlier, later in pairwise(looped)]
+    assert gaps[-3:] == pytest.approx([300.5] * 3)  # > flap_window / (flap_restarts - 1)
+    assert (world.policy.state, world.policy.incident) == (READY, None)
 
 
 # --- resource thresholds with hysteresis -------------------------------------------------

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from unistack.ml.protocol import (
+    DEFAULT_LIMITS,
     Limits,
     RequestError,
     check_features,
@@ -109,3 +110,98 @@ def test_replies_round_trip_in_both_forms() -> None:
     header, values = decode_reply(encode_reply({"id": "r", "status": "invalid",
                                                 "error": "why"}, None, False))
     assert values is None and header["error"] == "why"
+
+
+# --- size limits: exactly at a limit is served, one unit over it is refused ------------
+
+
+def padded(document: str, size: int) -> str:
+    """DOCUMENT followed by whitespace (still the same JSON) to exactly SIZE bytes."""
+    return document + " " * (size - len(document.encode()))
+
+
+def json_rows(rows: int, columns: int = 1) -> str:
+    return json.dumps({"rows": [[0.5] * columns] * rows})
+
+
+def test_json_of_exactly_max_bytes_is_accepted_and_one_byte_more_is_refused() -> None:
+    limits = Limits(max_bytes=64)
+    document = '{"rows": [[1, 2], [3, 4]]}'
+    request = parse(json_form(padded(document, 64)), limits)
+    np.testing.assert_array_equal(request.rows, np.array([[1, 2], [3, 4]], np.float32))
+    with pytest.raises(RequestError) as refused:
+        parse(json_form(padded(document, 65)), limits)
+    assert str(refused.value) == "json is 65 bytes: at most 64 allowed"
+
+
+def test_json_over_max_bytes_is_refused_before_it_is_parsed() -> None:
+    with pytest.raises(RequestError) as refused:
+        parse(json_form("[" * 65), Limits(max_bytes=64))  # not JSON either: never read
+    assert str(refused.value) == "json is 65 bytes: at most 64 allowed"
+
+
+def test_json_is_held_to_the_default_16_mib() -> None:
+    limit = 16 * 2**20
+    assert DEFAULT_LIMITS.max_bytes == limit
+    document = '{"rows": [[1, 2]]}'
+    assert parse(json_form(padded(document, limit))).rows.shape == (1, 2)
+    with pytest.raises(RequestError) as refused:
+        parse(json_form(padded(document, limit + 1)))
+    assert str(refused.value) == f"json is {limit + 1} bytes: at most {limit} allowed"
+
+
+def test_data_of_exactly_max_bytes_is_accepted_and_one_value_more_is_refused() -> None:
+    limits = Limits(max_bytes=64)
+    assert parse(binary(np.ones((4, 4))), limits).rows.shape == (4, 4)  # 64 bytes
+    with pytest.raises(RequestError) as refused:
+        parse(binary(np.ones((17, 1))), limits)  # 68 bytes, shape and data agreeing
+    assert str(refused.value) == "data is 68 bytes: at most 64 allowed"
+
+
+def test_data_is_held_to_the_default_16_mib() -> None:
+    limit = DEFAULT_LIMITS.max_bytes
+    at_limit = np.zeros((DEFAULT_LIMITS.max_rows, limit // 4 // DEFAULT_LIMITS.max_rows))
+    assert parse(binary(at_limit)).rows.nbytes == limit
+    with pytest.raises(RequestError) as refused:
+        parse(binary(np.zeros((1, limit // 4 + 1))))
+    assert str(refused.value) == f"data is {limit + 4} bytes: at most {limit} allowed"
+
+
+@pytest.mark.parametrize("form", ["binary", "json"])
+def test_exactly_max_rows_is_accepted_and_one_row_more_is_refused(form: str) -> None:
+    def request(rows: int) -> dict[bytes, bytes]:
+        return binary(np.zeros((rows, 3))) if form == "binary" else json_form(json_rows(rows, 3))
+
+    limits = Limits(max_rows=4)
+    assert parse(request(4), limits).rows.shape == (4, 3)
+    with pytest.raises(RequestError) as refused:
+        parse(request(5), limits)
+    assert str(refused.value) == "5 rows: at most 4 per request"
+
+
+@pytest.mark.parametrize("form", ["binary", "json"])
+def test_rows_are_held_to_the_default_limit(form: str) -> None:
+    def request(rows: int) -> dict[bytes, bytes]:
+        return binary(np.zeros((rows, 1))) if form == "binary" else json_form(json_rows(rows))
+
+    limit = DEFAULT_LIMITS.max_rows
+    assert limit == 65536
+    assert parse(request(limit)).rows.shape == (limit, 1)
+    with pytest.raises(RequestError) as refused:
+        parse(request(limit + 1))
+    assert str(refused.value) == f"{limit + 1} rows: at most {limit} per request"
+
+
+def test_a_number_too_large_for_a_float_is_refused_not_raised() -> None:
+    """json.loads reads any integer; numpy's float64 overflows: a request error, never an
+    OverflowError escaping the engine's loop."""
+    with pytest.raises(RequestError, match="too large for a number"):
+        parse(json_form('{"rows": [[' + "9" * 400 + ']]}'))
+
+
+@pytest.mark.parametrize("field", ["version", "deadline_ms"])
+@pytest.mark.parametrize("value", ["²", "٣", "1" * 19, "-1", "1.5"])
+def test_a_whole_number_field_takes_ascii_digits_only(field: str, value: str) -> None:
+    """str.isdigit accepts "²" and "٣", which int() then refuses with a ValueError."""
+    with pytest.raises(RequestError, match=f"{field} .* is invalid"):
+        parse(binary(np.zeros((1, 1)), **{field: value}))

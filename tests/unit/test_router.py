@@ -19,6 +19,7 @@ from unistack.alerts.records import (
     UPDATED,
     Notice,
 )
+from unistack.alerts.render import RenderConfig, render
 from unistack.alerts.router import Router, RouterConfig
 from unistack.config import load_settings
 from unistack.event import Kind
@@ -236,6 +237,49 @@ def test_silence_does_not_hide_other_services(clock: Clock) -> None:
     clock.router.silence("prometheus", T0 + 100, "upgrade", T0)
     clock.feed(ev(T0 + 1, "prometheus", "crashed", "warning"), ev(T0 + 1.1, "redis", "crashed"))
     assert kinds(clock.until(T0 + 5)) == [SILENCED, OPENED]
+
+
+SLACK = RenderConfig("bot", {"info": "#info", "warning": "#warn", "critical": "#crit"},
+                    "<!here>", (), "unistack on box1 · /srv/unistack")
+
+
+def slack_text(notice: Notice) -> str:
+    """Everything the Slack messages of NOTICE carry, as one string."""
+    return json.dumps([message._asdict() for message in render(notice, SLACK)])
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.15, 0.3], ids=["first", "between", "last"])
+def test_a_silenced_service_never_appears_in_another_services_message(
+    clock: Clock, offset: float
+) -> None:
+    clock.router.silence("prometheus", T0 + 1000, "upgrade", T0)
+    assert kinds(clock.until(T0)) == [SILENCED]
+    burst = [ev(T0 + 1.1, "redis", "crashed", incident="/var/log/incidents/redis-1.txt"),
+             ev(T0 + 1.2, "ml_engine", "crashed"),
+             ev(T0 + 1 + offset, "prometheus", "crashed", "warning",
+                incident="/var/log/incidents/prometheus-1.txt")]
+    clock.feed(*sorted(burst, key=lambda event: event["ts"]))  # all inside one window
+    [opened] = clock.until(T0 + 5)
+    assert (opened.kind, opened.service, opened.severity) == (OPENED, "redis", "critical")
+    assert opened.title == "2 services down: redis, ml_engine"
+    assert opened.members == ()
+    assert [line.split(" ", 2)[1] for line in opened.what] == ["redis", "ml_engine"]
+    assert opened.incident_file == "/var/log/incidents/redis-1.txt"
+    assert "prometheus" not in repr(opened)  # nor in its id, done, next step
+    assert "prometheus" not in slack_text(opened)
+    views = {view.service: view for view in clock.router.open_incidents()}
+    assert views["redis"].failing == ("redis", "ml_engine")
+    assert (views["prometheus"].failing, views["prometheus"].stage) == (
+        ("prometheus",), "withheld")
+    clock.feed(ev(T0 + 10, "redis", "recovered", "info"),
+               ev(T0 + 10, "ml_engine", "recovered", "info"))
+    [resolved] = clock.until(T0 + 999)
+    assert (resolved.kind, resolved.incident) == (RESOLVED, opened.incident)
+    assert "prometheus" not in slack_text(resolved)
+    told = clock.until(T0 + 1000)  # the silence ends: its own incident, on its own
+    assert kinds(told) == [SILENCE_ENDED, OPENED]
+    assert (told[1].service, told[1].title) == ("prometheus", "prometheus crashed")
+    assert "redis" not in repr(told[1]) and "ml_engine" not in repr(told[1])
 
 
 def test_announced_incident_gets_one_reminder_when_its_silence_is_lifted(clock: Clock) -> None:

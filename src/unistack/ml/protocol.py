@@ -105,7 +105,11 @@ def _json_rows(fields: dict[bytes, bytes], limits: Limits) -> NDArray[np.float32
         raise RequestError(f"rows have different lengths {sorted(widths)}: expected one length")
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for r in rows for v in r):
         raise RequestError("every value in rows must be a number")
-    return np.asarray(rows, dtype=np.float64).astype(np.float32)
+    try:
+        return np.asarray(rows, dtype=np.float64).astype(np.float32)
+    except OverflowError:  # a JSON integer too large for a float
+        raise RequestError("a value in rows is too large for a number: expected values "
+                           "a float holds") from None
 
 
 def _refuse_constant(name: str) -> float:
@@ -113,6 +117,9 @@ def _refuse_constant(name: str) -> float:
 
 
 DEFAULT_LIMITS = Limits()
+# A whole number as version and deadline_ms are written: ASCII digits (str.isdigit also
+# takes "²", which int() refuses), at most 18 of them.
+_WHOLE = re.compile(r"[0-9]{1,18}")
 
 
 # The field sets of a well-formed binary request: checked with one set comparison.
@@ -130,10 +137,10 @@ def parse(fields: dict[bytes, bytes], limits: Limits = DEFAULT_LIMITS) -> Reques
         raise RequestError(f"id {request_id[:40]!r} is invalid: expected 1-128 characters "
                            "from A-Z a-z 0-9 _ . : -")
     version_text = fields.get(b"version", b"").decode(errors="replace")
-    if version_text and not version_text.isdigit():
+    if version_text and not _WHOLE.fullmatch(version_text):
         raise RequestError(f"version {version_text!r} is invalid: expected a whole number")
     deadline = _text(fields, "deadline_ms")
-    if not deadline.isdigit():
+    if not _WHOLE.fullmatch(deadline):
         raise RequestError(f"deadline_ms {deadline!r} is invalid: expected epoch milliseconds")
     as_json = b"json" in fields
     rows = _json_rows(fields, limits) if as_json else _binary_rows(fields, limits)
