@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -275,3 +276,29 @@ def test_a_redis_out_of_memory_refuses_at_once_and_the_client_recovers(
     finally:
         redis_server.config_set("maxmemory", "0")
     assert client.predict(np.zeros((1, 8)), timeout=5).shape == (1,)  # a new connection
+
+
+def test_a_lone_client_costs_one_stream_read_per_request(
+    engine: Running, redis_server: redis.Redis, tmp_path: Path
+) -> None:
+    """One client sending in turn: the engine does not ask the stream for company it never
+    finds (a round trip per request); it still checks now and then, and gathers when
+    requests come together."""
+    client = client_for(redis_server, tmp_path)
+    row = np.zeros((1, 8), dtype=np.float32)
+    client.predict(row, timeout=5)  # warm: the model's first call
+    redis_server.config_resetstat()
+    begun = time.monotonic()
+    for _ in range(60):
+        client.predict(row, timeout=5)
+    took = time.monotonic() - begun
+    reads = int(redis_server.info("commandstats")["cmdstat_xreadgroup"]["calls"])
+    idle_polls = took / 0.020 + 2  # block_ms=20 while it waits for the next request
+    assert reads <= 60 + 60 / 32 + idle_polls, (reads, took)
+    # Eight clients at once: requests are read together, several per batch.
+    clients = [client_for(redis_server, tmp_path) for _ in range(8)]
+    batches = engine.engine.counts["batches"]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: [clients[n].predict(row, timeout=5) for _ in range(50)],
+                      range(8)))
+    assert engine.engine.counts["batches"] - batches < 400

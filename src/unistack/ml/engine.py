@@ -50,6 +50,7 @@ return n
 # A batch this large already amortises the fixed cost of a predict call (~0.3 ms):
 # waiting for more would only add a round trip.
 _ENOUGH_ROWS = 64
+_PROBE_EVERY = 32
 
 
 def _rows(entries: list[Entry]) -> int:
@@ -100,6 +101,11 @@ class Engine:
         self._next_claim = 0.0
         self._own_pending = True  # first read our own pending entries (a restart)
         self._had_group = False  # seen the stream and group: their absence is a reset
+        # Whether requests arrive together: a lone request is answered without first asking
+        # the stream for more (a round trip that finds nothing when one client sends in
+        # turn); every _PROBE_EVERY-th lone request asks anyway, to notice company.
+        self._crowded = False
+        self._lone = 0
         self.progress = time.monotonic()  # the heartbeat: the loop turned
         self.counts: dict[str, int] = defaultdict(int)
         self.on_batch: Callable[[BatchTiming], None] = lambda timing: None
@@ -181,16 +187,25 @@ class Engine:
 
     def _batch(self) -> list[Entry]:
         """Block for the first entries, then gather more for at most max_wait_us, unless
-        they already hold enough rows to amortise a predict call."""
+        they already hold enough rows to amortise a predict call, or one request came alone
+        and requests have been coming alone (see _crowded)."""
         entries = self._group_read(">", block=self._config.block_ms)
         if not entries or _rows(entries) >= min(_ENOUGH_ROWS, self._config.max_batch_rows):
             return entries
+        if len(entries) > 1:
+            self._crowded = True
+        elif not self._crowded:
+            self._lone += 1
+            if self._lone % _PROBE_EVERY:
+                return entries
         deadline = time.monotonic() + self._config.max_wait_us / 1e6
+        found = False
         while len(entries) < self._config.max_batch_rows and time.monotonic() < deadline:
             more = self._group_read(">", block=None)
             if not more:
                 break
-            entries += more
+            entries, found = entries + more, True
+        self._crowded = found or len(entries) > 1
         return entries
 
     def _claim(self) -> list[Entry]:
