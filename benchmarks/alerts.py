@@ -75,7 +75,8 @@ from startup import (
     stack_environment,
 )
 
-from unistack.config import LOOPBACK, PROJECT_ROOT
+from unistack.config import PROJECT_ROOT
+from unistack.configkeys import LOOPBACK
 from unistack.policy import READY
 from unistack.stack import supervisord_env
 

@@ -53,7 +53,8 @@ import zstandard
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from unistack.config import LOOPBACK, PORT_KEYS, Settings, load_settings
+from unistack.config import Settings, load_settings
+from unistack.configkeys import LOOPBACK, PORT_KEYS
 from unistack.hub.client import HubClient, HubUnreachable
 from unistack.hub.status import HEALTHY
 

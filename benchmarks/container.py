@@ -50,7 +50,8 @@ from typing import Any
 
 import psutil
 
-from unistack.config import PORT_KEYS, PROJECT_ROOT
+from unistack.config import PROJECT_ROOT
+from unistack.configkeys import PORT_KEYS
 
 IMAGE = "localhost/unistack:test"  # the `cpu` target, as tests/container/ build it
 BASE = "localhost/unistack-base:bookworm"

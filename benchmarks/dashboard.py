@@ -51,7 +51,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import psutil
 
-from unistack.config import LOOPBACK, PORT_KEYS
+from unistack.configkeys import LOOPBACK, PORT_KEYS
 
 T = TypeVar("T")
 

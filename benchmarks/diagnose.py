@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from unistack.config import PORT_KEYS
+from unistack.configkeys import PORT_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 BOUND = 2.0

@@ -50,7 +50,8 @@ from numpy.typing import NDArray
 # The startup benchmark's helpers: same temp homes, ports, polling and cleanup.
 from startup import BenchmarkError, cleanup, progress, stack_environment, wait_until
 
-from unistack.config import LOOPBACK, Settings, load_settings
+from unistack.config import Settings, load_settings
+from unistack.configkeys import LOOPBACK
 from unistack.hub.client import HubClient, HubUnreachable
 from unistack.hub.status import HEALTHY
 from unistack.ml import market, protocol

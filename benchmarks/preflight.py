@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from unistack import preflight
-from unistack.config import PORT_KEYS, load_settings
+from unistack.config import load_settings
+from unistack.configkeys import PORT_KEYS
 from unistack.supervisor import SupervisorClient, SupervisorError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -57,7 +57,8 @@ from startup import (
     stack_environment,
 )
 
-from unistack.config import LOOPBACK, PROJECT_ROOT, Settings, load_settings
+from unistack.config import PROJECT_ROOT, Settings, load_settings
+from unistack.configkeys import LOOPBACK
 from unistack.hub.client import HubClient, HubUnreachable
 from unistack.policy import READY
 from unistack.stack import supervisord_env

@@ -31,7 +31,9 @@ from typing import Any
 import psutil
 
 from unistack import runtime
-from unistack.config import PORT_KEYS, Settings, ensure_secrets, load_settings
+from unistack.config import Settings, load_settings
+from unistack.configkeys import PORT_KEYS
+from unistack.credentials import ensure_secrets
 from unistack.hub.client import HubClient, HubUnreachable
 from unistack.hub.status import HEALTHY
 from unistack.probes import build_probe

@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 import pytest
 
-from unistack.config import PORT_KEYS
+from unistack.configkeys import PORT_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 

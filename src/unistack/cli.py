@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -20,7 +21,8 @@ from urllib.parse import quote
 
 from unistack import foreground, logs, stack
 from unistack.backup import commands as backup_commands
-from unistack.config import KEYS, ConfigError, Settings, load_settings, parse_duration
+from unistack.config import ConfigError, Settings, load_settings
+from unistack.configkeys import KEYS, parse_duration
 from unistack.diagnose import report as diagnose_report
 from unistack.hub.client import HubClient, HubUnreachable
 from unistack.hub.status import DOWN, EXIT_CODES, HEALTHY
@@ -488,6 +490,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"unistack: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    return _run(settings, args)
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    """ARGS' command, its failures as one line on stderr and an exit code."""
     try:
         return COMMANDS[args.command](settings, args)
     except (PreflightError, ConfigError) as exc:  # the environment is wrong: exit 2
@@ -498,3 +505,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `... | head` stopped reading: no traceback, and none at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED

@@ -19,7 +19,9 @@ import time
 from typing import NoReturn
 
 from unistack import runtime, stack
-from unistack.config import GENERATED_KEYS, Settings, check_home_writable, describe_secrets
+from unistack.config import Settings, check_home_writable
+from unistack.configkeys import GENERATED_KEYS
+from unistack.credentials import describe_secrets
 from unistack.lock import control_lock
 from unistack.services import by_name
 from unistack.supervisor import SupervisorClient, SupervisorError

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from unistack.config import LOOPBACK, Settings
+from unistack.config import Settings
+from unistack.configkeys import LOOPBACK
 from unistack.services import REGISTRY, ServiceSpec
 
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's st column

@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
-from unistack.config import LOOPBACK, Settings
+from unistack.config import Settings
+from unistack.configkeys import LOOPBACK
 from unistack.services import ProbeSpec, ServiceSpec
 
 

@@ -28,14 +28,9 @@ from typing import Any
 
 from unistack import logs, preflight, processes, runtime
 from unistack.backup import journal
-from unistack.config import (
-    SECRET_KEYS,
-    Settings,
-    check_home_writable,
-    describe_secrets,
-    ensure_secrets,
-    refresh_generated,
-)
+from unistack.config import Settings, check_home_writable
+from unistack.configkeys import SECRET_KEYS
+from unistack.credentials import describe_secrets, ensure_secrets, refresh_generated
 from unistack.hub.client import HubClient, HubUnreachable
 from unistack.hub.status import HEALTHY, ServiceStatus, status_document
 from unistack.lock import control_lock

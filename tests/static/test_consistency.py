@@ -35,14 +35,13 @@ from tests.static import (
 )
 from unistack import envfile
 from unistack.cli import build_parser
-from unistack.config import (
+from unistack.config import Settings, load_settings
+from unistack.configkeys import (
     GENERATED_KEYS,
     KEYS_BY_NAME,
     PORT_KEYS,
     SECRET_KEYS,
     SERVICE_PREFIXES,
-    Settings,
-    load_settings,
 )
 from unistack.services import REGISTRY, by_name
 

@@ -10,15 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from unistack import config
-from unistack.config import (
-    ConfigError,
-    Settings,
-    describe_secrets,
-    ensure_secrets,
-    load_settings,
-    redact,
-)
+from unistack import config, configkeys, credentials
+from unistack.config import ConfigError, Settings, load_settings
+from unistack.credentials import describe_secrets, ensure_secrets
+from unistack.redaction import redact
 
 ROOT = Path(__file__).resolve().parents[2]
 PORTS = "REDIS_PORT=7001\nPROMETHEUS_PORT=7002\nHUB_PORT=7003\n"
@@ -77,12 +72,12 @@ def refusal(root: Path, home: Path, **environ: str) -> str:
 
 def test_defaults_apply_when_no_layer_sets_a_key(root: Path, home: Path) -> None:
     settings = load(root, home)
-    defaults = {key.name: key.default for key in config.KEYS}
+    defaults = {key.name: key.default for key in configkeys.KEYS}
     assert settings.log_backups == int(defaults["LOG_BACKUPS"])
     assert settings.hub_loop_interval == float(defaults["HUB_LOOP_INTERVAL"])
     assert settings.unistack_mode == defaults["UNISTACK_MODE"]
     assert settings.hub_loop_interval == 1.0
-    assert "PROBE_TIMEOUT" not in config.KEYS_BY_NAME
+    assert "PROBE_TIMEOUT" not in configkeys.KEYS_BY_NAME
 
 
 def test_each_probed_service_has_its_own_probe_timings(root: Path, home: Path) -> None:
@@ -92,7 +87,7 @@ def test_each_probed_service_has_its_own_probe_timings(root: Path, home: Path) -
     assert settings.probe_timing("redis", "liveness") == config.ProbeTiming(0.7, 0.25, 4)
     assert settings.probe_timing("REDIS", "LIVENESS") == config.ProbeTiming(0.7, 0.25, 4)
     assert settings.probe_timing("redis", "readiness") == config.ProbeTiming(0.7, 0.4, 2)
-    assert "REDIS_LIVENESS_INTERVAL" not in config.KEYS_BY_NAME
+    assert "REDIS_LIVENESS_INTERVAL" not in configkeys.KEYS_BY_NAME
     assert settings.probe_timing("prometheus", "readiness").timeout == 1.5
     assert settings.value("REDIS_LIVENESS_TIMEOUT") == 0.25
     assert settings.value("REDIS_LIVENESS_THRESHOLD") == 4
@@ -100,7 +95,7 @@ def test_each_probed_service_has_its_own_probe_timings(root: Path, home: Path) -
     assert settings.value("REDIS_PORT") == 7001
     assert settings.value("RESTART_BACKOFF_JITTER") == 0.2
     assert settings.to_env()["REDIS_LIVENESS_TIMEOUT"] == "0.25"
-    for service in config.PROBED_SERVICES:
+    for service in configkeys.PROBED_SERVICES:
         for kind in ("liveness", "readiness"):
             assert isinstance(settings.probe_timing(service, kind), config.ProbeTiming)
 
@@ -259,8 +254,8 @@ def test_ensure_secrets_creates_a_0600_dotenv_with_long_random_secrets(
     env_file = home / ".env"
     assert mode_of(env_file) == 0o600
     written = dotenv_pairs(env_file)
-    assert set(written) == set(config.GENERATED_KEYS)  # Slack secrets are the operator's
-    for key in config.GENERATED_KEYS:
+    assert set(written) == set(configkeys.GENERATED_KEYS)  # Slack secrets are the operator's
+    for key in configkeys.GENERATED_KEYS:
         value = getattr(settings, key.lower())
         assert written[key] == value
         assert len(value) >= 43  # token_urlsafe(32): 32 random bytes
@@ -345,7 +340,7 @@ def test_settings_redact_uses_its_own_secrets(root: Path, home: Path) -> None:
 def test_to_env_holds_no_secret(root: Path, home: Path) -> None:
     settings = ensure_secrets(load(root, home))
     env: Mapping[str, str] = settings.to_env()
-    for key in config.SECRET_KEYS:
+    for key in configkeys.SECRET_KEYS:
         assert key not in env
     blob = "\n".join(f"{k}={v}" for k, v in env.items())
     for value in settings.secret_values():
@@ -359,7 +354,7 @@ def test_to_env_holds_no_secret(root: Path, home: Path) -> None:
 
 def test_real_config_env_names_every_non_secret_key() -> None:
     text = (ROOT / "config.env").read_text()
-    for key in config.KEYS:
+    for key in configkeys.KEYS:
         named = re.search(rf"^#?\s*{key.name}=", text, re.MULTILINE)
         assert bool(named) != key.secret, key.name
 
@@ -373,7 +368,7 @@ def test_configuration_doc_mentions_every_key() -> None:
     doc = ROOT / "docs" / "configuration.md"
     assert doc.is_file(), f"{doc} is missing"
     text = doc.read_text()
-    missing = [key.name for key in config.KEYS if not re.search(rf"\b{key.name}\b", text)]
+    missing = [key.name for key in configkeys.KEYS if not re.search(rf"\b{key.name}\b", text)]
     assert missing == []
 
 
@@ -529,7 +524,7 @@ def test_settings_read_before_another_start_generated_the_secrets_pick_them_up(
     stale = load(root, home)  # read before the first start wrote .env
     assert not stale.redis_password
     fresh = ensure_secrets(load(root, home))  # the other start generates them
-    picked = config.refresh_generated(stale)
+    picked = credentials.refresh_generated(stale)
     assert picked.redis_password == fresh.redis_password
     assert picked.unistack_operator_token == fresh.unistack_operator_token
     again = ensure_secrets(picked)  # nothing generated twice: one line per key in .env

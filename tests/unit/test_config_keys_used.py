@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from unistack.config import KEYS, PROBED_SERVICES, SERVICE_PREFIXES
+from unistack.configkeys import KEYS, PROBED_SERVICES, SERVICE_PREFIXES
 from unistack.keys.providers import PROVIDERS
 
 PROVIDER_KEYS = {key for p in PROVIDERS for key in (*p.keys, p.base_key)}

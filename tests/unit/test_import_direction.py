@@ -45,13 +45,20 @@ def modules_under(prefix: str) -> list[Path]:
 
 
 def test_the_leaves_import_nothing_of_ours() -> None:
-    for leaf in ("event", "envfile"):
+    for leaf in ("event", "envfile", "configkeys", "redaction"):
         assert ours(PACKAGE / f"{leaf}.py") == set(), leaf
 
 
-def test_config_imports_only_its_file_reader() -> None:
-    # envfile is config's own parser of config.env and .env, itself a leaf.
-    assert ours(PACKAGE / "config.py") == {"unistack.envfile"}
+def test_config_imports_only_its_leaves() -> None:
+    # envfile parses config.env and .env, configkeys holds the keys and their parsers,
+    # redaction masks secrets: three leaves.
+    assert ours(PACKAGE / "config.py") == {"unistack.envfile", "unistack.configkeys",
+                                           "unistack.redaction"}
+
+
+def test_credentials_imports_only_config_and_its_leaves() -> None:
+    assert ours(PACKAGE / "credentials.py") <= {"unistack.config", "unistack.configkeys",
+                                                "unistack.envfile"}
 
 
 def test_policy_stays_pure() -> None:
@@ -69,8 +76,8 @@ def test_the_ml_engine_never_imports_the_hub_or_the_alerts(path: Path) -> None:
     assert not {m for m in ours(path) if m.startswith(("unistack.hub", "unistack.alerts"))}
 
 
-ALLOWED_IN_DASHBOARD = {"unistack.config", "unistack.event", "unistack.hub.status",
-                        "unistack.hub.client", "unistack.logs"}
+ALLOWED_IN_DASHBOARD = {"unistack.config", "unistack.configkeys", "unistack.event",
+                        "unistack.hub.status", "unistack.hub.client", "unistack.logs"}
 
 
 @pytest.mark.parametrize("path", modules_under("unistack.dashboard"), ids=module_name)
@@ -87,13 +94,14 @@ def test_a_reader_of_the_hub_loads_neither_the_hub_nor_the_alerts() -> None:
     ours_loaded = [m for m in loaded if m.startswith("unistack")]
     assert not [m for m in ours_loaded if m.startswith(("unistack.alerts", "unistack.ml"))]
     assert "unistack.hub.factory" not in loaded and "slack_sdk" not in loaded
-    assert set(ours_loaded) <= {"unistack", "unistack.config", "unistack.envfile",
-                                "unistack.event", "unistack.hub", "unistack.hub.client",
-                                "unistack.hub.status"}
+    assert set(ours_loaded) <= {"unistack", "unistack.config", "unistack.configkeys",
+                                "unistack.envfile", "unistack.redaction", "unistack.event",
+                                "unistack.hub", "unistack.hub.client", "unistack.hub.status"}
 
 
-ALLOWED_IN_BACKUP = {"unistack.config", "unistack.lock", "unistack.runtime", "unistack.services",
-                     "unistack.supervisor", "unistack.hub.client"}
+ALLOWED_IN_BACKUP = {"unistack.config", "unistack.configkeys", "unistack.lock",
+                     "unistack.runtime", "unistack.services", "unistack.supervisor",
+                     "unistack.hub.client"}
 
 
 @pytest.mark.parametrize("path", modules_under("unistack.backup"), ids=module_name)

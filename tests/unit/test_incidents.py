@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
-from unistack.config import redact
 from unistack.hub.incidents import IncidentRecorder, Retention, process_report
+from unistack.redaction import redact
 
 SECRET = "s3cret-redis-password-0123456789"
 STACK_DUMPER = textwrap.dedent("""

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from unistack import foreground, runtime, stack
-from unistack.config import KEYS_BY_NAME, PROBED_SERVICES, SECRET_KEYS, Settings, load_settings
+from unistack.config import Settings, load_settings
+from unistack.configkeys import KEYS_BY_NAME, PROBED_SERVICES, SECRET_KEYS
 from unistack.services import REGISTRY, ServiceSpec, priorities
 
 ROOT = Path(__file__).resolve().parents[2]

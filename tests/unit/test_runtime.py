@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from unistack import runtime
-from unistack.config import Settings, ensure_secrets, load_settings
+from unistack.config import Settings, load_settings
+from unistack.credentials import ensure_secrets
 
 ROOT = Path(__file__).resolve().parents[2]
 

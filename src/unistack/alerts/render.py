@@ -27,7 +27,8 @@ from unistack.alerts.records import (
     Message,
     Notice,
 )
-from unistack.config import Settings, redact
+from unistack.config import Settings
+from unistack.redaction import redact
 
 TEXT_MAX = 40_000
 SECTION_MAX = 3_000

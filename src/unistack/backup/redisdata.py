@@ -24,7 +24,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from unistack.config import LOOPBACK, Settings
+from unistack.config import Settings
+from unistack.configkeys import LOOPBACK
 from unistack.runtime import redis_quote
 
 

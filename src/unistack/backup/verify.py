@@ -20,7 +20,8 @@ from typing import Any, NamedTuple
 
 from unistack.backup import archive, catalog, redisdata
 from unistack.backup.progress import Meter
-from unistack.config import LOOPBACK, Settings
+from unistack.config import Settings
+from unistack.configkeys import LOOPBACK
 
 Report = Callable[[str], None]
 

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from flask import Blueprint, abort, render_template, request
 from flask.typing import ResponseReturnValue
 
-from unistack.config import parse_duration
+from unistack.configkeys import parse_duration
 from unistack.dashboard import backups
 from unistack.dashboard.auth import csrf_token, is_operator
 from unistack.dashboard.components import components

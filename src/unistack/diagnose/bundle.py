@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from unistack import logs
-from unistack.config import KEYS, Settings
+from unistack.config import Settings
+from unistack.configkeys import KEYS
 from unistack.diagnose.findings import Finding, document, text
 
 _LOG_LINES = 200

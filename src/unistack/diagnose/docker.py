@@ -13,7 +13,8 @@ import docker.errors
 from docker.models.containers import Container
 
 from unistack import envfile
-from unistack.config import KEYS_BY_NAME, LOOPBACK, PORT_KEYS, PROJECT_ROOT
+from unistack.config import PROJECT_ROOT
+from unistack.configkeys import KEYS_BY_NAME, LOOPBACK, PORT_KEYS
 from unistack.container import SERVICE, Unified, engine_url
 from unistack.diagnose.findings import Finding, fail, ok, warn
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import yaml
 
 from unistack import envfile, processes, runtime, stack
-from unistack.config import KEYS_BY_NAME, PORT_KEYS, Settings
+from unistack.config import Settings
+from unistack.configkeys import KEYS_BY_NAME, PORT_KEYS
 from unistack.diagnose.findings import Finding, fail, ok, warn
 from unistack.foreground import expansions
 from unistack.services import REGISTRY, by_name

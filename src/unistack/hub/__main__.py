@@ -6,7 +6,8 @@ import faulthandler
 import signal
 import sys
 
-from unistack.config import ConfigError, ensure_secrets, load_settings
+from unistack.config import ConfigError, load_settings
+from unistack.credentials import ensure_secrets
 from unistack.hub.factory import Hub
 from unistack.logs import setup_logging
 

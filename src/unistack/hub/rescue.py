@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from unistack.config import LOOPBACK, Settings
+from unistack.config import Settings
+from unistack.configkeys import LOOPBACK
 from unistack.probes import redis_command
 from unistack.runtime import redis_quote, write_atomic
 

@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from unistack.config import GENERATED_KEYS, Settings, ensure_secrets, load_settings
+from unistack.config import Settings, load_settings
+from unistack.configkeys import GENERATED_KEYS
+from unistack.credentials import ensure_secrets
 from unistack.hub.client import HubClient, HubUnreachable
 from unistack.keys import providers, store
 from unistack.keys.providers import BY_NAME, KEY_NAMES, PROVIDERS, Result

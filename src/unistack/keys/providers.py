@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
-from unistack.config import Settings, redact
+from unistack.config import Settings
+from unistack.redaction import redact
 
 VALID, REJECTED, RATE_LIMITED, UNREACHABLE = "valid", "rejected", "rate-limited", "unreachable"
 MISSING, MALFORMED = "missing", "malformed"
