@@ -56,11 +56,12 @@ from unistack.hub.client import HubClient, HubUnreachable
 from unistack.hub.status import HEALTHY
 from unistack.ml import market, protocol
 from unistack.ml.client import MLClient, PredictionError
-from unistack.ml.engine import Engine, EngineConfig
+from unistack.ml.engine import Engine
 from unistack.ml.features import compute_features
 from unistack.ml.keys import STREAM
 from unistack.ml.models import ModelStore, on_cpu
 from unistack.ml.registry import ModelRegistry
+from unistack.ml.server import engine_config
 from unistack.probes import HttpProbe
 from unistack.supervisor import SupervisorClient, SupervisorError
 
@@ -409,10 +410,7 @@ def profiled_engine(settings: Settings, connection: redis.Redis) -> Engine:
     """The engine's worker as server.py builds it, in this process, as its own consumer."""
     models = ModelStore(ModelRegistry(settings.models_dir), on_cpu)
     models.refresh()
-    return Engine(connection, models, EngineConfig(
-        consumer="bench-profile", max_batch_rows=settings.ml_max_batch_rows,
-        max_wait_us=settings.ml_max_wait_us, claim_idle_ms=settings.ml_claim_idle_ms,
-        max_deliveries=settings.ml_max_deliveries, reply_ttl_s=settings.ml_reply_ttl))
+    return Engine(connection, models, engine_config(settings, "bench-profile"))
 
 
 def engine_profile(stack: Stack, rows: Matrix, count: int) -> dict[str, Any]:

@@ -55,15 +55,17 @@ class Action(NamedTuple):
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    backoff_initial: float = 1.0
-    backoff_max: float = 300.0
-    jitter: float = 0.2
-    stable_period: float = 600.0  # ready this long: forget past restarts, reset backoff
-    flap_restarts: int = 3  # this many restarts ...
-    flap_window: float = 600.0  # ... within this window is a loop
-    resolve_after: float = 3.0  # ready this long resolves an incident
-    loop_resolve_after: float = 60.0  # ... or this long for a LOOPING incident
-    ready_timeout: float = 20.0  # a spawned service not ready by then is restarted
+    """Built from Settings only (hub.reconcile.policy_config): no defaults of its own."""
+
+    backoff_initial: float
+    backoff_max: float
+    jitter: float
+    stable_period: float  # ready this long: forget past restarts, reset backoff
+    flap_restarts: int  # this many restarts ...
+    flap_window: float  # ... within this window is a loop
+    resolve_after: float  # ready this long resolves an incident
+    loop_resolve_after: float  # ... or this long for a LOOPING incident
+    ready_timeout: float  # a spawned service not ready by then is restarted
 
 
 class ServicePolicy:

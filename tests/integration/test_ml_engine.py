@@ -30,13 +30,14 @@ from unistack.ml.client import (
     PredictionTimeout,
     Refused,
 )
-from unistack.ml.engine import Engine, EngineConfig
+from unistack.ml.engine import Engine
 from unistack.ml.features import features_and_labels
 from unistack.ml.keys import DEAD_LETTERS, GROUP, STREAM
 from unistack.ml.market import synthetic_bars
 from unistack.ml.metrics import EngineMetrics
 from unistack.ml.models import ModelStore, on_cpu
 from unistack.ml.registry import ModelRegistry
+from unistack.ml.server import engine_config
 from unistack.ml.training import train_and_register
 
 PASSWORD = "p" * 43
@@ -86,11 +87,13 @@ class Running:
 
 
 @pytest.fixture
-def engine(redis_server: redis.Redis, registry: ModelRegistry) -> Iterator[Running]:
+def engine(redis_server: redis.Redis, registry: ModelRegistry, tmp_path: Path
+           ) -> Iterator[Running]:
     store = ModelStore(registry, on_cpu)
     store.refresh()
-    worker = Engine(redis_server, store, EngineConfig(block_ms=20, claim_idle_ms=100,
-                                                      claim_every_s=0.05))
+    settings = load_settings(environ={"UNISTACK_HOME": str(tmp_path)})
+    worker = Engine(redis_server, store, engine_config(settings, "engine-1")._replace(
+        block_ms=20, claim_idle_ms=100, claim_every_s=0.05))
     worker.ensure_group()
     running = Running(worker)
     running.thread.start()

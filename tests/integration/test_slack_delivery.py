@@ -25,8 +25,8 @@ from unistack.config import Settings, load_settings
 pytestmark = pytest.mark.integration
 
 TOKEN = "xoxb-4242-standin-secret-token"
-FAST = DispatchConfig(channel_interval=0.05, retry_max=0.3, retry_initial=0.05, lease=2,
-                      poll=0.2)
+FAST = DispatchConfig(channel_interval=0.05, retry_max=0.3, retry_initial=0.05, jitter=0.2,
+                      lease=2, poll=0.2)
 
 
 class Delivery(NamedTuple):
@@ -204,7 +204,7 @@ ABANDONED_HUB = textwrap.dedent("""
     from unistack.alerts.slack import WebhookTransport
     outbox = Outbox(Path(sys.argv[1]), 100)
     config = DispatchConfig(channel_interval=0.05, retry_max=0.3, retry_initial=0.05,
-                            lease=1)
+                            jitter=0.2, lease=1, poll=5.0)
     dispatcher = Dispatcher(outbox, WebhookTransport(sys.argv[2], 0.5, str), config)
     for n in range(5):
         outbox.put(Message(f"m/{n}", "webhook", "m", "post", {"text": f"m/{n}"}))

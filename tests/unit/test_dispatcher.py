@@ -85,7 +85,8 @@ def make_rig(tmp_path: Path, threads: bool = True, retry_max: float = 10.0) -> R
     outbox = Outbox(tmp_path / "alerts.sqlite", 1000, clock)
     transport = FakeTransport(clock, threads)
     failed: list[tuple[str, str]] = []
-    config = DispatchConfig(channel_interval=1.0, retry_max=retry_max, retry_initial=1.0)
+    config = DispatchConfig(channel_interval=1.0, retry_max=retry_max, retry_initial=1.0,
+                            jitter=0.2, lease=30.0, poll=5.0)
     dispatcher = Dispatcher(outbox, transport, config, clock,
                             on_failed=lambda row, why: failed.append((row.message.key, why)))
     dispatcher._rng = lambda: 0.5  # no jitter: exact backoff in the assertions
@@ -264,7 +265,9 @@ class BlockingTransport(FakeTransport):
 def test_the_thread_never_blocks_the_caller(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "alerts.sqlite", 100)
     transport = BlockingTransport(Clock())
-    dispatcher = Dispatcher(outbox, transport, DispatchConfig(channel_interval=0.01))
+    dispatcher = Dispatcher(outbox, transport, DispatchConfig(
+        channel_interval=0.01, retry_max=60.0, retry_initial=1.0, jitter=0.2, lease=30.0,
+        poll=5.0))
     dispatcher.start()
     try:
         started = time.monotonic()

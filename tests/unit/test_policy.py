@@ -5,7 +5,7 @@ Time is a plain float passed as `now`; the jitter's random source is injected.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 
 import pytest
@@ -290,7 +290,7 @@ def test_a_looping_service_stays_held_once_its_capped_backoff_spreads_crashes_wi
 
 
 def test_a_looping_service_crashing_once_per_flap_window_is_still_held() -> None:
-    config = PolicyConfig(backoff_initial=100.0, backoff_max=1000.0, jitter=0.0,
+    config = replace(CONFIG, backoff_initial=100.0, backoff_max=1000.0, jitter=0.0,
                           flap_restarts=3, flap_window=60.0, ready_timeout=20.0)
     p = make(config)
     p.started(0.0)
@@ -311,7 +311,7 @@ def test_a_looping_service_crashing_once_per_flap_window_is_still_held() -> None
 
 
 def test_a_looping_service_not_ready_in_time_is_held_again_not_killed() -> None:
-    config = PolicyConfig(backoff_initial=100.0, backoff_max=1000.0, jitter=0.0,
+    config = replace(CONFIG, backoff_initial=100.0, backoff_max=1000.0, jitter=0.0,
                           flap_restarts=3, flap_window=60.0, ready_timeout=20.0)
     p = make(config)
     p.started(0.0)
@@ -333,7 +333,7 @@ def test_a_looping_service_not_ready_in_time_is_held_again_not_killed() -> None:
 
 
 def test_a_crash_before_a_loop_has_resolved_is_held_even_alone_in_its_window() -> None:
-    config = PolicyConfig(backoff_initial=100.0, backoff_max=1000.0, jitter=0.0,
+    config = replace(CONFIG, backoff_initial=100.0, backoff_max=1000.0, jitter=0.0,
                           flap_restarts=3, flap_window=60.0, loop_resolve_after=60.0)
     p = make(config)
     p.started(0.0)
@@ -349,7 +349,7 @@ def test_a_crash_before_a_loop_has_resolved_is_held_even_alone_in_its_window() -
 
 
 def test_a_resolved_loop_releases_the_hold_but_its_backoff_restarts_only_when_stable() -> None:
-    config = PolicyConfig(backoff_initial=100.0, backoff_max=1000.0, jitter=0.0,
+    config = replace(CONFIG, backoff_initial=100.0, backoff_max=1000.0, jitter=0.0,
                           flap_restarts=3, flap_window=60.0, loop_resolve_after=60.0,
                           stable_period=600.0)
     p = make(config)
@@ -383,7 +383,7 @@ def test_a_resolved_loop_releases_the_hold_but_its_backoff_restarts_only_when_st
 
 @pytest.mark.parametrize("rng", [0.0, 0.5, 1.0])
 def test_backoff_doubles_within_the_jitter_and_is_capped(rng: float) -> None:
-    config = PolicyConfig(backoff_initial=1.0, backoff_max=100.0, jitter=0.2)
+    config = replace(CONFIG, backoff_initial=1.0, backoff_max=100.0, jitter=0.2)
     p = make(config, rng=rng)
     for attempt in range(1, 15):
         base = 2.0 ** (attempt - 1)
@@ -497,7 +497,7 @@ def test_fatal_fails_with_one_event_and_schedules_a_start() -> None:
 
 
 def test_failed_is_not_restarted_as_hung_while_it_waits() -> None:
-    p = make(PolicyConfig(backoff_initial=50.0, ready_timeout=20.0, jitter=0.0))
+    p = make(replace(CONFIG, backoff_initial=50.0, ready_timeout=20.0, jitter=0.0))
     p.started(0.0)
     p.fatal(1.0, "gave up")
     assert p.tick(30.0) == []
@@ -537,7 +537,7 @@ def test_a_long_running_service_that_crashes_is_not_hung_at_the_next_tick() -> N
 
 
 def test_looping_waits_for_a_backoff_longer_than_ready_timeout() -> None:
-    p = make(PolicyConfig(backoff_initial=40.0, backoff_max=300.0, ready_timeout=20.0,
+    p = make(replace(CONFIG, backoff_initial=40.0, backoff_max=300.0, ready_timeout=20.0,
                           jitter=0.0))
     p.started(0.0)
     crash_loop(p, [1.0, 2.0, 3.0])
@@ -642,7 +642,7 @@ class World:
 
 
 def test_ten_crashes_then_up_is_one_incident_with_capped_backoff() -> None:
-    config = PolicyConfig(backoff_initial=1.0, backoff_max=8.0, jitter=0.2, flap_restarts=3,
+    config = replace(CONFIG, backoff_initial=1.0, backoff_max=8.0, jitter=0.2, flap_restarts=3,
                           flap_window=600.0, resolve_after=3.0, loop_resolve_after=60.0,
                           ready_timeout=20.0)
     world = World(make(config, rng=0.5), crashes=10)
@@ -666,7 +666,7 @@ def test_ten_crashes_then_up_is_one_incident_with_capped_backoff() -> None:
 
 @pytest.mark.parametrize("rng", [0.0, 1.0])
 def test_crash_loop_delays_stay_within_the_jitter_and_the_cap(rng: float) -> None:
-    config = PolicyConfig(backoff_initial=1.0, backoff_max=8.0, jitter=0.2)
+    config = replace(CONFIG, backoff_initial=1.0, backoff_max=8.0, jitter=0.2)
     world = World(make(config, rng=rng), crashes=10)
     world.run(200.0)
     looped = world.crash_times[2:]
@@ -679,7 +679,7 @@ def test_crash_loop_delays_stay_within_the_jitter_and_the_cap(rng: float) -> Non
 
 
 def test_ten_crashes_then_up_with_the_default_config() -> None:
-    world = World(make(PolicyConfig(), rng=0.5), crashes=10)
+    world = World(make(CONFIG, rng=0.5), crashes=10)
     world.run(400.0)
     assert [a.event for _, a in world.log if a.kind == EVENT] == [
         "crashed", "looping", "recovered"]
@@ -691,7 +691,7 @@ def test_ten_crashes_then_up_with_the_default_config() -> None:
 
 def test_a_long_crash_loop_with_the_default_config_stays_held_at_the_backoff_cap() -> None:
     """Past 256 s of backoff the crashes come 300 s apart, two per 600 s window."""
-    world = World(make(PolicyConfig(), rng=0.5), crashes=15)
+    world = World(make(CONFIG, rng=0.5), crashes=15)
     world.run(2000.0)
     assert [a.event for _, a in world.log if a.kind == EVENT] == [
         "crashed", "looping", "recovered"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import json
 import re
 import shlex
@@ -13,8 +14,12 @@ from pathlib import Path
 import pytest
 
 from unistack import foreground, runtime, stack
+from unistack.alerts.dispatcher import dispatch_config
+from unistack.alerts.router import RouterConfig
 from unistack.config import Settings, load_settings
 from unistack.configkeys import KEYS_BY_NAME, PROBED_SERVICES, SECRET_KEYS
+from unistack.hub.reconcile import policy_config
+from unistack.ml.server import engine_config
 from unistack.services import REGISTRY, ServiceSpec, priorities
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -245,3 +250,24 @@ def test_the_paths_supervisord_passes_are_the_ones_settings_and_runtime_own(
     assert {settings.prometheus_data_dir, settings.redis_data_dir, settings.market_dir,
             settings.models_dir, settings.log_dir, settings.run_dir} <= owned
     assert all(path.parent in owned or path == settings.var for path in rendered)
+
+
+def test_every_component_config_is_built_from_settings_alone(tmp_path: Path) -> None:
+    """The policy, router, dispatcher and engine configs have no defaults of their own:
+    each is built from Settings, so a value set in config.env reaches it."""
+    settings = load_settings(environ={
+        "UNISTACK_HOME": str(tmp_path), "RESTART_BACKOFF_INITIAL": "7", "FLAP_RESTARTS": "9",
+        "ALERT_GROUP_WINDOW": "1.5", "ALERT_CHANNEL_INTERVAL": "3", "ML_MAX_WAIT_US": "77",
+        "SERVICE_READY_TIMEOUT": "33"}, root=ROOT)
+    policy = policy_config(settings)
+    assert (policy.backoff_initial, policy.flap_restarts, policy.ready_timeout) == (7, 9, 33)
+    assert RouterConfig.from_settings(settings).group_window == 1.5
+    assert dispatch_config(settings).channel_interval == 3
+    assert engine_config(settings, "e").max_wait_us == 77
+    for config in (policy, RouterConfig.from_settings(settings), dispatch_config(settings),
+                   engine_config(settings, "e")):
+        fields = getattr(config, "_field_defaults", None)
+        if fields is None:  # a dataclass
+            fields = {f.name: f.default for f in dataclasses.fields(config)  # type: ignore[arg-type]
+                      if f.default is not dataclasses.MISSING}
+        assert fields == {}, type(config).__name__

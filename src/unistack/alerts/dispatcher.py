@@ -28,22 +28,22 @@ OnFailed = Callable[[Row, str], None]
 
 
 class DispatchConfig(NamedTuple):
-    """Delivery timings (seconds)."""
+    """Delivery timings (seconds), built from Settings only (dispatch_config)."""
 
-    channel_interval: float = 1.0  # Slack: about 1 message per second per channel
-    retry_max: float = 60.0  # the backoff cap
-    retry_initial: float = 1.0  # the first backoff
-    jitter: float = 0.2  # backoff spread, a fraction either way
-    lease: float = 30.0  # a claimed message is due again after this if we died mid-send
-    poll: float = 5.0  # longest sleep: another process may have put messages
+    channel_interval: float  # Slack: about 1 message per second per channel
+    retry_max: float  # the backoff cap
+    retry_initial: float  # the first backoff
+    jitter: float  # backoff spread, a fraction either way
+    lease: float  # a claimed message is due again after this if we died mid-send
+    poll: float  # longest sleep: another process may have put messages
 
 
 def dispatch_config(settings: Settings) -> DispatchConfig:
     # The lease outlives the slowest attempt (slack-sdk's timeout is per socket operation).
     return DispatchConfig(channel_interval=settings.alert_channel_interval,
                           retry_max=settings.alert_retry_max,
-                          retry_initial=min(1.0, settings.alert_retry_max),
-                          lease=max(30.0, 4 * settings.slack_timeout))
+                          retry_initial=min(1.0, settings.alert_retry_max), jitter=0.2,
+                          lease=max(30.0, 4 * settings.slack_timeout), poll=5.0)
 
 
 class DeliveryStatus(NamedTuple):
@@ -60,7 +60,7 @@ class Dispatcher:
     """Delivers the outbox's due messages in order, rate-limited, retried."""
 
     def __init__(self, outbox: Outbox, transport: Transport,
-                 config: DispatchConfig = DispatchConfig(),  # noqa: B008 - immutable
+                 config: DispatchConfig,
                  clock: Callable[[], float] = time.time,
                  on_failed: OnFailed | None = None) -> None:
         self._outbox = outbox

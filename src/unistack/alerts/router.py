@@ -39,19 +39,24 @@ from unistack.services import REGISTRY, ServiceSpec
 _SEEN_MAX = 2048  # event keys remembered for duplicate detection
 
 
+FLAP_HOLD_MAX = 60.0  # cap of a flapping incident's resolution hold (seconds)
+
+
 class RouterConfig(NamedTuple):
-    group_window: float = 0.5  # seconds a burst folds into one OPENED
-    reminders: tuple[float, ...] = (1800.0, 3600.0, 7200.0, 14400.0)  # the last repeats
-    resolved_notice: bool = True
-    flap_hold_max: float = 60.0  # cap of a flapping incident's resolution hold
-    critical: frozenset[str] = frozenset()  # services whose own failures are critical
+    """Built from Settings only (from_settings): no defaults of its own."""
+
+    group_window: float  # seconds a burst folds into one OPENED
+    reminders: tuple[float, ...]  # after each, a reminder; the last repeats
+    resolved_notice: bool
+    flap_hold_max: float  # cap of a flapping incident's resolution hold
+    critical: frozenset[str]  # services whose own failures are critical
 
     @classmethod
     def from_settings(cls, settings: Settings,
                       registry: tuple[ServiceSpec, ...] = REGISTRY) -> RouterConfig:
         return cls(settings.alert_group_window, settings.alert_reminders,
-                   settings.alert_resolved_notice == "1",
-                   critical=frozenset(s.name for s in registry if s.critical))
+                   settings.alert_resolved_notice == "1", FLAP_HOLD_MAX,
+                   frozenset(s.name for s in registry if s.critical))
 
 
 class Router:

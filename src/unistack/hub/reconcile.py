@@ -501,13 +501,9 @@ def _pid_of(service: _Service) -> Callable[[], int]:
     return lambda: service.pid
 
 
-def build_services(
-    settings: Settings,
-    registry: tuple[ServiceSpec, ...],
-    make_monitor: Callable[[ServiceSpec, Callable[[], int]], Monitor | None],
-) -> dict[str, _Service]:
-    """A tracked service per registry entry, in start order, each with its policy."""
-    config = policy.PolicyConfig(
+def policy_config(settings: Settings) -> policy.PolicyConfig:
+    """The restart policy's timings, as config.env and .env set them."""
+    return policy.PolicyConfig(
         backoff_initial=settings.restart_backoff_initial,
         backoff_max=settings.restart_backoff_max,
         jitter=settings.restart_backoff_jitter,
@@ -518,6 +514,15 @@ def build_services(
         loop_resolve_after=settings.loop_resolve_after,
         ready_timeout=settings.service_ready_timeout,
     )
+
+
+def build_services(
+    settings: Settings,
+    registry: tuple[ServiceSpec, ...],
+    make_monitor: Callable[[ServiceSpec, Callable[[], int]], Monitor | None],
+) -> dict[str, _Service]:
+    """A tracked service per registry entry, in start order, each with its policy."""
+    config = policy_config(settings)
     services: dict[str, _Service] = {}
     for spec in start_order(registry):
         tracked = _Service(spec, policy.ServicePolicy(spec.name, config, spec.critical), None)

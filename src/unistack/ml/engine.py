@@ -64,15 +64,17 @@ def _rows(entries: list[Entry]) -> int:
 
 
 class EngineConfig(NamedTuple):
-    consumer: str = "engine-1"
-    max_batch_rows: int = 1024
-    max_wait_us: int = 200  # how long a partial batch waits for more requests
-    block_ms: int = 100  # how long one read blocks when the stream is empty
-    claim_idle_ms: int = 2000  # pending this long in a dead consumer: claim it
-    claim_every_s: float = 1.0
-    max_deliveries: int = 3
-    reply_ttl_s: int = 60
-    dead_letter_maxlen: int = 10000
+    """Built from Settings only (ml.server.engine_config): no defaults of its own."""
+
+    consumer: str
+    max_batch_rows: int
+    max_wait_us: int  # how long a partial batch waits for more requests
+    block_ms: int  # how long one read blocks when the stream is empty
+    claim_idle_ms: int  # pending this long in a dead consumer: claim it
+    claim_every_s: float
+    max_deliveries: int
+    reply_ttl_s: int
+    dead_letter_maxlen: int
 
 
 class BatchTiming(NamedTuple):

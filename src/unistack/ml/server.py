@@ -64,10 +64,8 @@ class EngineService:
         self.client = redis.Redis(host=settings.redis_host, port=settings.redis_port,
                                   password=settings.redis_password, socket_timeout=5,
                                   retry=Retry(NoBackoff(), 0))
-        self.engine = Engine(self.client, self.models, EngineConfig(
-            max_batch_rows=settings.ml_max_batch_rows, max_wait_us=settings.ml_max_wait_us,
-            claim_idle_ms=settings.ml_claim_idle_ms, max_deliveries=settings.ml_max_deliveries,
-            reply_ttl_s=settings.ml_reply_ttl, consumer=consumer_name(settings)))
+        self.engine = Engine(self.client, self.models,
+                             engine_config(settings, consumer_name(settings)))
         self.metrics = EngineMetrics(self.engine, self.client, self._memory_state)
         self.engine.on_batch = self.metrics.batch
         self.engine.on_reset = lambda detail: self._report("request_stream_reset", "info", detail)
@@ -202,6 +200,17 @@ def _handler(service: EngineService) -> type[BaseHTTPRequestHandler]:
                 self._send(404, b'{"error": "not found"}', "application/json")
 
     return Handler
+
+
+def engine_config(settings: Settings, consumer: str) -> EngineConfig:
+    """The worker's configuration, as config.env and .env set it; CONSUMER its name in the
+    stream's group."""
+    return EngineConfig(
+        consumer=consumer, max_batch_rows=settings.ml_max_batch_rows,
+        max_wait_us=settings.ml_max_wait_us, block_ms=100,
+        claim_idle_ms=settings.ml_claim_idle_ms, claim_every_s=1.0,
+        max_deliveries=settings.ml_max_deliveries, reply_ttl_s=settings.ml_reply_ttl,
+        dead_letter_maxlen=10000)
 
 
 def consumer_name(settings: Settings) -> str:
