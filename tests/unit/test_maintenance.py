@@ -60,8 +60,8 @@ class Rig:
 
     def maintenance(self) -> Maintenance:
         """A Maintenance as a (re)started hub makes it."""
-        return Maintenance(self.settings, self.reconciler,  # type: ignore[arg-type]
-                           events=self.events, alerts=self.alerts,  # type: ignore[arg-type]
+        return Maintenance(self.settings, self.reconciler,
+                           events=self.events, alerts=self.alerts,
                            services=SERVICES, alive=lambda pid: pid in self.live)
 
     @property
@@ -218,7 +218,7 @@ def test_a_renewed_hold_leaves_no_service_held_once_it_ends(rig: Rig) -> None:
 def test_a_pid_of_true_is_refused(tmp_path: Path) -> None:
     settings = load_settings(environ={"UNISTACK_HOME": str(tmp_path)}, root=ROOT)
     settings.run_dir.mkdir(parents=True)
-    maintenance = Maintenance(settings, FakeReconciler(),  # type: ignore[arg-type]
+    maintenance = Maintenance(settings, FakeReconciler(),
                               events=EventLog(), alerts=None, services=SERVICES)
     with pytest.raises(BadHold):
         maintenance.begin(body(pid=True))
@@ -266,7 +266,7 @@ def test_after_a_hold_ended_another_holder_may_hold(rig: Rig) -> None:
 
 
 def test_without_an_alerts_service_a_hold_still_holds_and_ends(rig: Rig) -> None:
-    maintenance = Maintenance(rig.settings, rig.reconciler,  # type: ignore[arg-type]
+    maintenance = Maintenance(rig.settings, rig.reconciler,
                               events=rig.events, alerts=None, services=SERVICES,
                               alive=lambda pid: pid in rig.live)
     maintenance.begin(body())
@@ -353,7 +353,7 @@ def test_a_dead_holders_unreadable_journal_keeps_its_services_held(rig: Rig) -> 
 
 
 def test_a_real_holder_process_is_followed_until_it_exits(rig: Rig) -> None:
-    maintenance = Maintenance(rig.settings, rig.reconciler,  # type: ignore[arg-type]
+    maintenance = Maintenance(rig.settings, rig.reconciler,
                               events=rig.events, alerts=None, services=SERVICES)
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -369,7 +369,7 @@ def test_a_real_holder_process_is_followed_until_it_exits(rig: Rig) -> None:
 
 
 def test_the_pid_of_a_process_that_exited_is_refused(rig: Rig) -> None:
-    maintenance = Maintenance(rig.settings, rig.reconciler,  # type: ignore[arg-type]
+    maintenance = Maintenance(rig.settings, rig.reconciler,
                               events=rig.events, alerts=None, services=SERVICES)
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                            capture_output=True, text=True, check=True)

@@ -183,7 +183,7 @@ def make_hub(tmp_path: Path) -> Iterator[Callable[..., Hub]]:
         supervisors.append(supervisor)
         events, metrics = EventLog(), HubMetrics()
         reconciler = Reconciler(
-            settings, supervisor, services,  # type: ignore[arg-type]
+            settings, supervisor, services,
             events=events, metrics=metrics,
             incidents=IncidentRecorder(incidents, tmp_path / "log", 10, settings.redact),
             inbox=queue.SimpleQueue())

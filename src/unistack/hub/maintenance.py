@@ -17,18 +17,31 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from unistack.alerts.service import Alerts
 from unistack.backup import journal
 from unistack.config import Settings
 from unistack.event import Kind, Severity
 from unistack.hub.events import EventLog
-from unistack.hub.reconcile import Reconciler
 from unistack.runtime import write_atomic
 
 log = logging.getLogger("unistack.hub")
 HOLD_MAX = 6 * 3600.0  # seconds: the alerts of held services stay silenced at most this long
+
+
+class Holds(Protocol):
+    """What a hold asks of the reconcile loop (hub.reconcile.Reconciler)."""
+
+    def hold(self, names: list[str], reason: str) -> None: ...
+
+    def release(self, names: list[str]) -> None: ...
+
+
+class Silences(Protocol):
+    """What a hold asks of the alerts (alerts.service.Alerts)."""
+
+    def silence(self, service: str, seconds: float, reason: str,
+                quiet: bool = False) -> float: ...
 
 
 class BadHold(ValueError):
@@ -36,8 +49,8 @@ class BadHold(ValueError):
 
 
 class Maintenance:
-    def __init__(self, settings: Settings, reconciler: Reconciler, *, events: EventLog,
-                 alerts: Alerts | None, services: tuple[str, ...],
+    def __init__(self, settings: Settings, reconciler: Holds, *, events: EventLog,
+                 alerts: Silences | None, services: tuple[str, ...],
                  alive: Callable[[int], bool] | None = None) -> None:
         self._settings = settings
         self._reconciler = reconciler

@@ -59,7 +59,11 @@ Message = Verdict | Exited | Wake
 
 
 @dataclass
-class _Service:
+class TrackedService:
+    """One service as the reconcile loop tracks it: its policy, its monitor, its current
+    process. Built by build_services, owned by the Reconciler (the factory only hands the
+    dict over)."""
+
     spec: ServiceSpec
     policy: policy.ServicePolicy
     monitor: Monitor | None
@@ -82,7 +86,7 @@ class Reconciler:
         self,
         settings: Settings,
         supervisor: Programs,
-        services: dict[str, _Service],
+        services: dict[str, TrackedService],
         *,
         events: EventLog,
         metrics: HubMetrics,
@@ -116,7 +120,7 @@ class Reconciler:
         with self._lock:
             return [self._status(s) for s in self._services.values()]
 
-    def _status(self, service: _Service) -> ServiceStatus:
+    def _status(self, service: TrackedService) -> ServiceStatus:
         p = service.policy
         incident = p.incident or ""
         return ServiceStatus(
@@ -212,7 +216,7 @@ class Reconciler:
             self._apply(service, service.policy.exited(now, message.detail))
             service.onset = 0.0
 
-    def _exited(self, service: _Service, pid: int, now: float) -> None:
+    def _exited(self, service: TrackedService, pid: int, now: float) -> None:
         if pid in service.killed:
             service.killed.discard(pid)  # our own kill: already counted as a restart
         elif service.policy.next_start is not None:
@@ -336,7 +340,7 @@ class Reconciler:
         self._next_sync = min(self._next_sync,
                               now + (min(0.1, interval) if settling else interval))
 
-    def _observe(self, service: _Service, info: ProcessInfo, now: float) -> None:
+    def _observe(self, service: TrackedService, info: ProcessInfo, now: float) -> None:
         p = service.policy
         service.program = info.state
         if self._pods:
@@ -355,7 +359,7 @@ class Reconciler:
         elif info.state == "STOPPED" and not holding:
             self._start_when_ready(service, now)
 
-    def _track_new_process(self, service: _Service, info: ProcessInfo, now: float) -> None:
+    def _track_new_process(self, service: TrackedService, info: ProcessInfo, now: float) -> None:
         p = service.policy
         if self._first_sync and p.state == policy.STOPPED:
             self._apply(service, p.adopted(now, info.since - self._wall_offset))
@@ -364,7 +368,7 @@ class Reconciler:
         assert service.monitor is not None
         service.monitor.resume()
 
-    def _start_when_ready(self, service: _Service, now: float) -> None:
+    def _start_when_ready(self, service: TrackedService, now: float) -> None:
         waiting = [d for d in service.spec.depends_on
                    if self._services[d].policy.state != policy.READY]
         if waiting:
@@ -383,7 +387,7 @@ class Reconciler:
 
     # --- acting -------------------------------------------------------------------
 
-    def _apply(self, service: _Service, actions: list[policy.Action]) -> None:
+    def _apply(self, service: TrackedService, actions: list[policy.Action]) -> None:
         name = service.spec.name
         service.captured = ""
         for action in actions:
@@ -404,14 +408,14 @@ class Reconciler:
                 service.detail = action.detail
                 self._emit(service, action)
 
-    def _leave_to_kubernetes(self, service: _Service, action: policy.Action) -> None:
+    def _leave_to_kubernetes(self, service: TrackedService, action: policy.Action) -> None:
         """Kubernetes restarts pods (their liveness probes): the hub only keeps watching."""
         log.info("%s: %s left to Kubernetes (%s)", service.spec.name, action.kind,
                  action.detail or "backoff")
         if service.monitor:
             service.monitor.resume()
 
-    def _start_after_stop(self, service: _Service) -> None:
+    def _start_after_stop(self, service: TrackedService) -> None:
         """A backoff start must not race the stop that began the backoff."""
         now = self._clock()
         if service.stopping is not None and service.stopping.is_alive():
@@ -427,7 +431,7 @@ class Reconciler:
                                   f"restarted because {name} restarted", cause=name)
                 self._kill(dependent)
 
-    def _kill(self, service: _Service) -> None:
+    def _kill(self, service: TrackedService) -> None:
         """SIGKILL the whole process group; supervisord sees the exit and respawns it."""
         pid = service.pid
         if pid <= 0:
@@ -452,7 +456,7 @@ class Reconciler:
         except OSError as exc:
             log.error("cannot recreate the state directories: %s", exc)
 
-    def _stop_for_backoff(self, service: _Service) -> None:
+    def _stop_for_backoff(self, service: TrackedService) -> None:
         """Stop the program in supervisord so it stays down until the hub's backoff ends."""
         if service.monitor:
             service.monitor.pause()
@@ -470,7 +474,7 @@ class Reconciler:
         if pid > 0 and service.program in _RUNNING:
             self._kill(service)
 
-    def _emit(self, service: _Service, action: policy.Action) -> None:
+    def _emit(self, service: TrackedService, action: policy.Action) -> None:
         assert action.event is not None, action
         extra: dict[str, Any] = {}
         severity, detail = action.severity, action.detail
@@ -497,7 +501,7 @@ class Reconciler:
         return None
 
 
-def _pid_of(service: _Service) -> Callable[[], int]:
+def _pid_of(service: TrackedService) -> Callable[[], int]:
     return lambda: service.pid
 
 
@@ -520,12 +524,12 @@ def build_services(
     settings: Settings,
     registry: tuple[ServiceSpec, ...],
     make_monitor: Callable[[ServiceSpec, Callable[[], int]], Monitor | None],
-) -> dict[str, _Service]:
+) -> dict[str, TrackedService]:
     """A tracked service per registry entry, in start order, each with its policy."""
     config = policy_config(settings)
-    services: dict[str, _Service] = {}
+    services: dict[str, TrackedService] = {}
     for spec in start_order(registry):
-        tracked = _Service(spec, policy.ServicePolicy(spec.name, config, spec.critical), None)
+        tracked = TrackedService(spec, policy.ServicePolicy(spec.name, config, spec.critical), None)
         tracked.monitor = make_monitor(spec, _pid_of(tracked))
         if spec.autostart:  # the hub itself: ready while this loop runs
             tracked.policy.ready(time.monotonic())
