@@ -14,40 +14,51 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import NamedTuple
 
 from unistack.event import Kind, Severity
 
-# Service states.
-STOPPED = "STOPPED"  # not running, not wanted yet (dependencies not ready) or stopped
-STARTING = "STARTING"  # spawned, not ready yet
-READY = "READY"  # passes its readiness probe
-UNHEALTHY = "UNHEALTHY"  # alive (liveness passes) but failing readiness
-# alive but not serving, and never killed for it: busy (gaining CPU while its probes
-# fail; killed only past BUSY_GRACE, as hung), or a fault a restart cannot fix (a
-# failed save, a model failing its checksum)
-DEGRADED = "DEGRADED"
-RESTARTING = "RESTARTING"  # crashed or killed as hung; supervisord is respawning it
-LOOPING = "LOOPING"  # restarted too often: the hub restarts it with backoff
-FAILED = "FAILED"  # supervisord gave up (FATAL); the hub restarts it with backoff
-# stopped on purpose by an operator's command (a restore): no restarts, no incidents
-MAINTENANCE = "MAINTENANCE"
-STATES = (STOPPED, STARTING, READY, UNHEALTHY, DEGRADED, RESTARTING, LOOPING, FAILED,
-          MAINTENANCE)
+
+class State(StrEnum):
+    """A service's state as the hub sees it: the `state` of the status document."""
+
+    STOPPED = "STOPPED"  # not running, not wanted yet (dependencies not ready) or stopped
+    STARTING = "STARTING"  # spawned, not ready yet
+    READY = "READY"  # passes its readiness probe
+    UNHEALTHY = "UNHEALTHY"  # alive (liveness passes) but failing readiness
+    # alive but not serving, and never killed for it: busy (gaining CPU while its probes
+    # fail; killed only past BUSY_GRACE, as hung), or a fault a restart cannot fix (a
+    # failed save, a model failing its checksum)
+    DEGRADED = "DEGRADED"
+    RESTARTING = "RESTARTING"  # crashed or killed as hung; supervisord is respawning it
+    LOOPING = "LOOPING"  # restarted too often: the hub restarts it with backoff
+    FAILED = "FAILED"  # supervisord gave up (FATAL); the hub restarts it with backoff
+    # stopped on purpose by an operator's command (a restore): no restarts, no incidents
+    MAINTENANCE = "MAINTENANCE"
+
+
+(STOPPED, STARTING, READY, UNHEALTHY, DEGRADED, RESTARTING, LOOPING, FAILED,
+ MAINTENANCE) = STATES = tuple(State)
 # Incidents a later, worse failure of the same service escalates (one more event).
 _ESCALATES = {Kind.BUSY: (Kind.HUNG, Kind.CRASHED, Kind.FAILED),
               Kind.DEGRADED: (Kind.HUNG, Kind.CRASHED, Kind.FAILED)}
 
-# Action kinds.
-START = "start"  # ask supervisord to spawn the program
-KILL = "kill"  # SIGKILL the process group; supervisord respawns it
-STOP = "stop"  # stop the program in supervisord, so only the hub restarts it
-CAPTURE = "capture"  # write an incident file before acting
-EVENT = "event"  # tell the event log
+class Act(StrEnum):
+    """What the hub does about a service (an Action's kind)."""
+
+    START = "start"  # ask supervisord to spawn the program
+    KILL = "kill"  # SIGKILL the process group; supervisord respawns it
+    STOP = "stop"  # stop the program in supervisord, so only the hub restarts it
+    CAPTURE = "capture"  # write an incident file before acting
+    EVENT = "event"  # tell the event log
+
+
+START, KILL, STOP, CAPTURE, EVENT = tuple(Act)
 
 
 class Action(NamedTuple):
-    kind: str
+    kind: Act
     event: Kind | None = None  # for EVENT (and CAPTURE, KILL): what happened
     severity: Severity = Severity.INFO
     detail: str = ""
@@ -79,7 +90,7 @@ class ServicePolicy:
         self._config = config
         self._critical = critical
         self._rng = rng
-        self.state = STOPPED
+        self.state: State = STOPPED
         self.since = 0.0
         self.restarts: deque[float] = deque()
         self.next_start: float | None = None  # a start the hub scheduled (backoff)
@@ -292,7 +303,7 @@ class ServicePolicy:
             return self._config.loop_resolve_after
         return self._config.resolve_after
 
-    def _move(self, state: str, now: float) -> None:
+    def _move(self, state: State, now: float) -> None:
         if state != self.state:
             self.state, self.since = state, now
 

@@ -18,6 +18,7 @@ from unistack.hub.monitor import (
     Monitor,
     Patience,
     ProcessSample,
+    Seen,
     Verdict,
     cpu_share,
     is_busy,
@@ -128,7 +129,7 @@ def test_ready_is_posted_once_while_it_stays_ready(
     monitors(liveness, readiness, post, sleeper)
     wait_for(lambda: readiness.calls >= 10)
     assert post.kinds() == ["ready"]
-    assert post.verdicts[0] == Verdict("redis", "ready", "ready", OK.latency)
+    assert post.verdicts[0] == Verdict("redis", Seen.READY, "ready", OK.latency)
     assert liveness.calls == 0  # a passing readiness probe proves liveness too
 
 

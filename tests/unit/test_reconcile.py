@@ -24,7 +24,7 @@ from unistack.config import load_settings
 from unistack.hub.events import Event, EventLog
 from unistack.hub.incidents import IncidentRecorder
 from unistack.hub.metrics import HubMetrics
-from unistack.hub.monitor import Verdict
+from unistack.hub.monitor import Seen, Verdict
 from unistack.hub.reconcile import Exited, Reconciler, build_services
 from unistack.services import ProbeSpec, ServiceSpec
 from unistack.supervisor import ProcessInfo
@@ -124,7 +124,7 @@ class Hub:
         self.reconciler.inbox.put(message)
 
     def ready(self, name: str) -> None:
-        self.post(Verdict(name, "ready", "ready", 0.001))
+        self.post(Verdict(name, Seen.READY, "ready", 0.001))
         self.until(lambda: self.state(name) == policy.READY)
 
     def until(self, condition: Callable[[], object], timeout: float = 3.0) -> None:
@@ -380,7 +380,7 @@ def test_hung_writes_an_incident_and_kills_the_process_group(
     hub.reconciler.round()
     hub.ready("db")
     detail = "liveness failed 2 times in a row (timed out); process state sleeping"
-    hub.post(Verdict("db", "hung", detail, 0.4, onset=1_700_000_000.5))
+    hub.post(Verdict("db", Seen.HUNG, detail, 0.4, onset=1_700_000_000.5))
     hub.until(lambda: "hung" in hub.kinds("db"))
     (incident,) = hub.incidents.iterdir()
     text = incident.read_text()
@@ -474,7 +474,7 @@ def test_a_dependents_event_names_the_dependency_that_caused_it(
     db.wait(5)
     hub.post(Exited("db", db.pid))
     hub.until(lambda: "crashed" in hub.kinds("db"))
-    hub.post(Verdict("app", "not_ready", "GET /ready answered HTTP 503", 0.01))
+    hub.post(Verdict("app", Seen.NOT_READY, "GET /ready answered HTTP 503", 0.01))
     hub.until(lambda: "unhealthy" in hub.kinds("app"))
     unhealthy = hub.event("app", "unhealthy")
     assert unhealthy["cause"] == "db"
@@ -487,7 +487,7 @@ def test_a_dependents_event_names_the_dependency_that_caused_it(
 def test_without_a_failing_dependency_there_is_no_cause(make_hub: Callable[..., Hub]) -> None:
     hub = make_hub()
     running_and_ready(hub, "db", "app")
-    hub.post(Verdict("app", "not_ready", "GET /ready answered HTTP 503", 0.01))
+    hub.post(Verdict("app", Seen.NOT_READY, "GET /ready answered HTTP 503", 0.01))
     hub.until(lambda: "unhealthy" in hub.kinds("app"))
     unhealthy = hub.event("app", "unhealthy")
     assert "cause" not in unhealthy

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import NamedTuple
 
 import psutil
@@ -39,9 +40,20 @@ _REMEDY_WAIT = 1.0  # seconds a busy service gets after its own remedy before a 
 _REPAIR_EVERY = 5.0  # seconds between two repairs of a service that cannot serve
 
 
+class Seen(StrEnum):
+    """What a monitor concluded of its service (a Verdict's kind)."""
+
+    READY = "ready"  # passes readiness
+    NOT_READY = "not_ready"  # alive, failing readiness; a restart may help
+    DEGRADED = "degraded"  # alive, cannot serve for a reason a restart would not fix
+    BUSY = "busy"  # misses probes while gaining CPU: not hung
+    HUNG = "hung"  # no answer and no progress
+    GONE = "gone"  # in its own pod, refusing connections: down
+
+
 class Verdict(NamedTuple):
     service: str
-    kind: str  # ready, not_ready, degraded, busy, hung, gone
+    kind: Seen
     detail: str
     latency: float
     onset: float = 0.0  # hung: epoch seconds the first unanswered probe was sent
@@ -204,7 +216,7 @@ class Monitor:
         if now - self._busy_told >= _BUSY_REPORT_EVERY:
             self._busy_told = now
             self._last_ready = False  # so that its recovery is posted as ready
-            self._post(Verdict(self.service, "busy", detail, live.latency, self._onset))
+            self._post(Verdict(self.service, Seen.BUSY, detail, live.latency, self._onset))
         grace = self._patience.busy_grace
         if took < grace:
             return failures
@@ -221,7 +233,7 @@ class Monitor:
     def _elsewhere(self, failures: int, live: ProbeResult) -> int:
         """No process on this host to read: down when refused, hung when silent; probe
         on (settling again) until it answers."""
-        kind = "gone" if "refused" in live.detail else "hung"
+        kind = Seen.GONE if "refused" in live.detail else Seen.HUNG
         self._settling, self._last_ready = True, None
         self._post(Verdict(self.service, kind, f"liveness failed {failures} times in a row "
                            f"({live.detail}); it runs in its own pod: Kubernetes restarts it",
@@ -230,7 +242,7 @@ class Monitor:
 
     def _hung(self, detail: str, live: ProbeResult) -> int:
         self._paused = True
-        self._post(Verdict(self.service, "hung", detail, live.latency, self._onset))
+        self._post(Verdict(self.service, Seen.HUNG, detail, live.latency, self._onset))
         return 0
 
     def _report(self, ready: bool, result: ProbeResult) -> None:
@@ -239,7 +251,8 @@ class Monitor:
         if ready == self._last_ready:
             return
         self._last_ready = ready
-        kind = "ready" if ready else "not_ready" if result.restart_helps else "degraded"
+        kind = Seen.READY if ready else Seen.NOT_READY if result.restart_helps else \
+            Seen.DEGRADED
         self._post(Verdict(self.service, kind, result.detail, result.latency))
 
     def _repair(self, result: ProbeResult) -> None:

@@ -29,7 +29,7 @@ from unistack.event import Kind, Severity
 from unistack.hub.events import EventLog
 from unistack.hub.incidents import IncidentRecorder
 from unistack.hub.metrics import HubMetrics
-from unistack.hub.monitor import Monitor, Verdict
+from unistack.hub.monitor import Monitor, Seen, Verdict
 from unistack.hub.status import ServiceStatus, Startup
 from unistack.hub.tenure import Predecessor
 from unistack.services import ServiceSpec, start_order
@@ -194,24 +194,24 @@ class Reconciler:
             self._exited(service, message.pid, now)
             return
         service.detail = message.detail
-        if message.kind == "ready":
+        if message.kind == Seen.READY:
             restarted = service.policy.state in (policy.RESTARTING, policy.LOOPING)
             self._apply(service, service.policy.ready(now))
             if restarted:
                 self._restart_dependents(service.spec.name)
-        elif message.kind == "not_ready":
+        elif message.kind == Seen.NOT_READY:
             self._apply(service, service.policy.not_ready(now, message.detail))
-        elif message.kind == "degraded":
+        elif message.kind == Seen.DEGRADED:
             self._apply(service, service.policy.degraded(now, message.detail))
-        elif message.kind == "busy":
+        elif message.kind == Seen.BUSY:
             service.onset = message.onset
             self._apply(service, service.policy.busy(now, message.detail))
             service.onset = 0.0
-        elif message.kind == "hung":
+        elif message.kind == Seen.HUNG:
             service.onset = message.onset
             self._apply(service, service.policy.hung(now, message.detail))
             service.onset = 0.0
-        elif message.kind == "gone":  # in its own pod, refusing connections: down
+        elif message.kind == Seen.GONE:  # in its own pod, refusing connections: down
             service.onset = message.onset
             self._apply(service, service.policy.exited(now, message.detail))
             service.onset = 0.0
