@@ -675,3 +675,21 @@ def test_a_hold_from_the_start_is_no_failed_startup(make_hub: Callable[..., Hub]
     began = time.monotonic()
     hub.until(lambda: time.monotonic() - began > 0.3)
     assert "startup_failed" not in hub.kinds()
+
+
+@pytest.mark.parametrize(("age", "crash"), [(0.4, False), (1.6, True)])
+def test_an_exit_counts_as_a_crash_only_past_startsecs_by_supervisords_start(
+    make_hub: Callable[..., Hub], age: float, crash: bool
+) -> None:
+    """Measured from supervisord's `start` (whole seconds, so up to 1 s early: the bound
+    _STARTSECS's comment explains): a young exit is supervisord's to retry, an older one
+    is a crash."""
+    hub = make_hub()
+    db = hub.supervisor.run("db", up_for=age)
+    hub.reconciler.round()
+    hub.until(lambda: hub.pid("db") == db.pid)
+    db.kill()
+    db.wait(5)
+    hub.post(Exited("db", db.pid))
+    hub.syncs(3)
+    assert ("crashed" in hub.kinds("db")) is crash, hub.kinds("db")

@@ -41,6 +41,12 @@ _RESYNC_SOON = 0.01  # seconds: look at supervisord again right after an exit or
 _RUNNING = ("STARTING", "RUNNING")
 # supervisord.conf's startsecs: an exit sooner is supervisord's to retry (BACKOFF, then
 # FATAL, which the hub takes over); an exit later is respawned at once, so it is a crash.
+# A process's age is measured from supervisord's `start`, which getProcessInfo gives in
+# whole seconds (int(laststart)): up to 1 s early, so an age is overestimated by less than
+# a second. The bound errs one way only: an exit 0-1 s after the spawn may be reported as
+# a crash that supervisord then retries itself (one event too many), and no exit after
+# startsecs is ever taken for supervisord's (no crash missed). tests/unit/test_reconcile.py
+# pins both sides of the 1 s line.
 _STARTSECS = 1.0
 
 
