@@ -16,7 +16,7 @@ from unistack import stack
 from unistack.config import Settings, load_settings
 from unistack.diagnose import bundle, drift, files, fixes, readiness, running
 from unistack.diagnose.findings import EXIT_CODES, OK, Finding, document, fail, overall, text
-from unistack.policy import RESTARTING, STARTING
+from unistack.policy import DEGRADED, FAILED, LOOPING, MAINTENANCE
 
 
 def _guarded(name: str, check: Callable[[], list[Finding]]) -> list[Finding]:
@@ -115,14 +115,19 @@ def cmd_fix(settings: Settings, args: argparse.Namespace) -> int:
     return _changes(before, after)
 
 
+# States a service stays in however long the fix waits: for the diagnosis to report.
+_SETTLED = (DEGRADED, FAILED, LOOPING, MAINTENANCE)
+
+
 def _settle(settings: Settings) -> None:
-    """After a restart, until no service is starting (dependents restarted with their
-    dependency take a moment): the diagnosis after the fixes is of a settled stack."""
+    """After a restart, until every service is ready or stuck in a state waiting will not
+    change (a dependent reconnecting to a restarted Redis takes a moment): the diagnosis
+    after the fixes is of a settled stack. At most START_TIMEOUT."""
     deadline = time.monotonic() + settings.start_timeout
     while time.monotonic() < deadline:
         try:
-            if not any(s["state"] in (STARTING, RESTARTING)
-                       for s in stack.status(settings)["services"]):
+            if all(s["ready"] or s["state"] in _SETTLED
+                   for s in stack.status(settings)["services"]):
                 return
         except (OSError, ValueError, stack.StackError):
             return  # nothing to wait for: what is down is for the diagnosis to say

@@ -47,7 +47,7 @@ from unistack.ml.registry import ModelRegistry
 log = logging.getLogger("unistack.ml")
 
 _STALE_AFTER = 2.0  # seconds without a loop turn: /health fails
-_BACKOFF_MAX = 5.0
+_BACKOFF_MAX = 1.0  # a Redis back is noticed within a second
 
 
 class EngineService:
