@@ -12,7 +12,7 @@ Alertmanager tuned to 1 s scrape and evaluation and `group_wait: 0`, in the same
    `group_interval: 1s`, a slack_configs receiver with `send_resolved: true`) posting to
    the same stand-in under another webhook path. Same faults, same measure.
 
-The stand-in (tests/slack_standin.py) runs in this process and stamps every request with
+The stand-in (src/harness/slack.py) runs in this process and stamps every request with
 time.monotonic() when it has read it; the signal's t0 is time.monotonic() just before
 os.kill, so both ends read one clock.
 
@@ -23,65 +23,33 @@ Progress goes to stderr; the Markdown tables (or JSON with --json) to stdout.
 from __future__ import annotations
 
 import argparse
-import configparser
-import json
 import os
 import random
 import re
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import psutil
 
-# The recovery and startup benchmarks' helpers: temp homes, ports, the plain supervisord
-# baseline, settled processes, a raw-socket PING, cleanup.
-from recovery import (
-    FAULT_LABELS,
-    FAULTS,
-    NO_LOOPS,
-    PHASE,
-    SETTLE,
-    Stack,
-    acceptance_lines,
-    answering_pid,
-    end_process,
-    positive,
-    settled_redis,
-    wait_for,
-)
-from startup import (
-    SUPERVISORD,
-    BenchmarkError,
-    baseline_settings,
-    cleanup,
-    free_ports,
-    kill_leftovers,
-    processes_of,
-    progress,
-    stack_environment,
-)
-
-from unistack.config import PROJECT_ROOT
-from unistack.configkeys import LOOPBACK
+from harness.alertmanager import AM_WEBHOOK, RULE, Baseline, start_baseline
+from harness.debian import program, version
+from harness.faults import FAULT_LABELS, FAULTS, NO_LOOPS, PHASE, SETTLE
+from harness.processes import end_process, processes_of
+from harness.redisping import answering_pid, settled_redis
+from harness.runs import BenchmarkError, positive, progress, run_benchmark
+from harness.slack import Recorded, SlackStandIn
+from harness.stacks import Stack, make_home, remove_home, remove_homes
+from harness.tables import acceptance_lines, machine_line, trials_json
+from harness.waiting import wait_for
 from unistack.policy import READY
-from unistack.stack import supervisord_env
-
-if TYPE_CHECKING:
-    from tests.slack_standin import Recorded, SlackStandIn
 
 POLL = 0.005  # seconds between two looks at the stand-in's requests
 TRIAL_LIMIT = 30.0  # no message naming redis by then: not delivered
@@ -89,12 +57,10 @@ RESOLVED_LIMIT = 120.0  # the "it is over" message (informational): given up aft
 QUIET = 1.0  # seconds with no request at the stand-in before a trial begins
 CALM_LIMIT = 150.0  # the previous trial's incident must be over by then
 START_LIMIT = 120.0  # the first start trains the ML engine's default model
-BASELINE_WARMUP = 6.0  # seconds after Prometheus has 5 samples of redis_up, as the reference
+STACK_START_LIMIT = 60.0  # `unistack start` itself (its wait for a healthy stack)
+SETTLE_LIMIT = 60.0  # redis READY and settled by then, or the trial cannot begin
+WAIT = 0.01  # seconds between two checks while waiting for a trial to be possible
 GIVE_UP_AFTER_BACK = 5.0  # Alertmanager, crash: redis is back and nothing is active for this
-EXPORTER_TIMEOUT = 0.25  # the exporter's PING deadline: a SIGSTOPped redis never answers
-AM_WEBHOOK = "/webhook/T000/B000/alertmanager"  # Alertmanager's path at the stand-in
-RULE = "RedisDown"
-APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
 
 SYSTEMS = ("unistack", "alertmanager")
 SYSTEM_LABELS = {"unistack": "unistack hub (webhook mode, defaults)",
@@ -135,15 +101,6 @@ def key(system: str, fault: str) -> str:
 
 
 # --- the stand-in and its messages ---------------------------------------------------
-
-
-def standin() -> SlackStandIn:
-    """The stand-in from tests/ (the checkout's root is not on a script's sys.path)."""
-    if str(PROJECT_ROOT) not in sys.path:
-        sys.path.insert(0, str(PROJECT_ROOT))
-    from tests.slack_standin import SlackStandIn
-
-    return SlackStandIn()
 
 
 def webhook_path(slack: SlackStandIn) -> str:
@@ -220,30 +177,6 @@ def seconds_after(record: Recorded | None, t0: float) -> float | None:
     return record.monotonic - t0 if record is not None else None
 
 
-# --- HTTP ---------------------------------------------------------------------------
-
-
-def http_get(url: str, timeout: float = 1.0) -> tuple[int, str]:
-    """(status, body) of GET URL; (0, "") when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as answer:
-            return answer.status, answer.read().decode(errors="replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")
-    except (OSError, ValueError):
-        return 0, ""
-
-
-def http_json(url: str, timeout: float = 1.0) -> Any:
-    code, body = http_get(url, timeout)
-    if code != 200:
-        return None
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
-
-
 # --- unistack -----------------------------------------------------------------------
 
 
@@ -270,9 +203,9 @@ def unistack_calm(stack: Stack, slack: SlackStandIn) -> dict[str, Any]:
     def calm() -> bool:
         return alerts_open(stack) is not True
 
-    wait_for(calm, CALM_LIMIT, "no incident open at the hub")
+    wait_for(calm, CALM_LIMIT, WAIT, "no incident open at the hub")
     wait_quiet(slack, QUIET, CALM_LIMIT)
-    return stack.settled("redis")
+    return stack.settled("redis", SETTLE, SETTLE_LIMIT)
 
 
 def hub_event(stack: Stack, wall: float) -> float | None:
@@ -311,11 +244,11 @@ def unistack_trials(root: Path, slack: SlackStandIn, trials: int, samples: Sampl
     write_env(home, slack.webhook_url)
     progress(f"unistack: starting a stack in {home} (FLAP_RESTARTS="
              f"{NO_LOOPS['FLAP_RESTARTS']}, SLACK_WEBHOOK_URL → stand-in) ...")
-    stack = Stack.start(home)
+    stack = Stack.start(home, NO_LOOPS, STACK_START_LIMIT)
     if stack.settings.slack_mode != "webhook":
         raise BenchmarkError(f"the stack's slack mode is {stack.settings.slack_mode!r}, "
                              "not webhook: SLACK_WEBHOOK_URL was not read from .env")
-    wait_for(lambda: stack.services().get("redis", {}).get("state") == READY, START_LIMIT,
+    wait_for(lambda: stack.services().get("redis", {}).get("state") == READY, START_LIMIT, WAIT,
              "redis READY")
     wait_quiet(slack, 2 * QUIET, CALM_LIMIT)  # the start-up announcement, if any
     progress(f"  {len(slack.requests)} message(s) at the stand-in after the start: "
@@ -356,296 +289,11 @@ def describe(trial: Trial) -> str:
 # --- Prometheus + Alertmanager ------------------------------------------------------
 
 
-def apt_install(package: str) -> str:
-    """apt-get install PACKAGE (as scripts/bootstrap.sh does); "" or why it failed."""
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return f"{package} is not installed, and apt-get cannot run here (needs root)"
-    progress(f"{package} is missing: apt-get install -y --no-install-recommends {package} ...")
-    env = os.environ | APT_ENV
-    done = None
-    for command in (["apt-get", "install", "-y", "--no-install-recommends", package],
-                    ["apt-get", "update"],
-                    ["apt-get", "install", "-y", "--no-install-recommends", package]):
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600,
-                              check=False)
-        if done.returncode == 0 and command[1] == "install":
-            return ""
-    tail = (done.stderr or done.stdout).strip().splitlines()[-1:] if done else []
-    return f"apt-get install {package} failed: {' '.join(tail)}"
-
-
-def candidate(package: str) -> bool:
-    """Whether apt knows PACKAGE (a candidate version in `apt-cache policy`)."""
-    if not shutil.which("apt-cache"):
-        return False
-    done = subprocess.run(["apt-cache", "policy", package], capture_output=True, text=True,
-                          timeout=60, check=False)
-    found = re.search(r"Candidate:\s*(\S+)", done.stdout)
-    return bool(found and found.group(1) != "(none)")
-
-
-def program(name: str, package: str, optional: bool = False) -> tuple[str | None, str]:
-    """The binary NAME from Debian's PACKAGE, installed when missing; or None and why."""
-    if not shutil.which(name):
-        if optional and not candidate(package):
-            return None, f"apt has no {package}"
-        reason = apt_install(package)
-        if reason:
-            return None, reason
-    return shutil.which(name), ""
-
-
-def version(binary: str) -> str:
-    done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30,
-                          check=False)
-    text = (done.stdout + done.stderr).strip()
-    found = re.search(r"[0-9]+\.[0-9]+\.[0-9]+", text)
-    return found.group(0) if found else "?"
-
-
-class PythonExporter:
-    """`redis_up 0/1` on /metrics: one PING (AUTH first) per scrape, EXPORTER_TIMEOUT
-    deadline. Used only when Debian has no prometheus-redis-exporter."""
-
-    def __init__(self, port: int, redis_port: int, password: str) -> None:
-        exporter = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                up = 1 if answering_pid(exporter.redis_port, exporter.password) else 0
-                body = f"# TYPE redis_up gauge\nredis_up {up}\n".encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.redis_port, self.password = redis_port, password
-        self.server = ThreadingHTTPServer((LOOPBACK, port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-PROMETHEUS_YML = """\
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-  # scrape_timeout: 10s by default, capped at scrape_interval: 1s
-rule_files:
-  - {rules}
-alerting:
-  alertmanagers:
-    - static_configs:
-        - targets: ['{loopback}:{alertmanager}']
-scrape_configs:
-  - job_name: redis
-    static_configs:
-      - targets: ['{loopback}:{exporter}']
-"""
-
-RULES_YML = """\
-groups:
-  - name: bench
-    rules:
-      - alert: {rule}
-        expr: redis_up == 0
-        for: 0s
-        labels:
-          severity: critical
-        annotations:
-          summary: "redis on {loopback}:{redis} does not answer PING"
-"""
-
-ALERTMANAGER_YML = """\
-route:
-  receiver: slack
-  group_by: ['alertname']
-  group_wait: 0s
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: slack
-    slack_configs:
-      - api_url: '{url}'
-        channel: '#alerts'
-        send_resolved: true
-"""
-
-PROGRAM = {"autostart": "true", "autorestart": "true", "startsecs": "1",
-           "startretries": "1000", "stopsignal": "TERM", "stopwaitsecs": "2",
-           "stopasgroup": "true", "killasgroup": "true", "redirect_stderr": "true"}
-
-
-@dataclass
-class Baseline:
-    """supervisord running redis (the project's program), the exporter, Prometheus and
-    Alertmanager, all on loopback ports, in HOME/baseline."""
-
-    home: Path
-    directory: Path
-    redis_port: int
-    password: str
-    exporter_port: int
-    prometheus_port: int
-    alertmanager_port: int
-    exporter: str  # what serves redis_up
-    python_exporter: PythonExporter | None = None
-
-    @property
-    def prometheus(self) -> str:
-        return f"http://{LOOPBACK}:{self.prometheus_port}"
-
-    @property
-    def alertmanager(self) -> str:
-        return f"http://{LOOPBACK}:{self.alertmanager_port}"
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        url = f"{self.prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        document = http_json(url, timeout=5.0) or {}
-        return list(document.get("data", {}).get("result", []))
-
-    def active(self) -> bool:
-        """An alert is pending or firing in Prometheus, or active in Alertmanager."""
-        rules = http_json(f"{self.prometheus}/api/v1/alerts") or {}
-        managed = http_json(f"{self.alertmanager}/api/v2/alerts?active=true")
-        return bool(rules.get("data", {}).get("alerts")) or managed is None or bool(managed)
-
-    def first_sample(self, series: str, value: float, wall: float) -> float | None:
-        """Seconds from WALL to the first sample of SERIES equal to VALUE (TSDB time)."""
-        seconds = int(time.time() - wall) + 5
-        found = [float(ts) - wall for result in self.query(f"{series}[{seconds}s]")
-                 for ts, v in result.get("values", [])
-                 if float(v) == value and float(ts) >= wall - 0.001]
-        return min(found) if found else None
-
-    def stop(self) -> None:
-        if self.python_exporter:
-            self.python_exporter.stop()
-
-
-def baseline_conf_text(source: Path, directory: Path, programs: dict[str, dict[str, str]],
-                       ) -> str:
-    """SOURCE (the recovery benchmark's plain supervisord conf) with only its redis
-    program, plus PROGRAMS."""
-    conf = configparser.RawConfigParser()
-    conf.read(source)
-    for section in conf.sections():
-        if section.startswith("program:") and section != "program:redis":
-            conf.remove_section(section)
-    for name, options in programs.items():
-        conf[f"program:{name}"] = PROGRAM | options | {
-            "stdout_logfile": str(directory / f"{name}.log")}
-    lines: list[str] = []
-    for name, section in conf.items():
-        if name != configparser.DEFAULTSECT:
-            values = (f"{k}={v}".replace("\n", "\n    ") for k, v in section.items())
-            lines += [f"[{name}]", *values, ""]
-    return "\n".join(lines)
-
-
-def start_baseline(home: Path, slack: SlackStandIn, binaries: dict[str, str | None],
-                   ) -> Baseline:
-    directory = home / "baseline"
-    settings, source = baseline_settings(stack_environment(home), directory)
-    exporter_port, prometheus_port, alertmanager_port = free_ports(3)
-    url = f"http://{LOOPBACK}:{slack.port}{AM_WEBHOOK}"
-    rules, prom, am = directory / "rules.yml", directory / "prometheus.yml", \
-        directory / "alertmanager.yml"
-    rules.write_text(RULES_YML.format(rule=RULE, loopback=LOOPBACK, redis=settings.redis_port))
-    prom.write_text(PROMETHEUS_YML.format(rules=rules, loopback=LOOPBACK,
-                                          alertmanager=alertmanager_port,
-                                          exporter=exporter_port))
-    am.write_text(ALERTMANAGER_YML.format(url=url))
-    check_configs(binaries, prom, am)
-    cwd = {"directory": str(home)}  # every process of the baseline is found by its cwd
-    programs = {
-        "prometheus": cwd | {"command": f"{binaries['prometheus']} --config.file={prom} "
-                             f"--storage.tsdb.path={directory / 'tsdb'} "
-                             f"--web.listen-address={LOOPBACK}:{prometheus_port}"},
-        "alertmanager": cwd | {"command": f"{binaries['alertmanager']} --config.file={am} "
-                               f"--storage.path={directory / 'am'} "
-                               f"--web.listen-address={LOOPBACK}:{alertmanager_port} "
-                               "--cluster.listen-address="}}
-    python_exporter = None
-    if binaries["exporter"]:
-        exporter = "prometheus-redis-exporter " + version(binaries["exporter"])
-        programs["redis_exporter"] = cwd | {
-            "command": f"{binaries['exporter']} "
-                       f"-redis.addr=redis://{LOOPBACK}:{settings.redis_port} "
-                       f"-web.listen-address={LOOPBACK}:{exporter_port} "
-                       f"-connection-timeout={int(EXPORTER_TIMEOUT * 1000)}ms",
-            # The password reaches it through its environment, never its command line.
-            "environment": f'REDIS_PASSWORD="{settings.redis_password}"'}
-    else:
-        exporter = "the benchmark's Python exporter"
-        python_exporter = PythonExporter(exporter_port, settings.redis_port,
-                                         settings.redis_password)
-    conf = directory / "supervisord.conf"
-    conf.write_text(baseline_conf_text(source, directory, programs))
-    conf.chmod(0o600)
-    daemon = subprocess.run([*SUPERVISORD, str(conf)], env=supervisord_env(settings),
-                            cwd=settings.unistack_home, capture_output=True, text=True,
-                            timeout=START_LIMIT, check=False)
-    if daemon.returncode != 0:
-        raise BenchmarkError(f"baseline supervisord exited {daemon.returncode}: "
-                             f"{(daemon.stderr or daemon.stdout).strip()}")
-    base = Baseline(home, directory, settings.redis_port, settings.redis_password,
-                    exporter_port, prometheus_port, alertmanager_port, exporter,
-                    python_exporter)
-    wait_baseline_ready(base)
-    return base
-
-
-def check_configs(binaries: dict[str, str | None], prom: Path, am: Path) -> None:
-    for tool, args in (("promtool", ["check", "config", str(prom)]),
-                       ("amtool", ["check-config", str(am)])):
-        binary = shutil.which(tool)
-        if binary:
-            done = subprocess.run([binary, *args], capture_output=True, text=True,
-                                  timeout=60, check=False)
-            if done.returncode != 0:
-                raise BenchmarkError(f"{tool} rejected the config: "
-                                     f"{(done.stderr or done.stdout).strip()}")
-
-
-def wait_baseline_ready(base: Baseline) -> None:
-    """Redis answers; Prometheus and Alertmanager are ready; Prometheus has scraped
-    redis_up 1 five times and evaluated its rule; then BASELINE_WARMUP more."""
-    wait_for(lambda: answering_pid(base.redis_port, base.password), START_LIMIT,
-             "baseline redis answering")
-    for url in (base.prometheus, base.alertmanager):
-        wait_for(lambda url=url: http_get(f"{url}/-/ready")[0] == 200, START_LIMIT,
-                 f"{url}/-/ready")
-
-    def scraped() -> bool:
-        counts = base.query("count_over_time(redis_up[10s])")
-        return bool(counts) and float(counts[0]["value"][1]) >= 5
-
-    wait_for(scraped, START_LIMIT, "five scrapes of redis_up")
-
-    def evaluated() -> bool:
-        rules = http_json(f"{base.prometheus}/api/v1/rules") or {}
-        groups = rules.get("data", {}).get("groups", [])
-        return any(r.get("lastEvaluation", "").startswith("2") and
-                   not r["lastEvaluation"].startswith("0001")
-                   for g in groups for r in g.get("rules", []))
-
-    wait_for(evaluated, START_LIMIT, f"an evaluation of {RULE}")
-    time.sleep(BASELINE_WARMUP)
-
-
 def baseline_calm(base: Baseline, slack: SlackStandIn) -> int:
     """Redis answering for SETTLE s, nothing active, the stand-in quiet; redis's pid."""
-    pid = wait_for(lambda: settled_redis(base.redis_port, base.password, SETTLE), CALM_LIMIT,
+    pid = wait_for(lambda: settled_redis(base.redis_port, base.password, SETTLE), CALM_LIMIT, WAIT,
                    "baseline redis answering")
-    wait_for(lambda: not base.active(), CALM_LIMIT, "no active alert")
+    wait_for(lambda: not base.active(), CALM_LIMIT, WAIT, "no active alert")
     wait_quiet(slack, QUIET, CALM_LIMIT)
     return pid
 
@@ -738,13 +386,12 @@ def baseline_trials(root: Path, slack: SlackStandIn, trials: int, samples: Sampl
 
 
 def collect(args: argparse.Namespace) -> dict[str, Any]:
-    # Short paths: the supervisord socket path must fit in 107 bytes.
-    root = Path(tempfile.mkdtemp(prefix="usa-", dir="/tmp"))
+    root = make_home("usa-")
     samples: Samples = {key(s, f): [] for s in SYSTEMS for f in FAULTS}
     report: dict[str, Any] = {"versions": {"redis": version("redis-server")}, "exporter": "",
                               "notes": []}
     load_before = os.getloadavg()[0]
-    slack = standin()
+    slack = SlackStandIn()
     try:
         with slack:
             if args.only in (None, "unistack"):
@@ -757,15 +404,11 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
                     report["notes"].append(f"unistack half stopped: {exc}")
                 finally:
                     if (root / "t").exists():
-                        cleanup(root / "t")
+                        remove_home(root / "t")
             if args.only in (None, "alertmanager"):
                 baseline_trials(root, slack, args.trials, samples, report)
     finally:
-        for home in (root / "t", root / "b"):
-            if home.exists():
-                cleanup(home)
-        kill_leftovers(root)
-        shutil.rmtree(root, ignore_errors=True)
+        remove_homes(root, ("t", "b"))
     if processes_of(root):
         report["notes"].append(f"processes of {root} were left: {processes_of(root)}")
     report["machine"] = {"cores": psutil.cpu_count(), "load_before": load_before,
@@ -920,9 +563,8 @@ def beats(ours: dict[str, Any], theirs: dict[str, Any]) -> tuple[bool, str]:
 
 def markdown(report: dict[str, Any], trials: int) -> str:
     table, machine, versions = report["summary"], report["machine"], report["versions"]
-    rows = [f"Machine: {machine['cores']} cores, 1-minute load average "
-            f"{machine['load_before']:.2f} at the start, {machine['load_after']:.2f} at the end. "
-            "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
+    rows = [machine_line(machine["cores"], machine["load_before"], machine["load_after"])
+            + " Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
             + (f"; redis_up from {report['exporter']}" if report["exporter"] else "") + ".",
             "", *main_table(table, trials), "", *detail_table(table), "",
             *reference_table(), ""]
@@ -949,23 +591,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # SIGTERM unwinds like Ctrl-C, so the finally in collect() stops what we started.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        report = collect(args)
-    except BenchmarkError as exc:
-        print(f"alerts benchmark: {exc}", file=sys.stderr)
-        return 1
-    report["summary"] = summaries(report["samples"])
-    report["acceptance"] = acceptance(report["summary"])
-    if args.json:
-        samples = {k: [t._asdict() for t in v] for k, v in report.pop("samples").items()}
-        checks = [{"pass": ok, "text": text} for ok, text in report.pop("acceptance")]
-        print(json.dumps({"trials": args.trials, "poll_seconds": POLL, "samples": samples,
-                          "acceptance": checks, **report}, indent=2))
-    else:
-        print(markdown(report, args.trials))
-    return 0
+    return run_benchmark("alerts", lambda: print_report(args))
+
+
+def print_report(args: argparse.Namespace) -> None:
+    """Run the trials of both systems; print the tables or JSON."""
+    result = collect(args)
+    result["summary"] = summaries(result["samples"])
+    result["acceptance"] = acceptance(result["summary"])
+    print(trials_json(args.trials, POLL, result) if args.json
+          else markdown(result, args.trials))
 
 
 if __name__ == "__main__":

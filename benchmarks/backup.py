@@ -35,26 +35,27 @@ import os
 import platform
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import psutil
 import redis
 import zstandard
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from harness.ports import free_ports
+from harness.processes import kill_leftovers
+from harness.runs import BenchmarkError, positive, progress, run_benchmark
+from harness.stacks import make_home, stack_environment
+from harness.waiting import moment_when, wait_for
 from unistack.config import Settings, load_settings
-from unistack.configkeys import LOOPBACK, PORT_KEYS
+from unistack.configkeys import LOOPBACK
 from unistack.hub.client import HubClient, HubUnreachable
 from unistack.hub.status import HEALTHY
 
@@ -117,65 +118,13 @@ OF = {"input_bytes": "input", "rdb_bytes": "RDB", "archive_bytes": "archive",
       "tar_input_bytes": "input", "rdb_cli_bytes": "RDB"}  # what a MB/s figure divides
 
 
-class BenchmarkError(Exception):
-    """A run could not be measured; the message says what broke."""
-
-
-def progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def wait_until(condition: Callable[[], bool], limit: float, what: str,
-               interval: float = POLL) -> float:
-    """Check CONDITION every INTERVAL; return perf_counter() when it first holds."""
-    deadline = time.perf_counter() + limit
-    while not condition():
-        if time.perf_counter() > deadline:
-            raise BenchmarkError(f"{what} did not happen within {limit:g} s")
-        time.sleep(interval)
-    return time.perf_counter()
-
-
 # --- the stack -----------------------------------------------------------------------
 
 
-def free_ports(count: int) -> list[int]:
-    """COUNT distinct ports that were free on 127.0.0.1 a moment ago."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((LOOPBACK, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def stack_environment(home: Path) -> dict[str, str]:
+def backup_environment(home: Path) -> dict[str, str]:
     """A stack rooted at HOME on fresh ports, with room for the data and no timed backup."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("UNISTACK_", "REDIS_", "PROMETHEUS_", "HUB_", "ML_",
-                                "BACKUP_", "DASHBOARD_"))}
-    env.update(zip(PORT_KEYS, map(str, free_ports(len(PORT_KEYS))), strict=True))
-    env.update(UNISTACK_HOME=str(home), REDIS_MAXMEMORY="3gb", BACKUP_INTERVAL="0")
-    return env
-
-
-def kill_leftovers(home: Path) -> None:
-    """SIGKILL every process with HOME in its command line or cwd, supervisord first."""
-    for _ in range(20):
-        found = []
-        for proc in psutil.process_iter(["cmdline", "cwd", "status"]):
-            text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["cwd"] or "")
-            if str(home) in text and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        if not found:
-            return
-        progress(f"  killing leftovers: {[p.pid for p in found]}")
-        for proc in sorted(found, key=lambda p: "supervisord" not in str(p.info["cmdline"])):
-            with contextlib.suppress(psutil.NoSuchProcess):  # gone already: what we want
-                proc.kill()
-        psutil.wait_procs(found, timeout=2.0)
+    return stack_environment(home, clear=("BACKUP_", "DASHBOARD_")) | {
+        "REDIS_MAXMEMORY": "3gb", "BACKUP_INTERVAL": "0"}
 
 
 class Run(NamedTuple):
@@ -368,7 +317,7 @@ def load_baseline(program: str, rdb: Path, directory: Path) -> dict[str, Any]:
                 raise BenchmarkError(f"the scratch redis-server exited {server.returncode}")
             return loaded(port)
 
-        seconds = wait_until(ready, LIMIT, "redis-server loading the RDB") - begun
+        seconds = moment_when(ready, LIMIT, POLL, "redis-server loading the RDB") - begun
         keys = int(ask(port, b"DBSIZE")[0].lstrip(b":"))
         with contextlib.suppress(OSError):  # the server closes as it exits
             ask(port, b"SHUTDOWN NOSAVE")
@@ -490,14 +439,14 @@ def healthy(settings: Settings) -> bool:
 
 def one_run(env: dict[str, str], settings: Settings, scratch: Path) -> dict[str, Any]:
     client = live_client(settings)
-    wait_until(lambda: healthy(settings), 120, "every service ready (hub /status)", 0.1)
+    wait_for(lambda: healthy(settings), 120, 0.1, "every service ready (hub /status)")
     load = os.getloadavg()[0]
-    wait_until(lambda: quiet(client), LIMIT, "an idle live Redis", 0.1)
+    wait_for(lambda: quiet(client), LIMIT, 0.1, "an idle live Redis")
     sample = measure_backup(env, settings, scratch)
     sample.update(measure_verify(env, settings, scratch, sample["backup_name"]))
-    wait_until(lambda: quiet(client), LIMIT, "an idle live Redis", 0.1)
+    wait_for(lambda: quiet(client), LIMIT, 0.1, "an idle live Redis")
     sample.update(measure_rdb_cli(settings, scratch))
-    wait_until(lambda: quiet(client), LIMIT, "an idle live Redis", 0.1)
+    wait_for(lambda: quiet(client), LIMIT, 0.1, "an idle live Redis")
     sample.update(measure_restore(env, settings, sample["backup_name"]))
     if sample["restore_keys"] != sample["backup_keys"]:
         raise BenchmarkError(f"restored {sample['restore_keys']} keys; the backup held "
@@ -509,9 +458,8 @@ def one_run(env: dict[str, str], settings: Settings, scratch: Path) -> dict[str,
 
 
 def collect(args: argparse.Namespace) -> dict[str, Any]:
-    # Short paths: the supervisord socket path must fit in 107 bytes.
-    home = Path(tempfile.mkdtemp(prefix="us-bk-", dir="/tmp"))
-    env = stack_environment(home)
+    home = make_home("us-bk-")
+    env = backup_environment(home)
     facts: dict[str, Any] = {"load_start": os.getloadavg()[0]}
     try:
         progress(f"starting the stack in {home} ...")
@@ -533,7 +481,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         progress("cleaning up ...")
         with contextlib.suppress(Exception):  # whatever broke, the kill below follows
             cli(env, "stop", limit=60)
-        kill_leftovers(home)
+        kill_leftovers(home, progress)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -638,13 +586,6 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def positive(text: str) -> int:
-    value = int(text) if text.isdigit() else 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Time unistack's backup, verify and restore against tar czf, "
@@ -663,23 +604,21 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.keys = args.keys or (100_000 if args.quick else 1_000_000)
     args.models_mb = args.models_mb or (20 if args.quick else 200)
-    # SIGTERM unwinds like Ctrl-C, so the finally in collect() removes what we started.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        data = collect(args)
-    except BenchmarkError as exc:
-        print(f"backup benchmark: {exc}", file=sys.stderr)
-        return 1
+    return run_benchmark("backup", lambda: print_report(args))
+
+
+def print_report(args: argparse.Namespace) -> None:
+    """Measure; print the tables or one JSON document."""
+    data = collect(args)
     summary = summarize(data["runs"])
-    report = {"date": datetime.date.today().isoformat(), "keys": args.keys,
+    result = {"date": datetime.date.today().isoformat(), "keys": args.keys,
               "models_mb": args.models_mb, "versions": versions(), "data": data,
               "summary": summary, "ratios": ratios(data["runs"], summary),
               "restore_phases": restore_phases(data["runs"]),
               "reference": [dict(zip(("what", "median", "min", "max", "note"), row, strict=True))
                             for row in REFERENCE]}
-    report["pass"] = all(r["pass"] for r in report["ratios"])
-    print(json.dumps(report, indent=2) if args.json else markdown(report))
-    return 0
+    result["pass"] = all(r["pass"] for r in result["ratios"])
+    print(json.dumps(result, indent=2) if args.json else markdown(result))
 
 
 if __name__ == "__main__":

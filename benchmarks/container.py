@@ -34,22 +34,21 @@ import re
 import secrets
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import psutil
-
+from harness.fetch import http_get
+from harness.ports import free_ports
+from harness.processes import kill_leftovers
+from harness.runs import BenchmarkError, positive, progress
+from harness.stacks import make_home, stack_environment, unistack_cli
+from harness.tables import SPREAD_HEAD, ratio_text, spread, spread_row
+from harness.waiting import WaitTimeout, moment_when
 from unistack.config import PROJECT_ROOT
 from unistack.configkeys import PORT_KEYS
 
@@ -89,48 +88,11 @@ MEASURES: tuple[tuple[str, str, str | None], ...] = (
 )
 
 Samples = dict[str, list[float]]
-NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-class BenchmarkError(Exception):
-    """A run could not be measured; the message says what broke."""
-
-
-def progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def wait_until(condition: Callable[[], bool], limit: float, what: str) -> float:
-    """Check CONDITION every POLL seconds; return perf_counter() when it first holds."""
-    deadline = time.perf_counter() + limit
-    while not condition():
-        if time.perf_counter() > deadline:
-            raise BenchmarkError(f"{what} did not happen within {limit:g} s")
-        time.sleep(POLL)
-    return time.perf_counter()
-
-
-def free_ports(count: int) -> list[int]:
-    """COUNT distinct ports that were free on 127.0.0.1 a moment ago."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def http_status(url: str) -> int:
     """The HTTP status of GET URL (0 when nothing answers), never through a proxy."""
-    try:
-        with NO_PROXY.open(url, timeout=2) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
+    return http_get(url, timeout=2)[0]
 
 
 # --- what the project's files say -------------------------------------------------------
@@ -187,55 +149,17 @@ def interrupt(signum: int, frame: FrameType | None) -> None:
 
 # --- the native baseline -----------------------------------------------------------------
 
-def native_environment(home: Path) -> dict[str, str]:
-    """The process environment of a stack rooted at HOME on fresh loopback ports."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("UNISTACK_", "REDIS_", "PROMETHEUS_", "HUB_", "ML_"))}
-    env.update(zip(PORT_KEYS, map(str, free_ports(len(PORT_KEYS))), strict=True))
-    env["UNISTACK_HOME"] = str(home)
-    return env
-
-
-def processes_of(home: Path) -> list[psutil.Process]:
-    """Every live process with HOME in its command line or working directory."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "cwd", "status"]):
-        text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["cwd"] or "")
-        if str(home) in text and proc.info["status"] != psutil.STATUS_ZOMBIE:
-            found.append(proc)
-    return found
-
-
-def unistack_cli(env: dict[str, str], command: str,
-                 timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "unistack", command], env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-
-
 def stop_native(home: Path) -> None:
     """`unistack stop` in HOME (over its unix socket: the ports do not matter), then
     SIGKILL whatever is left."""
     with contextlib.suppress(subprocess.TimeoutExpired):
-        unistack_cli(native_environment(home), "stop", STOP_LIMIT)
+        unistack_cli(stack_environment(home), "stop", timeout=STOP_LIMIT)
     kill_leftovers(home)
-
-
-def kill_leftovers(home: Path) -> None:
-    """SIGKILL every process of HOME (none after a clean stop)."""
-    for _ in range(10):
-        found = processes_of(home)
-        if not found:
-            return
-        for proc in found:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.kill()
-        psutil.wait_procs(found, timeout=2.0)
 
 
 def timed_cli(env: dict[str, str], command: str, limit: float) -> float:
     began = time.perf_counter()
-    done = unistack_cli(env, command, limit)
+    done = unistack_cli(env, command, timeout=limit)
     elapsed = time.perf_counter() - began
     if done.returncode != 0:
         raise BenchmarkError(f"unistack {command} exited {done.returncode}: "
@@ -245,10 +169,9 @@ def timed_cli(env: dict[str, str], command: str, limit: float) -> float:
 
 def native_run(made: Made) -> dict[str, float]:
     """One cold native start and its stop, in a fresh home removed afterwards."""
-    # Short path: the supervisord socket path must fit in 107 bytes.
-    home = Path(tempfile.mkdtemp(prefix="usbn-", dir="/tmp"))
+    home = make_home("usbn-")
     made.homes.append(home)
-    env = native_environment(home)
+    env = stack_environment(home)
     sample = {"native_start": timed_cli(env, "start", NATIVE_LIMIT)}
     sample["native_stop"] = timed_cli(env, "stop", STOP_LIMIT)
     kill_leftovers(home)
@@ -325,7 +248,7 @@ def create_container(env: dict[str, str], made: Made,
                      name: str) -> tuple[dict[int, int], Path]:
     """Fresh volumes, secrets and a created container NAME: its port map (inside -> host)
     and the secrets' directory."""
-    secrets_dir = Path(tempfile.mkdtemp(prefix="usbs-", dir="/tmp"))
+    secrets_dir = make_home("usbs-")
     made.dirs.append(secrets_dir)
     write_secrets(secrets_dir)
     for volume in VOLUMES:
@@ -362,8 +285,8 @@ def time_start(env: dict[str, str], name: str, hub_url: str) -> dict[str, float]
     podman(env, "start", name)
     started = time.perf_counter()
     try:
-        ended = wait_until(healthy, HEALTHY_LIMIT, f"{name} healthy")
-    except BenchmarkError as exc:
+        ended = moment_when(healthy, HEALTHY_LIMIT, POLL, f"{name} healthy")
+    except (BenchmarkError, WaitTimeout) as exc:
         raise BenchmarkError(f"{exc}\n{container_log(env, name)}") from None
     return {"container_started": started - began, "container_ready": ready_at[0] - began,
             "container_healthy": ended - began}
@@ -378,8 +301,8 @@ def time_stop(env: dict[str, str], name: str) -> tuple[float, int]:
     """Seconds of `podman stop -t 20` until the container has exited; its exit code."""
     began = time.perf_counter()
     podman(env, "stop", "-t", str(STOP_GRACE), name, timeout=STOP_LIMIT)
-    ended = wait_until(lambda: state(env, name) in ("exited", "stopped"),
-                       STOP_LIMIT, f"{name} exited")
+    ended = moment_when(lambda: state(env, name) in ("exited", "stopped"),
+                        STOP_LIMIT, POLL, f"{name} exited")
     code = podman(env, "inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
     return ended - began, int(code)
 
@@ -454,9 +377,7 @@ def collect(runs: int) -> tuple[Samples, list[dict[str, Any]]]:
 def summarize(samples: Samples, budget: int) -> dict[str, dict[str, Any]]:
     summary: dict[str, dict[str, Any]] = {}
     for key, label, _ in MEASURES:
-        values = samples[key]
-        summary[key] = {"label": label, "median": statistics.median(values), "min": min(values),
-                        "max": max(values), "spread": max(values) - min(values)}
+        summary[key] = {"label": label, **spread(samples[key])}
     for key, _, against in MEASURES:
         base = budget if against == "budget" else summary[against]["median"] if against else None
         summary[key]["ratio"] = summary[key]["median"] / base if base else None
@@ -493,20 +414,9 @@ def markdown(summary: dict[str, dict[str, Any]], runs: int, budget: int,
     rows = [f"Unified container, {runs} runs, native and container alternating, both cold, "
             f"poll every {POLL * 1000:g} ms (seconds; ratio = median / native cold start "
             f"median for the start, median / stop budget of {budget} s for the stops).", "",
-            "| Measure | Median | Min | Max | Spread | Ratio |",
-            "|---|---:|---:|---:|---:|---:|"]
-    for row in summary.values():
-        ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "-"
-        rows.append(f"| {row['label']} | {row['median']:.3f} | {row['min']:.3f} | "
-                    f"{row['max']:.3f} | {row['spread']:.3f} | {ratio} |")
+            *SPREAD_HEAD]
+    rows += [spread_row(row["label"], row, ratio_text(row["ratio"])) for row in summary.values()]
     return "\n".join(rows) + "\n\n" + "\n\n".join(lines)
-
-
-def positive(text: str) -> int:
-    value = int(text) if text.isdigit() else 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of runs, got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -527,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = stop_budget()
     try:
         samples, checks = collect(args.runs)
-    except (BenchmarkError, subprocess.TimeoutExpired) as exc:
+    except (BenchmarkError, WaitTimeout, subprocess.TimeoutExpired) as exc:
         print(f"container benchmark: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -35,25 +35,25 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import psutil
 
-from unistack.configkeys import LOOPBACK, PORT_KEYS
-
-T = TypeVar("T")
+from harness.faults import NO_LOOPS, SETTLE
+from harness.fetch import http_json
+from harness.ports import free_ports
+from harness.processes import kill_leftovers, process_age
+from harness.runs import BenchmarkError, positive, progress, run_benchmark, whole
+from harness.stacks import Stack, make_home
+from harness.tables import acceptance_lines, checks_json, machine_line
+from harness.waiting import wait_for
+from unistack.configkeys import LOOPBACK
 
 POLL = 0.01  # seconds between two looks at the page, the hub or a process
 START_LIMIT = 120.0  # the first start trains the ML engine's default model
@@ -61,12 +61,10 @@ STOP_LIMIT = 30.0
 TRIAL_LIMIT = 15.0  # the card left READY and came back by then, or the trial failed
 CALM_LIMIT = 30.0  # the previous incident must be resolved by then
 RELAPSE_WATCH = 2.5  # seconds the page is watched after a kill inside an open incident
-SETTLE = 1.5  # seconds a process must have lived: supervisord's startsecs=1, plus margin
 PHASE = 1.0  # a random U(0, PHASE) delay puts each kill at a random point of any cycle
 WARMUP = 2  # seconds of wrk, uncounted, before each server's first run
 WRK_THREADS = 2  # one per core
 PATH = "/api/status"
-NO_LOOPS = {"FLAP_RESTARTS": "1000"}  # every trial a fresh crash, never LOOPING
 ACCEPT_RATIO = 3.0  # issue 10: gunicorn ≥ 3 x the development server's requests/s ...
 ACCEPT_P99_MS = 50.0  # ... with p99 ≤ 50 ms at 20 connections
 ACCEPT_CARD = 1.0  # ... and a card changes ≤ 1 s after the hub records the event
@@ -92,73 +90,6 @@ WATCH_STATES = """service => {
 }"""
 
 
-class BenchmarkError(Exception):
-    """A run could not be measured; the message says what broke."""
-
-
-def progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def wait_for(value: Callable[[], T | None], limit: float, what: str) -> T:
-    """Poll VALUE every POLL seconds until it returns something truthy; return that."""
-    deadline = time.monotonic() + limit
-    while not (found := value()):
-        if time.monotonic() > deadline:
-            raise BenchmarkError(f"{what} did not happen within {limit:g} s")
-        time.sleep(POLL)
-    return found
-
-
-# --- processes and ports -----------------------------------------------------------
-
-
-def free_ports(count: int) -> list[int]:
-    """COUNT distinct ports that were free on 127.0.0.1 a moment ago."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((LOOPBACK, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def processes_of(home: Path) -> list[psutil.Process]:
-    """Every live process with HOME in its command line or working directory (the
-    stack, the development server, chromium with its profile in HOME)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "cwd", "status"]):
-        text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["cwd"] or "")
-        if str(home) in text and proc.info["status"] != psutil.STATUS_ZOMBIE:
-            found.append(proc)
-    return found
-
-
-def kill_leftovers(home: Path) -> None:
-    """SIGKILL every process of HOME, supervisord first so that it respawns nothing."""
-    for _ in range(20):
-        found = processes_of(home)
-        if not found:
-            return
-        progress(f"  killing leftovers: {[p.pid for p in found]}")
-        for proc in sorted(found, key=lambda p: "supervisord" not in str(p.info["cmdline"])):
-            with contextlib.suppress(psutil.NoSuchProcess):  # gone already: as wanted
-                proc.kill()
-        psutil.wait_procs(found, timeout=2.0)
-
-
-def process_age(pid: int) -> float:
-    """Seconds since PID started, from its start tick and /proc/uptime (psutil's
-    create_time() can read up to 1 s too old)."""
-    try:
-        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return 0.0
-    return float(Path("/proc/uptime").read_text().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
-
-
 def family(pid: int) -> list[psutil.Process]:
     top = psutil.Process(pid)
     return [top, *top.children(recursive=True)]
@@ -173,65 +104,38 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
     return total
 
 
-def http_json(url: str, timeout: float = 5.0) -> Any:
-    """The JSON answer of GET URL, or None when nothing (or no 200) answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as answer:
-            return json.load(answer)
-    except (OSError, ValueError, urllib.error.HTTPError):
-        return None
-
-
 # --- the stack ---------------------------------------------------------------------
 
 
-@dataclass
-class Stack:
-    """One stack in HOME on fresh loopback ports, driven through the operator CLI."""
-
-    home: Path
-    env: dict[str, str]
-
-    @classmethod
-    def start(cls, home: Path) -> Stack:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("UNISTACK_", "REDIS_", "PROMETHEUS_", "HUB_", "ML_"))}
-        env.update(zip(PORT_KEYS, map(str, free_ports(len(PORT_KEYS))), strict=True))
-        stack = cls(home, env | NO_LOOPS | {"UNISTACK_HOME": str(home)})
-        done = stack.cli("start", timeout=START_LIMIT)
-        if done.returncode != 0:
-            raise BenchmarkError(f"unistack start exited {done.returncode}: "
-                                 f"{(done.stderr or done.stdout).strip()}")
-        return stack
-
-    def cli(self, *args: str, timeout: float = STOP_LIMIT) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "unistack", *args], env=self.env,
-                              capture_output=True, text=True, timeout=timeout, check=False)
+class DashboardStack(Stack):
+    """The stack of harness.stacks, seen as the dashboard sees it: the hub's HTTP API."""
 
     def url(self, key: str, path: str = "") -> str:
         return f"http://{LOOPBACK}:{self.env[key]}{path}"
 
     def services(self) -> dict[str, dict[str, Any]]:
-        document = http_json(self.url("HUB_PORT", "/status")) or {}
+        document = http_json(self.url("HUB_PORT", "/status"), 5.0) or {}
         return {s["name"]: s for s in document.get("services", [])}
 
     def events_after(self, after: int) -> list[dict[str, Any]]:
-        document = http_json(self.url("HUB_PORT", f"/events?after={after}")) or {}
+        document = http_json(self.url("HUB_PORT", f"/events?after={after}"), 5.0) or {}
         return [e for e in document.get("events", []) if e["id"] > after]
 
     def last_event_id(self) -> int:
-        events = (http_json(self.url("HUB_PORT", "/events")) or {}).get("events", [])
+        events = (http_json(self.url("HUB_PORT", "/events"), 5.0) or {}).get("events", [])
         return int(events[-1]["id"]) if events else 0
 
-    def settled(self, name: str, calm: bool = True) -> int:
+    def settled_pid(self, name: str, calm: bool = True) -> int:
         """NAME's pid once it is READY, older than SETTLE seconds and (if CALM) with no
         incident open: a crash then opens a new incident, with its own event."""
         def ready() -> dict[str, Any] | None:
             found = self.services().get(name, {})
             return found if found.get("ready") and not (calm and found["incident"]) else None
 
-        service = wait_for(ready, CALM_LIMIT, f"{name} ready" + (", no incident open" * calm))
-        wait_for(lambda: process_age(service["pid"]) >= SETTLE, SETTLE + 5, f"{name} settled")
+        service = wait_for(ready, CALM_LIMIT, POLL,
+                           f"{name} ready" + (", no incident open" * calm))
+        wait_for(lambda: process_age(service["pid"]) >= SETTLE, SETTLE + 5, POLL,
+                 f"{name} settled")
         return int(service["pid"])
 
 
@@ -306,7 +210,7 @@ def serve_keepalive(port: int) -> None:
     KeptAlive(create_app(settings), settings).run()
 
 
-def start_server(stack: Stack, mode: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(stack: DashboardStack, mode: str) -> tuple[subprocess.Popen[bytes], str]:
     """This file run as --dev-server or --keepalive-server on a free loopback port."""
     port = free_ports(1)[0]
     # cwd HOME: processes_of(HOME) finds it if this benchmark is killed.
@@ -315,12 +219,12 @@ def start_server(stack: Stack, mode: str) -> tuple[subprocess.Popen[bytes], str]
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     url = f"http://{LOOPBACK}:{port}"
-    wait_for(lambda: child.poll() is None and http_json(url + "/health"), 30,
+    wait_for(lambda: child.poll() is None and http_json(url + "/health", 5.0), 30, POLL,
              f"{mode} answering /health")
     return child, url
 
 
-def load_runs(stack: Stack, runs: int, seconds: int, connections: int,
+def load_runs(stack: DashboardStack, runs: int, seconds: int, connections: int,
               ) -> dict[str, list[Load]]:
     dev, dev_url = start_server(stack, "--dev-server")
     kept, kept_url = start_server(stack, "--keepalive-server")
@@ -376,7 +280,7 @@ def chromium() -> str:
     return found
 
 
-def open_page(playwright: Any, stack: Stack, service: str) -> Any:
+def open_page(playwright: Any, stack: DashboardStack, service: str) -> Any:
     """The overview in a persistent context whose profile is in the stack's home."""
     profile = stack.home / "chromium"
     env = {**os.environ, "HOME": str(profile), "XDG_CONFIG_HOME": str(profile / "config"),
@@ -398,28 +302,29 @@ def away_and_back(page: Any, seen: int) -> list[dict[str, Any]] | None:
     return None
 
 
-def kill_trial(stack: Stack, page: Any, service: str) -> Trial:
-    pid = stack.settled(service)
+def kill_trial(stack: DashboardStack, page: Any, service: str) -> Trial:
+    pid = stack.settled_pid(service)
     time.sleep(random.uniform(0, PHASE))
     seen, after = len(page.evaluate("window.__watched.states")), stack.last_event_id()
     killed = time.time()
     os.kill(pid, signal.SIGKILL)
-    states = wait_for(lambda: away_and_back(page, seen), TRIAL_LIMIT, f"{service}'s card "
-                      "leaving READY and coming back")
+    states = wait_for(lambda: away_and_back(page, seen), TRIAL_LIMIT, POLL,
+                      f"{service}'s card leaving READY and coming back")
     crashed = wait_for(lambda: [e for e in stack.events_after(after) if e["kind"] == "crashed"
-                                and e["service"] == service], 5, "the hub's crashed event")[0]
+                                and e["service"] == service], 5, POLL,
+                       "the hub's crashed event")[0]
     back = wait_for(lambda: (s := stack.services()[service])["ready"] and s["pid"] != pid
-                    and s, TRIAL_LIMIT, f"{service} READY again")
+                    and s, TRIAL_LIMIT, POLL, f"{service} READY again")
     away = next(s for s in states if s["state"] != "READY")
     green = states[-1]["at"]
     return Trial(crashed["ts"] - killed, away["at"] - crashed["ts"], away["at"] - killed,
                  away["state"], back["since"] - killed, green - back["since"], green - killed)
 
 
-def relapse_trial(stack: Stack, page: Any, service: str) -> Relapse:
+def relapse_trial(stack: DashboardStack, page: Any, service: str) -> Relapse:
     """Right after a trial: kill again once the new process is SETTLE s old, while its
     incident is open (INCIDENT_RESOLVE_AFTER is 3 s); watch the card."""
-    pid = stack.settled(service, calm=False)
+    pid = stack.settled_pid(service, calm=False)
     before = stack.services()[service]
     if not before["incident"]:
         raise BenchmarkError(f"{service}'s incident closed before the relapse: too slow")
@@ -428,13 +333,13 @@ def relapse_trial(stack: Stack, page: Any, service: str) -> Relapse:
     page.wait_for_timeout(RELAPSE_WATCH * 1000)
     states = page.evaluate("window.__watched.states")[seen:]
     now = wait_for(lambda: (s := stack.services()[service])["ready"] and s, TRIAL_LIMIT,
-                   f"{service} READY again")
+                   POLL, f"{service} READY again")
     events = [e for e in stack.events_after(after) if e["service"] == service]
     return Relapse(any(s["state"] != "READY" for s in states),
                    now["restarts"] - before["restarts"], len(events))
 
 
-def kill_trials(stack: Stack, trials: int, relapses: int,
+def kill_trials(stack: DashboardStack, trials: int, relapses: int,
                 service: str) -> tuple[list[Trial], list[Relapse]]:
     from playwright.sync_api import sync_playwright
 
@@ -460,15 +365,15 @@ def kill_trials(stack: Stack, trials: int, relapses: int,
 # --- the run -------------------------------------------------------------------------
 
 
-def cleanup(stack: Stack | None, home: Path) -> None:
+def cleanup(stack: DashboardStack | None, home: Path) -> None:
     """Stop the stack politely, then kill whatever is left of HOME and remove it."""
     try:
         if stack is not None:
-            stack.cli("stop")
+            stack.cli("stop", timeout=STOP_LIMIT)
     except subprocess.TimeoutExpired as exc:
         progress(f"  polite stop failed ({exc}); killing")
     finally:
-        kill_leftovers(home)
+        kill_leftovers(home, progress)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -486,12 +391,11 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     if not shutil.which("wrk"):
         raise BenchmarkError("wrk is not installed: scripts/bootstrap.sh --test-tools")
     report: dict[str, Any] = {"versions": tool_versions(), "load_before": os.getloadavg()[0]}
-    # Short path: the supervisord socket path must fit in 107 bytes.
-    home = Path(tempfile.mkdtemp(prefix="usd-", dir="/tmp"))
+    home = make_home("usd-")
     stack = None
     try:
         progress(f"starting a stack in {home} (FLAP_RESTARTS={NO_LOOPS['FLAP_RESTARTS']}) ...")
-        stack = Stack.start(home)
+        stack = DashboardStack.start(home, NO_LOOPS, START_LIMIT)
         report["loads"] = load_runs(stack, args.runs, args.seconds, args.connections)
         report["trials"], report["relapses"] = kill_trials(stack, args.trials,
                                                            args.relapses, args.service)
@@ -572,13 +476,6 @@ def acceptance(summary: dict[str, Any], trials: int) -> list[tuple[bool, str]]:
     ]
 
 
-def acceptance_lines(checks: list[tuple[bool, str]]) -> list[str]:
-    lines = ["Acceptance (issue 10):"]
-    lines += [f"- {text} → {'PASS' if ok else 'FAIL'}" for ok, text in checks]
-    overall = all(ok for ok, _ in checks)
-    return [*lines, f"- overall → {'PASS' if overall else 'FAIL'}"]
-
-
 def load_table(summary: dict[str, Any], args: argparse.Namespace) -> list[str]:
     rows = [f"`GET {PATH}`, `wrk -t{WRK_THREADS} -c{args.connections} -d{args.seconds}s "
             f"--latency`, {args.runs} run(s) per server, alternating, after a {WARMUP} s warm-up "
@@ -627,25 +524,11 @@ def trial_table(summary: dict[str, Any], args: argparse.Namespace) -> list[str]:
 
 def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
-    rows = [f"Machine: {report['cores']} cores, 1-minute load average "
-            f"{report['load_before']:.2f} at the start, {report['load_after']:.2f} at the end. "
-            f"Versions: {versions}.", "", *load_table(report["summary"], args), "",
+    rows = [machine_line(report["cores"], report["load_before"], report["load_after"])
+            + f" Versions: {versions}.", "", *load_table(report["summary"], args), "",
             *trial_table(report["summary"], args), "",
-            *acceptance_lines(report["acceptance"])]
+            *acceptance_lines(10, report["acceptance"])]
     return "\n".join(rows)
-
-
-def positive(text: str) -> int:
-    value = int(text) if text.isdigit() else 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
-
-
-def whole(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
-    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -681,27 +564,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.keepalive_server:
         serve_keepalive(args.keepalive_server)
         return 0
-    # SIGTERM unwinds like Ctrl-C, so the finally in collect() stops what we started.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        report = collect(args)
-    except BenchmarkError as exc:
-        print(f"dashboard benchmark: {exc}", file=sys.stderr)
-        return 1
+    return run_benchmark("dashboard", lambda: print_report(args))
+
+
+def print_report(args: argparse.Namespace) -> None:
+    """Measure; print the tables or JSON."""
+    report = collect(args)
     report["summary"] = summarize(report)
     report["acceptance"] = acceptance(report["summary"], args.trials)
     if args.json:
         report["loads"] = {k: [load._asdict() for load in v] for k, v in report["loads"].items()}
         report["trials"] = [trial._asdict() for trial in report["trials"]]
         report["relapses"] = [relapse._asdict() for relapse in report["relapses"]]
-        report["acceptance"] = [{"pass": ok, "text": text} for ok, text in report["acceptance"]]
+        report["acceptance"] = checks_json(report["acceptance"])
         print(json.dumps({"arguments": {k: v for k, v in vars(args).items()
                                         if k not in ("json", "dev_server",
                                                      "keepalive_server")}, **report},
                          indent=2))
     else:
         print(markdown(report, args))
-    return 0
 
 
 if __name__ == "__main__":

@@ -16,41 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from unistack.configkeys import PORT_KEYS
+from harness.runs import progress
+from harness.stacks import make_home, remove_home, stack_environment
+from harness.tables import SPREAD_HEAD, spread, spread_row
 
 ROOT = Path(__file__).resolve().parents[1]
 BOUND = 2.0
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def environment(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("UNISTACK_", "REDIS_", "PROMETHEUS_", "HUB_", "ML_"))}
-    env.update(zip(PORT_KEYS, map(str, free_ports(len(PORT_KEYS))), strict=True))
-    env["UNISTACK_HOME"] = str(home)
-    return env
 
 
 def timed(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> float:
@@ -77,18 +55,13 @@ def baseline(env: dict[str, str], home: Path, container: str) -> float:
     return took
 
 
-def summary(samples: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples),
-            "spread": max(samples) - min(samples)}
-
-
 def measure(runs: int, container: str) -> dict[str, Any]:
-    home = Path(tempfile.mkdtemp(prefix="usd-", dir="/tmp"))
-    env = environment(home)
+    home = make_home("usd-")
+    env = stack_environment(home)
     cli = [sys.executable, "-m", "unistack"]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
-        print("starting the stack ...", file=sys.stderr, flush=True)
+        progress("starting the stack ...")
         timed([*cli, "start"], env)
         samples: dict[str, list[float]] = {"script": [], "command": [], "baseline": []}
         for run in range(1, runs + 1):
@@ -96,12 +69,11 @@ def measure(runs: int, container: str) -> dict[str, Any]:
                                             "--json"], env, ok=(0, 1)))
             samples["command"].append(timed([*cli, "diagnose", "--json"], env, ok=(0, 1)))
             samples["baseline"].append(baseline(env, home, container))
-            print(f"  run {run}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in
-                                               samples.items()), file=sys.stderr, flush=True)
-        return {name: summary(values) for name, values in samples.items()}
+            progress(f"  run {run}: " + ", ".join(f"{k} {v[-1]:.3f} s"
+                                                  for k, v in samples.items()))
+        return {name: spread(values) for name, values in samples.items()}
     finally:
-        subprocess.run([*cli, "stop"], env=env, capture_output=True, timeout=60, check=False)
-        shutil.rmtree(home, ignore_errors=True)
+        remove_home(home)
 
 
 def table(result: dict[str, Any], runs: int, container: str) -> str:
@@ -111,13 +83,10 @@ def table(result: dict[str, Any], runs: int, container: str) -> str:
             ("baseline: `supervisorctl status` + `redis-cli info`"
              + (" + `podman inspect`" if container else ""), "baseline")]
     lines = [f"Diagnose on a healthy stack, {runs} runs (seconds; ratio = median / the "
-             "baseline's median).", "", "| Measure | Median | Min | Max | Spread | Ratio |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "baseline's median).", "", *SPREAD_HEAD]
     for label, key in rows:
-        s = result[key]
-        ratio = "-" if key == "baseline" else f"{s['median'] / base:.2f}"
-        lines.append(f"| {label} | {s['median']:.3f} | {s['min']:.3f} | {s['max']:.3f} | "
-                     f"{s['spread']:.3f} | {ratio} |")
+        ratio = "-" if key == "baseline" else f"{result[key]['median'] / base:.2f}"
+        lines.append(spread_row(label, result[key], ratio))
     verdict = "PASS" if result["script"]["median"] < BOUND else "FAIL"
     lines += ["", f"Bound (issue 13): diagnose_container.sh median "
               f"{result['script']['median']:.2f} s < {BOUND:g} s → {verdict}"]

@@ -27,11 +27,8 @@ import json
 import multiprocessing
 import os
 import pstats
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -47,13 +44,12 @@ import redis
 import xgboost
 from numpy.typing import NDArray
 
-# The startup benchmark's helpers: same temp homes, ports, polling and cleanup.
-from startup import BenchmarkError, cleanup, progress, stack_environment, wait_until
-
+from harness.runs import BenchmarkError, positive, progress, run_benchmark, seconds
+from harness.stacks import Stack, make_home, remove_home
+from harness.tables import checks_json, machine_line
+from harness.waiting import moment_when
 from unistack.config import Settings, load_settings
 from unistack.configkeys import LOOPBACK
-from unistack.hub.client import HubClient, HubUnreachable
-from unistack.hub.status import HEALTHY
 from unistack.ml import market, protocol
 from unistack.ml.client import MLClient, PredictionError
 from unistack.ml.engine import Engine
@@ -63,7 +59,7 @@ from unistack.ml.models import ModelStore, on_cpu
 from unistack.ml.registry import ModelRegistry
 from unistack.ml.server import engine_config
 from unistack.probes import HttpProbe
-from unistack.supervisor import SupervisorClient, SupervisorError
+from unistack.supervisor import SupervisorError
 
 MODEL = "default"
 # Redis commands of the request path: the client's and the engine's scripts (EVAL), and
@@ -72,6 +68,7 @@ COMMANDS = ("eval", "xlen", "xadd", "blpop", "xreadgroup", "xautoclaim", "rpush"
             "xack", "xdel")
 START_LIMIT = 300.0  # the first start trains the default model
 READY_LIMIT = 60.0
+POLL = 0.01  # seconds between readiness and drain checks
 DRAIN_LIMIT = 600.0
 REQUEST_TIMEOUT = 5.0  # seconds per request; a timeout fails the benchmark
 WARM_UP = 300  # uncounted calls before every measured loop
@@ -100,34 +97,8 @@ Matrix = NDArray[np.float32]
 Record = dict[str, float]
 
 
-@dataclass
-class Stack:
-    """One unistack stack started through the CLI, and the ways to look at it."""
-
-    home: Path
-    env: dict[str, str]
-    settings: Settings
-
-    @classmethod
-    def start(cls, home: Path) -> Stack:
-        env = stack_environment(home)
-        done = subprocess.run([sys.executable, "-m", "unistack", "start"], env=env,
-                              capture_output=True, text=True, timeout=START_LIMIT, check=False)
-        if done.returncode != 0:
-            raise BenchmarkError(f"unistack start exited {done.returncode}: "
-                                 f"{(done.stderr or done.stdout).strip()}")
-        return cls(home, env, load_settings(env))
-
-    @property
-    def supervisor(self) -> SupervisorClient:
-        return SupervisorClient(self.settings.supervisor_socket, timeout=30.0)
-
-    def pid(self, name: str) -> int:
-        return self.supervisor.processes()[name].pid
-
-    def redis(self) -> redis.Redis:
-        return redis.Redis(host=LOOPBACK, port=self.settings.redis_port,
-                           password=self.settings.redis_password)
+class EngineStack(Stack):
+    """The stack of harness.stacks, and the ways this benchmark looks at its engine."""
 
     def engine_ready(self) -> bool:
         return HttpProbe(self.settings.ml_engine_port, "/ready", timeout=0.5).check().ok
@@ -146,19 +117,12 @@ class Stack:
                 counts[name.split("_")[2]] = float(value)
         return counts
 
-    def hub_healthy(self) -> bool:
-        try:
-            code, document = HubClient(self.settings, timeout=1.0).get("/status")
-        except HubUnreachable:
-            return False
-        return code == 200 and document.get("overall") == HEALTHY
-
 
 @dataclass
 class Bench:
     """What every measure needs: the stack, the in-process model, one client, the inputs."""
 
-    stack: Stack
+    stack: EngineStack
     booster: xgboost.Booster
     client: MLClient
     rows: Matrix
@@ -189,7 +153,7 @@ class Reading(NamedTuple):
     calls: Record  # Redis calls of each command of the request path
 
 
-def reading(stack: Stack) -> Reading:
+def reading(stack: EngineStack) -> Reading:
     """The engine's main thread runs the worker loop; its other threads are XGBoost's
     OpenMP workers and the HTTP server."""
     engine, server = psutil.Process(stack.pid("ml_engine")), psutil.Process(stack.pid("redis"))
@@ -376,12 +340,12 @@ def one_run(bench: Bench, requests: int, client_seconds: float) -> Record:
 # --- engine start and backlog drain (hub stopped) -----------------------------------
 
 
-def engine_start(stack: Stack) -> float:
+def engine_start(stack: EngineStack) -> float:
     """Stop the engine, start it again: seconds from the start call to /ready 200."""
     stack.supervisor.stop("ml_engine")
     began = time.perf_counter()
     stack.supervisor.start("ml_engine")
-    return wait_until(stack.engine_ready, READY_LIMIT, "ml_engine /ready 200") - began
+    return moment_when(stack.engine_ready, READY_LIMIT, POLL, "ml_engine /ready 200") - began
 
 
 def fill_backlog(connection: redis.Redis, rows: Matrix, count: int) -> list[str]:
@@ -408,16 +372,17 @@ def in_chunks(connection: redis.Redis, command: str, keys: list[str]) -> int:
     return int(sum(pipe.execute()))
 
 
-def drain(stack: Stack, rows: Matrix, count: int) -> Record:
+def drain(stack: EngineStack, rows: Matrix, count: int) -> Record:
     stack.supervisor.stop("ml_engine")
     connection = stack.redis()
     began = time.perf_counter()
     keys = fill_backlog(connection, rows, count)
     filled = time.perf_counter()
     stack.supervisor.start("ml_engine")
-    ready = wait_until(stack.engine_ready, READY_LIMIT, "ml_engine /ready 200")
+    ready = moment_when(stack.engine_ready, READY_LIMIT, POLL, "ml_engine /ready 200")
     before = reading(stack)
-    drained = wait_until(lambda: connection.xlen(STREAM) == 0, DRAIN_LIMIT, "backlog drained")
+    drained = moment_when(lambda: connection.xlen(STREAM) == 0, DRAIN_LIMIT, POLL,
+                          "backlog drained")
     after = reading(stack)
     answered = in_chunks(connection, "exists", keys)
     in_chunks(connection, "unlink", keys)
@@ -434,7 +399,7 @@ def profiled_engine(settings: Settings, connection: redis.Redis) -> Engine:
     return Engine(connection, models, engine_config(settings, "bench-profile"))
 
 
-def engine_profile(stack: Stack, rows: Matrix, count: int) -> dict[str, Any]:
+def engine_profile(stack: EngineStack, rows: Matrix, count: int) -> dict[str, Any]:
     """The drain path under cProfile: COUNT requests drained by the engine's own Engine
     class running in this process while the ml_engine program is stopped."""
     stack.supervisor.stop("ml_engine")
@@ -480,7 +445,7 @@ def where(path: str, line: int, name: str) -> str:
     return f"{'/'.join(parts[-2:])}:{line} {name}"
 
 
-def engine_alone(stack: Stack, rows: Matrix, backlog: int) -> dict[str, Any]:
+def engine_alone(stack: EngineStack, rows: Matrix, backlog: int) -> dict[str, Any]:
     """Ready times and the drain with the hub stopped; the hub is started again after."""
     supervisor = stack.supervisor
     supervisor.stop("hub")  # first: the hub restarts a STOPPED engine at once
@@ -496,7 +461,7 @@ def engine_alone(stack: Stack, rows: Matrix, backlog: int) -> dict[str, Any]:
                  f"({result['rate']:.0f} rows/s), {result['answered']} replies")
     finally:
         supervisor.start("hub")
-    wait_until(stack.hub_healthy, READY_LIMIT, "hub /status healthy again")
+    moment_when(stack.healthy, READY_LIMIT, POLL, "hub /status healthy again")
     return {"ready": ready, "drain": result, "engine_profile": profile}
 
 
@@ -549,7 +514,7 @@ def input_rows() -> Matrix:
     return np.ascontiguousarray(matrix[:4096], dtype=np.float32)
 
 
-def open_bench(stack: Stack) -> Bench:
+def open_bench(stack: EngineStack) -> Bench:
     version = ModelRegistry(stack.settings.models_dir).get(MODEL)
     booster = xgboost.Booster(model_file=str(version.model_file))
     booster.set_param({"nthread": 1})
@@ -563,12 +528,11 @@ def open_bench(stack: Stack) -> Bench:
 
 
 def collect(args: argparse.Namespace) -> dict[str, Any]:
-    # Short path: the supervisord socket path must fit in 107 bytes.
-    home = Path(tempfile.mkdtemp(prefix="usm-", dir="/tmp"))
+    home = make_home("usm-")
     report: dict[str, Any] = {"load_start": os.getloadavg()[0], "runs": []}
     try:
         progress(f"starting a stack in {home} (the first start trains the model) ...")
-        bench = open_bench(Stack.start(home))
+        bench = open_bench(EngineStack.start(home, timeout=START_LIMIT))
         for index in range(args.runs):
             progress(f"run {index + 1}/{args.runs}")
             report["runs"].append(one_run(bench, args.requests, args.client_seconds))
@@ -579,7 +543,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         progress("hub stopped: engine start and backlog drain ...")
         report |= engine_alone(bench.stack, bench.rows, args.backlog)
     finally:
-        cleanup(home)
+        remove_home(home)
     report["load_end"] = os.getloadavg()[0]
     return report
 
@@ -733,8 +697,7 @@ def diagnostics(report: dict[str, Any]) -> list[str]:
 
 def markdown(report: dict[str, Any]) -> str:
     runs = len(report["runs"])
-    lines = [f"Machine: {os.cpu_count()} cores, 1-minute load average "
-             f"{report['load_start']:.2f} at the start, {report['load_end']:.2f} at the end.", "",
+    lines = [machine_line(os.cpu_count(), report["load_start"], report["load_end"]), "",
              f"ML engine round trip, {runs} runs (median, min and max across runs); model "
              f"`{MODEL}`, baseline the same UBJ file in-process with nthread=1; "
              f"{report['requests']:,} batch-1 requests, {report['client_seconds']:g} s of "
@@ -749,23 +712,6 @@ def markdown(report: dict[str, Any]) -> str:
              "Acceptance (issue 4):"]
     lines += [f"- {text}" for _, text in acceptance(report)]
     return "\n".join(lines)
-
-
-def positive(text: str) -> int:
-    value = int(text) if text.isdigit() else 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
-
-
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -786,21 +732,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # SIGTERM unwinds like Ctrl-C, so the finally in collect() stops what we started.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        report = collect(args) | {"requests": args.requests, "backlog": args.backlog,
-                                  "client_seconds": args.client_seconds}
-    except (BenchmarkError, PredictionError, SupervisorError, redis.RedisError) as exc:
-        print(f"ml_engine benchmark: {exc}", file=sys.stderr)
-        return 1
+    return run_benchmark("ml_engine", lambda: print_report(args),
+                         (PredictionError, SupervisorError, redis.RedisError))
+
+
+def print_report(args: argparse.Namespace) -> None:
+    """Measure; print the tables, or the runs, summary and acceptance as JSON."""
+    result = collect(args) | {"requests": args.requests, "backlog": args.backlog,
+                              "client_seconds": args.client_seconds}
     if args.json:
-        checks = [{"pass": ok, "text": text} for ok, text in acceptance(report)]
-        print(json.dumps(report | {"summary": summarize(report["runs"]),
+        checks = checks_json(acceptance(result))
+        print(json.dumps(result | {"summary": summarize(result["runs"]),
                                    "acceptance": checks}, indent=2))
     else:
-        print(markdown(report))
-    return 0
+        print(markdown(result))
 
 
 if __name__ == "__main__":

@@ -17,44 +17,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from harness.ports import free_ports
+from harness.runs import progress
+from harness.stacks import make_home, stack_environment
+from harness.waiting import wait_for
 from unistack import preflight
 from unistack.config import load_settings
-from unistack.configkeys import PORT_KEYS
 from unistack.supervisor import SupervisorClient, SupervisorError
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 60.0
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
-def _environment(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("UNISTACK_", "REDIS_", "PROMETHEUS_", "HUB_", "ML_"))}
-    env.update(zip(PORT_KEYS, map(str, _free_ports(len(PORT_KEYS))), strict=True))
-    env["UNISTACK_HOME"] = str(home)
-    return env
 
 
 @contextmanager
@@ -63,30 +45,22 @@ def _squatter(port: int) -> Iterator[None]:
     child = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                               "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
     try:
-        _wait(lambda: not preflight.bindable(port))
+        wait_for(lambda: not preflight.bindable(port), LIMIT, what=f"port {port} taken")
         yield
     finally:
         child.kill()
         child.wait(5)
 
 
-def _wait(condition: Callable[[], bool], limit: float = LIMIT) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError("condition not met in time")
-        time.sleep(0.005)
-
-
 def healthy_preflight(home: Path) -> float:
-    settings = load_settings(environ=_environment(home))
+    settings = load_settings(environ=stack_environment(home))
     began = time.perf_counter()
     preflight.findings(settings)
     return time.perf_counter() - began
 
 
 def unistack_taken(home: Path) -> float:
-    env = _environment(home)
+    env = stack_environment(home)
     with _squatter(int(env["REDIS_PORT"])):
         began = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "unistack", "start"], env=env,
@@ -115,7 +89,7 @@ startretries=1
 
 
 def baseline_taken(home: Path) -> float:
-    port = _free_ports(1)[0]
+    port = free_ports(1)[0]
     conf = home / "supervisord.conf"
     conf.write_text(SUPERVISORD_CONF.format(run=home, port=port))
     client = SupervisorClient(home / "supervisor.sock", timeout=1.0)
@@ -124,7 +98,7 @@ def baseline_taken(home: Path) -> float:
         daemon = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c",
                                    str(conf)], stdout=subprocess.DEVNULL)
         try:
-            _wait(lambda: _state(client) == "FATAL")
+            wait_for(lambda: _state(client) == "FATAL", LIMIT, what="redis FATAL")
             return time.monotonic() - began
         finally:
             daemon.terminate()
@@ -151,13 +125,13 @@ def measure(runs: int) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {key: [] for key, *_ in MEASURES}
     for run in range(runs):
         for key, _, fn, _ in MEASURES:
-            home = Path(tempfile.mkdtemp(prefix="usb-", dir="/tmp"))
+            home = make_home("usb-")
             try:
                 samples[key].append(fn(home))
             finally:
                 shutil.rmtree(home, ignore_errors=True)
-        print(f"run {run + 1}/{runs}: " + ", ".join(
-            f"{key} {values[-1]:.3f} s" for key, values in samples.items()), file=sys.stderr)
+        progress(f"run {run + 1}/{runs}: " + ", ".join(
+            f"{key} {values[-1]:.3f} s" for key, values in samples.items()))
     return samples
 
 

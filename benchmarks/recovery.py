@@ -19,72 +19,50 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import random
-import re
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import psutil
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-# The startup benchmark's helpers: same temp homes, ports, baseline conf and cleanup.
-from startup import (
-    SUPERVISORD,
-    BenchmarkError,
-    baseline_settings,
-    cleanup,
-    free_ports,
-    gone,
-    kill_leftovers,
-    measure_baseline_stop,
-    processes_of,
-    progress,
-    stack_environment,
-)
-
-from unistack.config import PROJECT_ROOT, Settings, load_settings
+from harness.debian import program
+from harness.faults import FAULT_LABELS, FAULTS, NO_LOOPS, PHASE, SETTLE
+from harness.monit import MONIT_SETTLE, MonitRun
+from harness.processes import end_process
+from harness.redisping import answering_pid, settled_redis
+from harness.runs import positive, progress, run_benchmark
+from harness.stacks import Stack, make_home, remove_homes, stack_environment
+from harness.supervisord import baseline_settings, run_supervisord, stop_baseline
+from harness.tables import acceptance_lines, machine_line, trials_json
+from harness.waiting import wait_for
+from unistack.config import Settings
 from unistack.configkeys import LOOPBACK
-from unistack.hub.client import HubClient, HubUnreachable
 from unistack.policy import READY
-from unistack.stack import supervisord_env
 
 POLL = 0.005  # seconds between two polls of /status or PING
-PING_TIMEOUT = 0.25  # one PING poll; a SIGSTOPped Redis accepts TCP and never answers
+WAIT = 0.01  # seconds between two checks while waiting for a trial to be possible
 RECOVER_LIMIT = 15.0  # not serving again from a new pid by then: a failed trial
 BASELINE_HANG_LIMIT = 10.0  # plain supervisord never recovers a hang: stop waiting here
-SETTLE = 1.5  # seconds a process must have lived: supervisord's startsecs=1, plus margin
 SETTLE_LIMIT = 60.0
-PHASE = 1.0  # a random U(0, PHASE) delay puts each signal at a random point of any cycle
 START_LIMIT = 60.0
-MONIT_START_TIMEOUT = 2  # `start program ... with timeout 2 seconds`: Monit's start grace
-MONIT_SETTLE = MONIT_START_TIMEOUT + 1.0  # Monit tests nothing while uptime < the grace
 CPU_SETTLE = 5.0  # seconds after healthy before the CPU window: start-up work is done
 DATASET_KEYS = 6000  # x VALUE_BYTES = 600 MB, under redis.conf's maxmemory 1gb
 VALUE_BYTES = 100_000
 LOAD_BATCH = 50  # keys per pipeline while loading (5 MB)
 OVERWRITE_KEYS = 10  # keys rewritten every OVERWRITE_PAUSE during the soak (10 MB/s)
 OVERWRITE_PAUSE = 0.1
-NO_LOOPS = {"FLAP_RESTARTS": "1000"}  # every trial a fresh recovery, never LOOPING
 QUIET_KINDS = ("ready", "started")  # events that are not a restart or a warning
 INFO_KINDS = ("resource", "resource_ok")  # resource warnings: an event, never a restart
 
-FAULTS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}
-FAULT_LABELS = {"kill": "crash (kill -9)", "stop": "hang (SIGSTOP)"}
 SYSTEM_LABELS = {"unistack": "unistack hub", "supervisord": "plain supervisord",
                  "monit": "Monit `set daemon 1`"}
 SERVICES = ("redis", "prometheus")
@@ -96,9 +74,6 @@ ACCEPT_HUNG_DETECTED = 1.5  # issue 3: hang detected within 1.5 s (median) ...
 ACCEPT_HUNG_READY = 2.0  # ... and serving again within 2 s, faster than Monit
 ACCEPT_CRASH_READY = 0.5
 ACCEPT_HUB_CPU = 1.0  # percent of one core
-
-T = TypeVar("T")
-
 
 class Trial(NamedTuple):
     detected: float | None  # signal → the supervisor noticed (None: no sign of it seen)
@@ -115,74 +90,6 @@ def key(fault: str, system: str, service: str) -> str:
 
 
 # --- processes and probes -----------------------------------------------------------
-
-
-def wait_for(value: Callable[[], T | None], limit: float, what: str) -> T:
-    """Poll VALUE every 10 ms until it returns something truthy; return that."""
-    deadline = time.monotonic() + limit
-    while not (found := value()):
-        if time.monotonic() > deadline:
-            raise BenchmarkError(f"{what} did not happen within {limit:g} s")
-        time.sleep(0.01)
-    return found
-
-
-def uptime(pid: int) -> float:
-    """Seconds since PID started, from its start tick and /proc/uptime (psutil's
-    create_time() adds the boot time in whole seconds: up to 1 s too old)."""
-    try:
-        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return 0.0
-    return float(Path("/proc/uptime").read_text().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
-
-
-def end_process(pid: int) -> None:
-    """SIGCONT and SIGKILL PID if it still lives, so that a trial leaves nothing stopped."""
-    with contextlib.suppress(psutil.NoSuchProcess):
-        process = psutil.Process(pid)
-        if process.status() != psutil.STATUS_ZOMBIE:
-            process.resume()
-            process.kill()
-    wait_for(lambda: gone(pid), 10.0, f"end of process {pid}")
-
-
-def _resp(*args: str) -> bytes:
-    parts = [f"*{len(args)}\r\n".encode()]
-    parts += [f"${len(arg.encode())}\r\n{arg}\r\n".encode() for arg in args]
-    return b"".join(parts)
-
-
-def _read_replies(sock: socket.socket, deadline: float) -> bytes:
-    """Read until INFO's bulk reply is complete or an error reply arrived."""
-    data = b""
-    while not data.endswith(b"\r\n\r\n") and b"\r\n-" not in b"\r\n" + data:
-        sock.settimeout(max(0.001, deadline - time.monotonic()))
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    return data
-
-
-def answering_pid(port: int, password: str) -> int | None:
-    """The pid of the Redis on PORT if it answers PING (after AUTH with PASSWORD), else None.
-
-    A raw socket with one deadline: no client library retries or connect-time extras.
-    """
-    commands = ([_resp("AUTH", password)] if password else []) + [_resp("PING"),
-                                                                  _resp("INFO", "server")]
-    deadline = time.monotonic() + PING_TIMEOUT
-    try:
-        with socket.create_connection((LOOPBACK, port), timeout=PING_TIMEOUT) as sock:
-            sock.sendall(b"".join(commands))
-            text = _read_replies(sock, deadline).decode(errors="replace")
-    except OSError:
-        return None
-    found = re.search(r"process_id:(\d+)", text)
-    if "+PONG" not in text or re.search(r"^-", text, re.MULTILINE) or not found:
-        return None
-    return int(found.group(1))
 
 
 class LogWatch:
@@ -212,53 +119,9 @@ class LogWatch:
 # --- unistack -----------------------------------------------------------------------
 
 
-@dataclass
-class Stack:
-    """One unistack stack started through the CLI, seen through the hub API."""
-
-    home: Path
-    env: dict[str, str]
-    settings: Settings
-
-    @classmethod
-    def start(cls, home: Path) -> Stack:
-        env = stack_environment(home) | NO_LOOPS
-        done = subprocess.run([sys.executable, "-m", "unistack", "start"], env=env,
-                              capture_output=True, text=True, timeout=START_LIMIT, check=False)
-        if done.returncode != 0:
-            raise BenchmarkError(f"unistack start exited {done.returncode}: "
-                                 f"{(done.stderr or done.stdout).strip()}")
-        return cls(home, env, load_settings(env))
-
-    def stop(self) -> None:
-        subprocess.run([sys.executable, "-m", "unistack", "stop"], env=self.env,
-                       capture_output=True, timeout=START_LIMIT, check=False)
-        wait_for(lambda: not processes_of(self.home), 30.0, f"stop of the stack in {self.home}")
-
-    def get(self, path: str) -> Any:
-        try:
-            code, document = HubClient(self.settings, timeout=1.0).get(path)
-        except HubUnreachable:
-            return {}
-        return document if code == 200 else {}
-
-    def services(self) -> dict[str, dict[str, Any]]:
-        return {s["name"]: s for s in self.get("/status").get("services", [])}
-
-    def settled(self, name: str) -> dict[str, Any]:
-        """NAME's /status once it is READY and its process is past supervisord's startsecs."""
-        def check() -> dict[str, Any] | None:
-            service = self.services().get(name)
-            if service and service["state"] == READY and service["ready"]:
-                return service if uptime(service["pid"]) >= SETTLE else None
-            return None
-
-        return wait_for(check, SETTLE_LIMIT, f"{name} READY for {SETTLE:g} s")
-
-
 def hub_trial(stack: Stack, name: str, fault: str) -> Trial:
     """Signal NAME's process; poll /status until NAME is ready again with a new pid."""
-    before = stack.settled(name)
+    before = stack.settled(name, SETTLE, SETTLE_LIMIT)
     pid, detected, state = before["pid"], None, ""
     time.sleep(random.uniform(0, PHASE))
     began = time.perf_counter()
@@ -279,7 +142,7 @@ def hub_trial(stack: Stack, name: str, fault: str) -> Trial:
 
 def unistack_trials(home: Path, trials: int, samples: Samples) -> None:
     progress(f"unistack: starting a stack in {home} (FLAP_RESTARTS=1000) ...")
-    stack = Stack.start(home)
+    stack = Stack.start(home, NO_LOOPS, START_LIMIT)
     for fault in FAULTS:
         for name in SERVICES:
             for index in range(trials):
@@ -299,11 +162,6 @@ def describe(trial: Trial) -> str:
 # --- baselines: plain supervisord and Monit -----------------------------------------
 
 
-def settled_redis(port: int, password: str, settle: float) -> int | None:
-    pid = answering_pid(port, password)
-    return pid if pid and uptime(pid) >= settle else None
-
-
 class Target(NamedTuple):
     """A Redis under a baseline supervisor: where it answers, how long it must have lived."""
 
@@ -316,7 +174,7 @@ class Target(NamedTuple):
 def redis_trial(target: Target, fault: str, limit: float) -> Trial:
     """Signal TARGET's Redis; poll PING until a new pid answers or LIMIT passes."""
     port, password = target.port, target.password
-    pid = wait_for(lambda: settled_redis(port, password, target.settle), SETTLE_LIMIT,
+    pid = wait_for(lambda: settled_redis(port, password, target.settle), SETTLE_LIMIT, WAIT,
                    f"redis on port {port} answering for {target.settle:g} s")
     time.sleep(random.uniform(0, PHASE))
     watch = LogWatch(target.log) if target.log else None
@@ -341,12 +199,7 @@ def baseline_trials(home: Path, trials: int, samples: Samples) -> None:
     progress(f"plain supervisord: starting the same programs in {home} ...")
     directory = home / "baseline"
     settings, conf = baseline_settings(stack_environment(home), directory)
-    daemon = subprocess.run([*SUPERVISORD, str(conf)], env=supervisord_env(settings),
-                            cwd=settings.unistack_home, capture_output=True, text=True,
-                            timeout=START_LIMIT, check=False)
-    if daemon.returncode != 0:
-        raise BenchmarkError(f"baseline supervisord exited {daemon.returncode}: "
-                             f"{(daemon.stderr or daemon.stdout).strip()}")
+    run_supervisord(settings, conf, START_LIMIT)
     target = Target(settings.redis_port, settings.redis_password, SETTLE)
     limits = {"kill": RECOVER_LIMIT, "stop": BASELINE_HANG_LIMIT}
     for fault, limit in limits.items():
@@ -354,117 +207,7 @@ def baseline_trials(home: Path, trials: int, samples: Samples) -> None:
             trial = redis_trial(target, fault, limit)
             samples[key(fault, "supervisord", "redis")].append(trial)
             progress(f"  supervisord redis {fault} {index + 1}/{trials}: {describe(trial)}")
-    measure_baseline_stop(directory / "supervisor.sock", home)
-
-
-STOP_SCRIPT = """#!/bin/sh
-# Monit's stop program: TERM, then KILL if the process is stopped (state T) or is
-# still alive after 2 s. Monit 5.33 itself never escalates to SIGKILL.
-pid=$(cat "$1" 2>/dev/null) || exit 0
-kill -s TERM "$pid" 2>/dev/null || exit 0
-i=0
-while kill -0 "$pid" 2>/dev/null; do
-    if grep -q '^State:[[:space:]]*T' /proc/"$pid"/status 2>/dev/null || [ $i -ge 20 ]; then
-        kill -s KILL "$pid" 2>/dev/null
-        exit 0
-    fi
-    sleep 0.1
-    i=$((i + 1))
-done
-"""
-
-# Runs monit as its child under PR_SET_CHILD_SUBREAPER and reaps every orphan at once,
-# as systemd would: the daemonized redis is a grandchild, and a zombie blocks Monit.
-SUBREAPER = """
-import ctypes, os, signal, sys
-ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-monit = os.posix_spawn(sys.argv[1], sys.argv[1:], dict(os.environ))
-signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(monit, signal.SIGTERM))
-while True:
-    try:
-        os.wait()
-    except ChildProcessError:
-        break
-"""
-
-
-def monit_files(directory: Path, port: int) -> Path:
-    """redis.conf, the stop script and the monitrc (0600) of a Monit-supervised Redis."""
-    directory.mkdir(mode=0o700)
-    conf, pidfile, stop = directory / "redis.conf", directory / "redis.pid", directory / "stop.sh"
-    conf.write_text(f'include "{PROJECT_ROOT / "redis.conf"}"\n'
-                    f"bind {LOOPBACK}\nport {port}\ndaemonize yes\npidfile {pidfile}\n"
-                    f"logfile {directory / 'redis.log'}\ndir {directory}\n")
-    stop.write_text(STOP_SCRIPT)
-    stop.chmod(0o700)
-    rc = directory / "monitrc"
-    rc.write_text(
-        f"set daemon 1\nset logfile {directory / 'monit.log'}\n"
-        f"set pidfile {directory / 'monit.pid'}\nset idfile {directory / 'monit.id'}\n"
-        f"set statefile {directory / 'monit.state'}\n\n"
-        f"check process bench-redis with pidfile {pidfile}\n"
-        f'  start program = "/usr/bin/redis-server {conf}" '
-        f"with timeout {MONIT_START_TIMEOUT} seconds\n"
-        f'  stop program = "{stop} {pidfile}"\n'
-        f"  if failed host {LOOPBACK} port {port} protocol redis with timeout 1 seconds "
-        "then restart\n")
-    rc.chmod(0o600)
-    return rc
-
-
-def monit_program() -> tuple[str | None, str]:
-    """The monit binary, installed with apt-get when missing; or None and the reason."""
-    if shutil.which("monit"):
-        return shutil.which("monit"), ""
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return None, "monit is not installed, and apt-get cannot run here (needs root)"
-    progress("monit is missing: apt-get install -y monit ...")
-    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "install", "-y", "monit"], ["apt-get", "update"],
-                    ["apt-get", "install", "-y", "monit"]):
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600,
-                              check=False)
-        if done.returncode == 0 and shutil.which("monit"):
-            return shutil.which("monit"), ""
-    tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
-    return None, f"apt-get install -y monit failed: {' '.join(tail)}"
-
-
-@dataclass
-class MonitRun:
-    """Monit in the foreground (`-I`) under the subreaper, supervising one Redis."""
-
-    directory: Path
-    port: int
-    wrapper: subprocess.Popen[bytes]
-
-    @classmethod
-    def start(cls, monit: str, directory: Path) -> MonitRun:
-        [port] = free_ports(1)
-        rc = monit_files(directory, port)
-        checked = subprocess.run([monit, "-t", "-c", str(rc)], capture_output=True, text=True,
-                                 check=False)
-        if checked.returncode != 0:
-            raise BenchmarkError(f"monit -t rejected {rc}: {checked.stderr.strip()}")
-        with (directory / "monit.out").open("wb") as out:
-            wrapper = subprocess.Popen([sys.executable, "-c", SUBREAPER, monit, "-c", str(rc),
-                                        "-I"], stdin=subprocess.DEVNULL, stdout=out,
-                                       stderr=subprocess.STDOUT)
-        run = cls(directory, port, wrapper)
-        wait_for(lambda: answering_pid(port, ""), START_LIMIT, "redis started by Monit")
-        return run
-
-    def monit_pid(self) -> int:
-        children = psutil.Process(self.wrapper.pid).children()
-        return next(c.pid for c in children if c.name() == "monit")
-
-    def stop(self) -> None:
-        """Monit first (so that it restarts nothing), then its Redis; the subreaper ends."""
-        with contextlib.suppress(psutil.Error, StopIteration):
-            psutil.Process(self.monit_pid()).terminate()
-        with contextlib.suppress(OSError, ValueError):
-            end_process(int((self.directory / "redis.pid").read_text()))
-        self.wrapper.wait(timeout=30)
+    stop_baseline(directory / "supervisor.sock", home)
 
 
 def monit_trials(run: MonitRun, trials: int, samples: Samples) -> None:
@@ -579,9 +322,10 @@ def restarts_between(before: dict[str, dict[str, Any]], after: dict[str, dict[st
 
 def cpu_and_soak(home: Path, cpu_window_s: float, soak_s: float) -> dict[str, Any]:
     progress(f"unistack: a fresh stack in {home} for the CPU window and the soak ...")
-    stack = Stack.start(home)
+    stack = Stack.start(home, NO_LOOPS, START_LIMIT)
     time.sleep(CPU_SETTLE)  # first scrapes and event persistence are start-up work
-    hub_pid = wait_for(lambda: stack.get("/status").get("hub", {}).get("pid"), 10.0, "hub pid")
+    hub_pid = wait_for(lambda: stack.get("/status").get("hub", {}).get("pid"), 10.0, WAIT,
+                       "hub pid")
     progress(f"  hub CPU over {cpu_window_s:g} s ...")
     cpu = cpu_window(hub_pid, cpu_window_s, hub_setting(stack.settings))
     progress(f"  soak {soak_s:g} s: {psutil.cpu_count()} busy loops, dataset, BGSAVEs ...")
@@ -594,8 +338,7 @@ def cpu_and_soak(home: Path, cpu_window_s: float, soak_s: float) -> dict[str, An
 
 
 def collect(args: argparse.Namespace) -> dict[str, Any]:
-    # Short paths: the supervisord socket path must fit in 107 bytes.
-    root = Path(tempfile.mkdtemp(prefix="usr-", dir="/tmp"))
+    root = make_home("usr-")
     samples: Samples = {key(*row): [] for row in ROWS}
     monit_run: MonitRun | None = None
     load_before = os.getloadavg()[0]
@@ -603,13 +346,13 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         unistack_trials(root / "t", args.trials, samples)
         result = cpu_and_soak(root / "s", args.cpu_seconds, args.soak_seconds)
         baseline_trials(root / "b", args.trials, samples)
-        monit, reason = monit_program()
+        monit, reason = program("monit", "monit")
         if monit:
             progress("Monit: set daemon 1, TERM→KILL stop script, under a subreaper ...")
             monit_run = MonitRun.start(monit, root / "m")
             monit_trials(monit_run, args.trials, samples)
             wait_for(lambda: settled_redis(monit_run.port, "", MONIT_SETTLE), SETTLE_LIMIT,
-                     "redis under Monit")
+                     WAIT, "redis under Monit")
             progress(f"  Monit CPU over {args.cpu_seconds:g} s ...")
             result["monit_cpu"] = cpu_window(monit_run.monit_pid(), args.cpu_seconds,
                                              "`set daemon 1`")
@@ -620,11 +363,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         if monit_run:
             with contextlib.suppress(Exception):
                 monit_run.stop()
-        for home in (root / "t", root / "s", root / "b"):
-            if home.exists():
-                cleanup(home)
-        kill_leftovers(root)
-        shutil.rmtree(root, ignore_errors=True)
+        remove_homes(root, ("t", "s", "b"))
     machine = {"cores": psutil.cpu_count(), "load_before": load_before,
                "load_after": os.getloadavg()[0]}
     return {"samples": samples, "machine": machine, **result}
@@ -756,29 +495,13 @@ def hung_line(table: dict[str, dict[str, Any]], service: str) -> tuple[bool, str
 def markdown(report: dict[str, Any], trials: int) -> str:
     table = report["summary"]
     machine = report["machine"]
-    rows = [f"Machine: {machine['cores']} cores, 1-minute load average "
-            f"{machine['load_before']:.2f} at the start, {machine['load_after']:.2f} at the end.",
+    rows = [machine_line(machine["cores"], machine["load_before"], machine["load_after"]),
             "", *trial_table(table, trials)]
     rows += ["", *cpu_table(report), "", *soak_table(report["soak"]), ""]
     if not report["monit"]["available"]:
         rows += [f"Monit baseline n/a: {report['monit']['reason']}", ""]
     rows += acceptance_lines(3, report["acceptance"])
     return "\n".join(rows)
-
-
-def acceptance_lines(issue: int, checks: list[tuple[bool, str]]) -> list[str]:
-    """The acceptance block of a report: one line per check, then the overall verdict."""
-    lines = [f"Acceptance (issue {issue}):"]
-    lines += [f"- {text} → {'PASS' if ok else 'FAIL'}" for ok, text in checks]
-    overall = all(ok for ok, _ in checks)
-    return [*lines, f"- overall → {'PASS' if overall else 'FAIL'}"]
-
-
-def positive(text: str) -> int:
-    value = int(text) if text.isdigit() else 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -799,23 +522,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # SIGTERM unwinds like Ctrl-C, so the finally in collect() stops what we started.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        report = collect(args)
-    except BenchmarkError as exc:
-        print(f"recovery benchmark: {exc}", file=sys.stderr)
-        return 1
-    report["summary"] = summaries(report["samples"])
-    report["acceptance"] = acceptance(report["summary"], report)
-    if args.json:
-        samples = {k: [t._asdict() for t in v] for k, v in report.pop("samples").items()}
-        checks = [{"pass": ok, "text": text} for ok, text in report.pop("acceptance")]
-        print(json.dumps({"trials": args.trials, "poll_seconds": POLL, "samples": samples,
-                          "acceptance": checks, **report}, indent=2))
-    else:
-        print(markdown(report, args.trials))
-    return 0
+    return run_benchmark("recovery", lambda: print_report(args))
+
+
+def print_report(args: argparse.Namespace) -> None:
+    """Run every trial, the CPU window and the soak; print the tables or JSON."""
+    result = collect(args)
+    result["summary"] = summaries(result["samples"])
+    result["acceptance"] = acceptance(result["summary"], result)
+    print(trials_json(args.trials, POLL, result) if args.json
+          else markdown(result, args.trials))
 
 
 if __name__ == "__main__":

@@ -12,17 +12,9 @@ Progress goes to stderr; the Markdown table (or JSON with --json) to stdout.
 from __future__ import annotations
 
 import argparse
-import configparser
-import contextlib
 import json
-import os
-import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,23 +22,24 @@ from typing import Any
 
 import psutil
 
-from unistack import runtime
+from harness.processes import processes_of
+from harness.runs import BenchmarkError, positive, progress, run_benchmark
+from harness.stacks import make_home, remove_home, stack_environment
+from harness.supervisord import SUPERVISORD, baseline_settings, stop_baseline
+from harness.tables import SPREAD_HEAD, ratio_text, spread, spread_row
+from harness.waiting import moment_when
 from unistack.config import Settings, load_settings
-from unistack.configkeys import PORT_KEYS
-from unistack.credentials import ensure_secrets
 from unistack.hub.client import HubClient, HubUnreachable
 from unistack.hub.status import HEALTHY
 from unistack.probes import build_probe
 from unistack.services import REGISTRY
 from unistack.stack import supervisord_env
-from unistack.supervisor import SupervisorClient, SupervisorError
 
 POLL = 0.01  # seconds between readiness and exit checks
 START_LIMIT = 60.0  # a run that takes longer than this is an error, not a sample
 STOP_LIMIT = 30.0
 ACCEPT_START = 5.0  # issue 2: cold start median at most 5 s ...
 ACCEPT_STOP = 3.0  # ... and stop median at most 3 s
-SUPERVISORD = (sys.executable, "-m", "supervisor.supervisord", "-c")
 
 # Every measure: key, table label, and the baseline measure its ratio is taken against.
 MEASURES: tuple[tuple[str, str, str | None], ...] = (
@@ -62,74 +55,9 @@ ACCEPTANCE = (("start_cli", ACCEPT_START, "cold start"), ("stop_cli", ACCEPT_STO
 Samples = dict[str, list[float]]
 
 
-class BenchmarkError(Exception):
-    """A run could not be measured; the message says what broke."""
-
-
-def progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def wait_until(condition: Callable[[], bool], limit: float, what: str) -> float:
+def wait_until(condition: Callable[[], object], limit: float, what: str) -> float:
     """Check CONDITION every POLL seconds; return perf_counter() when it first holds."""
-    deadline = time.perf_counter() + limit
-    while not condition():
-        if time.perf_counter() > deadline:
-            raise BenchmarkError(f"{what} did not happen within {limit:g} s")
-        time.sleep(POLL)
-    return time.perf_counter()
-
-
-def free_ports(count: int) -> list[int]:
-    """COUNT distinct ports that were free on 127.0.0.1 a moment ago."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def stack_environment(home: Path) -> dict[str, str]:
-    """The process environment of a stack rooted at HOME on fresh loopback ports."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("UNISTACK_", "REDIS_", "PROMETHEUS_", "HUB_", "ML_"))}
-    env.update(zip(PORT_KEYS, map(str, free_ports(len(PORT_KEYS))), strict=True))
-    env["UNISTACK_HOME"] = str(home)
-    return env
-
-
-def processes_of(home: Path) -> list[psutil.Process]:
-    """Every live process with HOME in its command line or working directory."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "cwd", "status"]):
-        text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["cwd"] or "")
-        if str(home) in text and proc.info["status"] != psutil.STATUS_ZOMBIE:
-            found.append(proc)
-    return found
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def kill_leftovers(home: Path) -> None:
-    """SIGKILL every process of HOME, supervisord first so that it respawns nothing."""
-    for _ in range(20):
-        found = processes_of(home)
-        if not found:
-            return
-        progress(f"  killing leftovers: {[p.pid for p in found]}")
-        for proc in sorted(found, key=lambda p: "supervisord" not in str(p.info["cmdline"])):
-            # A process that exited between the search and the kill is what we wanted.
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.kill()
-        psutil.wait_procs(found, timeout=2.0)
+    return moment_when(condition, limit, POLL, what)
 
 
 def spawn_cli(env: dict[str, str], command: str) -> subprocess.Popen[str]:
@@ -199,35 +127,6 @@ def measure_stop(env: dict[str, str], home: Path) -> float:
     return ended - began
 
 
-def baseline_conf(settings: Settings, directory: Path) -> str:
-    """The project's managed programs (all but the hub), autostarted, without the hub.
-
-    Control is a 0700 unix socket in DIRECTORY; there is no inet server. Commands and
-    stop options stay as in supervisord.conf, so the baseline cannot drift from them.
-    """
-    source = configparser.RawConfigParser()
-    source.read(settings.supervisord_conf)
-    conf = configparser.RawConfigParser()
-    conf["unix_http_server"] = {"file": str(directory / "supervisor.sock"), "chmod": "0700"}
-    conf["supervisord"] = {
-        "logfile": str(directory / "supervisord.log"), "pidfile": str(directory / "pid"),
-        "childlogdir": str(directory), "directory": str(settings.unistack_home),
-        "umask": "077", "loglevel": "info"}
-    conf["rpcinterface:supervisor"] = dict(source["rpcinterface:supervisor"])
-    for spec in REGISTRY:
-        if not spec.autostart:
-            program = dict(source[f"program:{spec.name}"])
-            program.update(autostart="true", stdout_logfile=str(directory / f"{spec.name}.log"))
-            conf[f"program:{spec.name}"] = program
-    lines: list[str] = []
-    for name, section in conf.items():
-        if name != configparser.DEFAULTSECT:
-            # Continuation lines (prometheus's flags) must stay indented to stay in the value.
-            values = (f"{k}={v}".replace("\n", "\n    ") for k, v in section.items())
-            lines += [f"[{name}]", *values, ""]
-    return "\n".join(lines)
-
-
 def measure_baseline_start(settings: Settings, conf: Path) -> float:
     """Exec supervisord; wait for the hub's own readiness probes of every managed program."""
     probes = {spec.name: build_probe(spec.readiness, spec, settings,
@@ -249,26 +148,6 @@ def measure_baseline_start(settings: Settings, conf: Path) -> float:
     return ended - began
 
 
-def measure_baseline_stop(socket_path: Path, home: Path) -> float:
-    client = SupervisorClient(socket_path, timeout=STOP_LIMIT)
-    daemon = client.pid()
-    began = time.perf_counter()
-    client.shutdown()
-    ended = wait_until(lambda: gone(daemon) and not processes_of(home),
-                       STOP_LIMIT, "baseline stop: no process left")
-    return ended - began
-
-
-def baseline_settings(env: dict[str, str], directory: Path) -> tuple[Settings, Path]:
-    """Settings of this run, the runtime files the hub renders, and the baseline conf."""
-    settings = ensure_secrets(load_settings(env))
-    runtime.render(settings)
-    directory.mkdir(mode=0o700, exist_ok=True)
-    conf = directory / "supervisord.conf"
-    conf.write_text(baseline_conf(settings, directory))
-    return settings, conf
-
-
 def one_run(home: Path) -> dict[str, float]:
     env = stack_environment(home)
     settings = load_settings(env)
@@ -277,7 +156,7 @@ def one_run(home: Path) -> dict[str, float]:
     directory = home / "baseline"
     settings, conf = baseline_settings(env, directory)
     sample["base_start"] = measure_baseline_start(settings, conf)
-    sample["base_stop"] = measure_baseline_stop(directory / "supervisor.sock", home)
+    sample["base_stop"] = stop_baseline(directory / "supervisor.sock", home)
     return sample
 
 
@@ -288,25 +167,8 @@ def warm_up(home: Path) -> None:
     measure_stop(env, home)
 
 
-def cleanup(home: Path) -> None:
-    """Stop both stacks politely, then kill whatever is left of HOME and remove it."""
-    try:
-        subprocess.run([sys.executable, "-m", "unistack", "stop"], capture_output=True,
-                       env=stack_environment(home), timeout=STOP_LIMIT, check=False)
-        baseline = SupervisorClient(home / "baseline" / "supervisor.sock", timeout=STOP_LIMIT)
-        if baseline.is_running():
-            baseline.shutdown()
-        wait_until(lambda: not processes_of(home), STOP_LIMIT, "cleanup: no process left")
-    except (subprocess.TimeoutExpired, SupervisorError, BenchmarkError) as exc:
-        progress(f"  polite stop failed ({exc}); killing")
-    finally:
-        kill_leftovers(home)
-        shutil.rmtree(home, ignore_errors=True)
-
-
 def collect(runs: int) -> Samples:
-    # Short path: the supervisord socket path must fit in 107 bytes.
-    home = Path(tempfile.mkdtemp(prefix="usb-", dir="/tmp"))
+    home = make_home("usb-")
     samples: Samples = {key: [] for key, _, _ in MEASURES}
     try:
         progress(f"warm-up in {home} ...")
@@ -318,16 +180,14 @@ def collect(runs: int) -> Samples:
             progress(f"run {index + 1}/{runs}: "
                      + ", ".join(f"{k} {v:.3f} s" for k, v in sample.items()))
     finally:
-        cleanup(home)
+        remove_home(home)
     return samples
 
 
 def summarize(samples: Samples) -> dict[str, dict[str, Any]]:
     summary: dict[str, dict[str, Any]] = {}
     for key, label, _ in MEASURES:
-        values = samples[key]
-        summary[key] = {"label": label, "median": statistics.median(values), "min": min(values),
-                        "max": max(values), "spread": max(values) - min(values)}
+        summary[key] = {"label": label, **spread(samples[key])}
     for key, _, against in MEASURES:
         summary[key]["ratio"] = (summary[key]["median"] / summary[against]["median"]
                                  if against else None)
@@ -346,21 +206,10 @@ def acceptance(summary: dict[str, dict[str, Any]]) -> tuple[bool, str]:
 def markdown(summary: dict[str, dict[str, Any]], runs: int) -> str:
     rows = [f"Startup and stop, {runs} runs after 1 warm-up, poll every {POLL * 1000:g} ms "
             "(seconds; ratio = unistack median / baseline median).", "",
-            "| Measure | Median | Min | Max | Spread | Ratio |",
-            "|---|---:|---:|---:|---:|---:|"]
-    for row in summary.values():
-        ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "-"
-        rows.append(f"| {row['label']} | {row['median']:.3f} | {row['min']:.3f} | "
-                    f"{row['max']:.3f} | {row['spread']:.3f} | {ratio} |")
+            *SPREAD_HEAD]
+    rows += [spread_row(row["label"], row, ratio_text(row["ratio"])) for row in summary.values()]
     rows += ["", "Acceptance (issue 2): " + acceptance(summary)[1]]
     return "\n".join(rows)
-
-
-def positive(text: str) -> int:
-    value = int(text) if text.isdigit() else 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of runs, got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -375,22 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # SIGTERM unwinds like Ctrl-C, so the finally in collect() stops what we started.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        samples = collect(args.runs)
-    except BenchmarkError as exc:
-        print(f"startup benchmark: {exc}", file=sys.stderr)
-        return 1
-    summary = summarize(samples)
-    if args.json:
+    return run_benchmark("startup", lambda: print_report(args.runs, args.json))
+
+
+def print_report(runs: int, as_json: bool) -> None:
+    """Measure RUNS runs; print the table, or the samples and summary as JSON."""
+    summary = summarize(samples := collect(runs))
+    if as_json:
         passed, line = acceptance(summary)
-        print(json.dumps({"runs": args.runs, "poll_seconds": POLL, "samples": samples,
+        print(json.dumps({"runs": runs, "poll_seconds": POLL, "samples": samples,
                           "summary": summary, "acceptance": {"pass": passed, "text": line}},
                          indent=2))
     else:
-        print(markdown(summary, args.runs))
-    return 0
+        print(markdown(summary, runs))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import redis
 
-from tests.conftest import make_home, stack_environment, wait_for
+from harness.stacks import make_home, stack_environment
+from harness.waiting import wait_for
 from unistack import runtime
 from unistack.config import Settings, load_settings
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, sync_playwright
 
-from tests.conftest import Stack, make_home, stack_environment
+from harness.stacks import Stack, make_home, stack_environment
 
 LOOPBACK = "127.0.0.1"
 # Chromium's own background traffic off (the machine has no network); any host name but

@@ -17,8 +17,9 @@ import pytest
 from flask import Flask
 from playwright.sync_api import Page, expect
 
+from harness.ports import free_ports
+from harness.waiting import wait_for
 from tests.browser.conftest import BrowserLog, screenshot
-from tests.conftest import free_ports, wait_for
 from tests.dashboard_fakes import (
     HOUR,
     STATUS,

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from harness.stacks import Stack
+from harness.waiting import wait_for
 from tests.browser.conftest import (
     dashboard_url,
     events_after,
@@ -17,7 +19,6 @@ from tests.browser.conftest import (
     screenshot,
     services,
 )
-from tests.conftest import Stack, wait_for
 
 pytestmark = pytest.mark.browser
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
+from harness.waiting import wait_for
 from tests.browser.test_backups import StandIn, stand_in, status  # noqa: F401
-from tests.conftest import wait_for
 
 pytestmark = pytest.mark.browser
 

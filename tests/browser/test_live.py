@@ -15,6 +15,8 @@ import psutil
 import pytest
 from playwright.sync_api import Page, expect
 
+from harness.stacks import Stack
+from harness.waiting import wait_for
 from tests.browser.conftest import (
     dashboard_url,
     events_after,
@@ -23,7 +25,6 @@ from tests.browser.conftest import (
     services,
 )
 from tests.chaos.test_chaos import settle_past_startsecs
-from tests.conftest import Stack, wait_for
 
 pytestmark = pytest.mark.browser
 

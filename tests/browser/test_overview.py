@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
+from harness.stacks import Stack
+from harness.waiting import wait_for
 from tests.browser.conftest import (
     BrowserLog,
     dashboard_json,
@@ -19,7 +21,6 @@ from tests.browser.conftest import (
     screenshot,
     services,
 )
-from tests.conftest import Stack, wait_for
 from unistack.services import REGISTRY
 
 pytestmark = pytest.mark.browser

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+from harness.slack import Recorded, SlackStandIn
+from harness.stacks import Stack
+from harness.waiting import wait_for
 from tests.chaos.test_chaos import NO_LOOPS, services, settle_past_startsecs, start
-from tests.conftest import Stack, wait_for
-from tests.slack_standin import Recorded, SlackStandIn
 from unistack.config import load_settings
 
 pytestmark = pytest.mark.chaos

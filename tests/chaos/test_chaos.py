@@ -20,8 +20,10 @@ import psutil
 import pytest
 import redis
 
-from tests.conftest import Stack, process_age, wait_for
-from tests.slack_standin import SlackStandIn
+from harness.processes import process_age
+from harness.slack import SlackStandIn
+from harness.stacks import Stack
+from harness.waiting import wait_for
 from unistack.services import stop_order
 
 pytestmark = pytest.mark.chaos

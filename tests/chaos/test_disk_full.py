@@ -15,11 +15,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.slack import SlackStandIn
+from harness.stacks import Stack
+from harness.waiting import wait_for
 from tests.chaos.test_alerts import about, slack  # noqa: F401 -- the stand-in fixture
 from tests.chaos.test_chaos import NO_LOOPS, events, services, start
 from tests.chaos.test_redis_faults import fill_disk
-from tests.conftest import Stack, wait_for
-from tests.slack_standin import SlackStandIn
 
 pytestmark = pytest.mark.chaos
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import redis
 
+from harness.stacks import Stack
+from harness.waiting import wait_for
 from tests.chaos.ml_load import RequestLoad
 from tests.chaos.test_chaos import NO_LOOPS, services, start
-from tests.conftest import Stack, wait_for
 from unistack.config import load_settings
 from unistack.ml.client import MLClient, PredictionTimeout, Unavailable
 

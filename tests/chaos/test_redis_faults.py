@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from harness.stacks import Stack
+from harness.waiting import wait_for
 from tests.chaos.test_chaos import (
     NO_LOOPS,
     events,
@@ -24,7 +26,6 @@ from tests.chaos.test_chaos import (
     start,
     writer,
 )
-from tests.conftest import Stack, wait_for
 
 pytestmark = pytest.mark.chaos
 

@@ -17,7 +17,8 @@ from contextlib import contextmanager
 import pytest
 import redis
 
-from tests.conftest import Stack, wait_for
+from harness.stacks import Stack
+from harness.waiting import wait_for
 from unistack import processes
 from unistack.services import REGISTRY, stop_order
 

@@ -33,7 +33,10 @@ import pytest
 import redis
 import yaml
 
-from tests.conftest import ROOT, Stack, free_ports, make_home, stack_environment, wait_for
+from harness.ports import free_ports
+from harness.stacks import Stack, make_home, stack_environment
+from harness.waiting import wait_for
+from tests.conftest import ROOT
 from tests.container.conftest import IMAGE as IMAGE_TAG
 from tests.container.conftest import RUNTIME_UID, TIMINGS, Podman
 

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_ports, wait_for
+from harness.ports import free_ports
+from harness.waiting import wait_for
 from tests.container.conftest import TIMINGS, Podman
 from tests.container.test_container import (
     FILES,

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_ports
+from harness.ports import free_ports
+from tests.conftest import ROOT
 from tests.container.conftest import IMAGE as IMAGE_TAG
 from tests.container.conftest import Podman
 from tests.container.test_container import FILES, PUBLISHED, Deployment, write_secrets

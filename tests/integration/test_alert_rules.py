@@ -18,7 +18,9 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import ROOT, free_ports, wait_for
+from harness.ports import free_ports
+from harness.waiting import wait_for
+from tests.conftest import ROOT
 from unistack import runtime
 from unistack.alerts.prom_alerts import AlertTracker, PrometheusAlerts
 from unistack.config import load_settings

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pyrage import x25519
 
+from harness.waiting import wait_for
 from tests.backup_support import RedisHome, digest, fill, model_files, new_redis_home, value
-from tests.conftest import wait_for
 from unistack.backup import catalog, journal
 from unistack.lock import control_lock
 

@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 import redis
 
+from harness.slack import SlackStandIn
+from harness.stacks import Stack
+from harness.waiting import wait_for
 from tests.backup_support import digest, fill, new_redis_home
 from tests.chaos.test_alerts import about, failures
 from tests.chaos.test_chaos import events, password, services, start
-from tests.conftest import Stack, wait_for
-from tests.slack_standin import SlackStandIn
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.conftest import Stack, stack_environment
+from harness.stacks import Stack, stack_environment
 
 
 def test_a_typo_in_dotenv_is_refused_in_two_seconds_naming_file_and_line(

@@ -19,7 +19,9 @@ from typing import Any, NamedTuple
 import psutil
 import pytest
 
-from tests.conftest import Stack, free_ports, wait_for
+from harness.ports import free_ports
+from harness.stacks import Stack
+from harness.waiting import wait_for
 from tests.dashboard_fakes import STATUS, TOKEN, settings_for, sign_in
 from unistack.dashboard import create_app
 from unistack.dashboard.components import components

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Stack
+from harness.stacks import Stack
+from tests.conftest import ROOT
 from tests.integration.test_keys import KEYS
 
 pytestmark = pytest.mark.integration

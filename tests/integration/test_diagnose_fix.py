@@ -20,9 +20,12 @@ from typing import Any
 import pytest
 import redis
 
+from harness.ports import free_ports
+from harness.stacks import Stack
+from harness.waiting import wait_for
 from tests.chaos.test_chaos import password, services, start
 from tests.chaos.test_redis_faults import fill_disk, tmpfs
-from tests.conftest import ROOT, Stack, free_ports, wait_for
+from tests.conftest import ROOT
 from tests.integration.test_diagnose import by_id, diagnose, secrets_of
 from unistack import processes
 from unistack.supervisor import SupervisorClient

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import Stack, wait_for
+from harness.stacks import Stack
+from harness.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from harness.stacks import Stack
+from harness.waiting import wait_for
 from tests.chaos.test_chaos import events, settle_past_startsecs, start
-from tests.conftest import Stack, wait_for
 from unistack.config import load_settings
 from unistack.hub.client import HubClient
 

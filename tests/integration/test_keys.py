@@ -20,11 +20,13 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from harness.slack import SlackStandIn
+from harness.stacks import Stack, make_home, stack_environment
+from harness.waiting import wait_for
 from tests.chaos.test_alerts import about
 from tests.chaos.test_chaos import hub, start
-from tests.conftest import ROOT, Stack, make_home, stack_environment, wait_for
+from tests.conftest import ROOT
 from tests.provider_standin import SLOW_S, ProviderStandIn
-from tests.slack_standin import SlackStandIn
 from unistack import envfile
 
 pytestmark = pytest.mark.integration

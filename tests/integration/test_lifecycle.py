@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import Stack, wait_for
+from harness.stacks import Stack
+from harness.waiting import wait_for
 from unistack import processes
 from unistack.lock import control_lock, lock_path
 

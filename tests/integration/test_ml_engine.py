@@ -19,7 +19,8 @@ import redis
 import xgboost as xgb
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_ports, wait_for
+from harness.ports import free_ports
+from harness.waiting import wait_for
 from unistack.config import load_settings
 from unistack.ml import protocol
 from unistack.ml.client import (

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import redis
 
+from harness.stacks import stack_environment
+from harness.waiting import wait_for
 from tests.chaos.ml_load import RequestLoad
-from tests.conftest import stack_environment, wait_for
 from unistack.config import load_settings
 from unistack.ml.client import MLClient, PredictionTimeout, Unavailable
 from unistack.ml.market import synthetic_bars

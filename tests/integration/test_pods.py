@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Stack, wait_for
+from harness.stacks import Stack
+from harness.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from tests.conftest import Stack, wait_for
+from harness.stacks import Stack
+from harness.waiting import wait_for
 from unistack.preflight import bindable
 
 

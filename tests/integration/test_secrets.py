@@ -10,9 +10,10 @@ from pathlib import Path
 
 import psutil
 
+from harness.slack import SlackStandIn
+from harness.stacks import Stack
+from harness.waiting import wait_for
 from tests.chaos.test_alerts import about
-from tests.conftest import Stack, wait_for
-from tests.slack_standin import SlackStandIn
 
 
 def environments(stack: Stack) -> list[str]:

@@ -1,5 +1,5 @@
 """Delivery end to end: the real slack-sdk transports, a real outbox file and the
-dispatcher thread, against the local Slack stand-in (tests/slack_standin.py)."""
+dispatcher thread, against the local Slack stand-in (src/harness/slack.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from typing import NamedTuple
 
 import pytest
 
-from tests.conftest import ROOT, wait_for
-from tests.slack_standin import WEBHOOK_PATH, Recorded, SlackStandIn, channel_id
+from harness.slack import WEBHOOK_PATH, Recorded, SlackStandIn, channel_id
+from harness.waiting import wait_for
+from tests.conftest import ROOT
 from unistack.alerts.dispatcher import DispatchConfig, Dispatcher, OnFailed
 from unistack.alerts.outbox import Outbox
 from unistack.alerts.records import Message

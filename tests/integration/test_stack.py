@@ -15,7 +15,10 @@ import psutil
 import pytest
 import redis
 
-from tests.conftest import PORT_KEYS, ROOT, Stack, make_home, stack_environment, wait_for
+from harness.stacks import Stack, make_home, stack_environment
+from harness.waiting import wait_for
+from tests.conftest import ROOT
+from unistack.configkeys import PORT_KEYS
 from unistack.services import REGISTRY
 
 pytestmark = pytest.mark.integration

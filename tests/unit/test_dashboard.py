@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import wait_for
+from harness.waiting import wait_for
 from tests.dashboard_fakes import FakeHub, FakePrometheus, make_app
 from unistack.dashboard import history as hist
 from unistack.dashboard.relay import event_id, relay

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import pytest
 
-from tests.conftest import wait_for
+from harness.waiting import wait_for
 from unistack.alerts.dispatcher import DispatchConfig, Dispatcher
 from unistack.alerts.outbox import Outbox, Thread
 from unistack.alerts.records import Message

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import wait_for
+from harness.waiting import wait_for
 from unistack.hub.exits import ExitWatcher
 
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import wait_for
-from tests.slack_standin import SlackStandIn
+from harness.slack import SlackStandIn
+from harness.waiting import wait_for
 from unistack.hub.heartbeat import Heartbeat, post
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import wait_for
+from harness.waiting import wait_for
 from unistack.backup import catalog
 from unistack.config import Settings, load_settings
 from unistack.event import Kind

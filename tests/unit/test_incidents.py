@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
+from harness.waiting import wait_for
 from unistack.hub.incidents import IncidentRecorder, Retention, process_report
 from unistack.redaction import redact
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
+from harness.waiting import wait_for
 from unistack.lock import Busy, control_lock, describe, lock_path
 
 HOLD = """

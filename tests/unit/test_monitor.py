@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import psutil
 import pytest
 
-from tests.conftest import wait_for
+from harness.waiting import wait_for
 from unistack.config import ProbeTiming
 from unistack.hub.monitor import (
     Monitor,
