@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import wait_for
+from harness.waiting import wait_for
 from unistack import policy
 from unistack.config import load_settings
 from unistack.hub.events import Event, EventLog
@@ -693,3 +693,35 @@ def test_an_exit_counts_as_a_crash_only_past_startsecs_by_supervisords_start(
     hub.post(Exited("db", db.pid))
     hub.syncs(3)
     assert ("crashed" in hub.kinds("db")) is crash, hub.kinds("db")
+
+
+def test_a_crash_respawned_before_its_exit_reached_the_loop_is_still_one_crash(
+    make_hub: Callable[..., Hub]
+) -> None:
+    """Under load supervisord may respawn a killed program before the exit's own message
+    is handled: the new pid seen first still means the old process crashed, once."""
+    hub = make_hub()
+    db = running_and_ready(hub, "db")["db"]
+    db.kill()
+    db.wait(5)
+    hub.supervisor.run("db", up_for=0.0)  # respawned; its Exited is still on the way
+    hub.reconciler.round()
+    hub.until(lambda: "crashed" in hub.kinds("db"))
+    hub.post(Exited("db", db.pid))  # ... and arrives late: about a pid no longer tracked
+    hub.syncs(3)
+    assert hub.kinds("db").count("crashed") == 1
+    assert str(db.pid) in hub.event("db", "crashed")["detail"]
+
+
+def test_an_exit_already_handled_is_not_counted_again_when_the_new_pid_is_seen(
+    make_hub: Callable[..., Hub]
+) -> None:
+    hub = make_hub()
+    db = running_and_ready(hub, "db")["db"]
+    db.kill()
+    db.wait(5)
+    hub.post(Exited("db", db.pid))
+    hub.until(lambda: "crashed" in hub.kinds("db"))
+    hub.supervisor.run("db", up_for=0.0)
+    hub.syncs(3)
+    assert hub.kinds("db").count("crashed") == 1

@@ -83,6 +83,7 @@ class TrackedService:
     killed: set[int] = field(default_factory=set)
     stopping: threading.Thread | None = None  # a stop for backoff still in progress
     held: str = ""  # why an operator's command holds it in maintenance ("" when not)
+    exit_seen: int = 0  # the last pid whose exit the loop has handled
 
 
 class Reconciler:
@@ -223,6 +224,8 @@ class Reconciler:
             service.onset = 0.0
 
     def _exited(self, service: TrackedService, pid: int, now: float) -> None:
+        if pid == service.pid:
+            service.exit_seen = pid
         if pid in service.killed:
             service.killed.discard(pid)  # our own kill: already counted as a restart
         elif service.policy.next_start is not None:
@@ -355,6 +358,10 @@ class Reconciler:
             return
         holding = p.next_start is not None  # held down by the hub until its backoff ends
         if info.state in _RUNNING and info.pid and info.pid != service.pid:
+            if service.pid and service.exit_seen != service.pid:
+                # supervisord respawned it before its exit reached the loop: that exit
+                # first (its own message, when it comes, is about an untracked pid)
+                self._exited(service, service.pid, now)
             service.pid, service.spawned_at = info.pid, info.since
             self.watch(service.spec.name, info.pid)
             if not holding:
