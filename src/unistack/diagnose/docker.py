@@ -16,7 +16,7 @@ from unistack import envfile
 from unistack.config import PROJECT_ROOT
 from unistack.configkeys import KEYS_BY_NAME, LOOPBACK, PORT_KEYS
 from unistack.container import SERVICE, Unified, engine_url
-from unistack.diagnose.findings import Finding, fail, ok, warn
+from unistack.diagnose.findings import Finding, fail, guarded, ok, warn
 
 START = "scripts/manage_production.sh --docker start"
 LOGS = "scripts/manage_production.sh --docker logs"
@@ -71,16 +71,8 @@ def container_findings(unified: Unified) -> list[Finding]:
         ("gpu", lambda: [_gpu(container, unified)]),
     ]
     for name, check in checks:
-        findings += _guarded(name, check)
+        findings += guarded(f"docker.{name}", check)
     return findings
-
-
-def _guarded(name: str, check: Callable[[], list[Finding]]) -> list[Finding]:
-    try:
-        return check()
-    except Exception as exc:  # one broken check must not hide the others
-        return [fail(f"diagnose.error:docker.{name}", f"the docker {name} check could not run",
-                     f"{type(exc).__name__}: {exc}", critical=False)]
 
 
 def _engine_name(version: Mapping[str, Any]) -> str:

@@ -3,7 +3,7 @@ report they make (text grouped by status, a stable JSON schema, an exit code). P
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -41,6 +41,16 @@ def warn(id: str, title: str, evidence: str, *, fix: str = "", remedy: str = "")
 def fail(id: str, title: str, evidence: str, *, fix: str = "", remedy: str = "",
          critical: bool = True) -> Finding:
     return Finding(id, title, FAIL, evidence, fix, remedy, "critical" if critical else "warning")
+
+
+def guarded(name: str, check: Callable[[], list[Finding]]) -> list[Finding]:
+    """CHECK's findings, or one saying it could not run: one broken check must never hide
+    the others."""
+    try:
+        return check()
+    except Exception as exc:
+        return [fail(f"diagnose.error:{name}", f"the {name} check could not run",
+                     f"{type(exc).__name__}: {exc}", critical=False)]
 
 
 def overall(findings: Iterable[Finding]) -> str:

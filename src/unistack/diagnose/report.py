@@ -8,45 +8,45 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from unistack import stack
 from unistack.config import Settings, load_settings
 from unistack.diagnose import bundle, drift, files, fixes, readiness, running
-from unistack.diagnose.findings import EXIT_CODES, OK, Finding, document, fail, overall, text
+from unistack.diagnose.findings import (
+    EXIT_CODES,
+    OK,
+    Finding,
+    document,
+    fail,
+    guarded,
+    overall,
+    text,
+)
 from unistack.policy import DEGRADED, FAILED, LOOPING, MAINTENANCE
-
-
-def _guarded(name: str, check: Callable[[], list[Finding]]) -> list[Finding]:
-    try:
-        return check()
-    except Exception as exc:  # one broken check must not hide the others
-        return [fail(f"diagnose.error:{name}", f"the {name} check could not run",
-                     f"{type(exc).__name__}: {exc}", critical=False)]
 
 
 def diagnose(settings: Settings) -> list[Finding]:
     """Every finding about this home, files first, then what runs. Changes nothing."""
-    findings = _guarded("configuration", lambda: files.configuration(settings))
-    findings += _guarded("env", lambda: [files.env_file(settings)])
-    findings += _guarded("state directories", lambda: files.state_dirs(settings))
-    findings += _guarded("supervisord.conf", lambda: drift.supervisord_conf(settings))
-    findings += _guarded("container files", lambda: drift.container_files(settings.root))
+    findings = guarded("configuration", lambda: files.configuration(settings))
+    findings += guarded("env", lambda: [files.env_file(settings)])
+    findings += guarded("state directories", lambda: files.state_dirs(settings))
+    findings += guarded("supervisord.conf", lambda: drift.supervisord_conf(settings))
+    findings += guarded("container files", lambda: drift.container_files(settings.root))
     checked, supervised = running.programs(settings)
     findings += checked
-    findings += _guarded("stale files",
+    findings += guarded("stale files",
                          lambda: files.stale_files(settings, supervised is not None))
-    findings += _guarded("orphans", lambda: running.orphans(settings, supervised))
-    findings += _guarded("ports", lambda: running.ports(settings, supervised))
+    findings += guarded("orphans", lambda: running.orphans(settings, supervised))
+    findings += guarded("ports", lambda: running.ports(settings, supervised))
     if supervised is not None:
-        findings += _guarded("running configuration", lambda: drift.running(settings))
-        findings += _guarded("services", lambda: running.services(settings))
-    findings += _guarded("disk", lambda: files.disk(settings))
-    findings += _guarded("models", lambda: files.models(settings))
-    findings += _guarded("backups", lambda: [files.backups(settings)])
-    findings += _guarded("host", files.host)
+        findings += guarded("running configuration", lambda: drift.running(settings))
+        findings += guarded("services", lambda: running.services(settings))
+    findings += guarded("disk", lambda: files.disk(settings))
+    findings += guarded("models", lambda: files.models(settings))
+    findings += guarded("backups", lambda: [files.backups(settings)])
+    findings += guarded("host", files.host)
     return [f._replace(evidence=settings.redact(f.evidence)) for f in findings]
 
 
