@@ -54,7 +54,7 @@ def test_the_cards_say_which_keys_are_set_and_how_each_provider_answered(
         {"provider": "unusual_whales", "status": "unverified", "colour": "red",
          "title": "Unusual Whales",
          "rows": [["UNUSUAL_WHALES_API_KEY", "not set"], ["last verified", "never"]],
-         "note": ""},
+         "note": "set it: scripts/update_api_keys.sh"},
         {"provider": "alpaca", "status": "rejected", "colour": "red", "title": "Alpaca",
          "rows": [["ALPACA_API_KEY_ID", "set"], ["ALPACA_API_SECRET_KEY", "set"],
                   ["last verified", "2 h ago · rejected"], ["endpoint", "paper"]],

@@ -451,7 +451,8 @@
     rows.push(["last verified", number(p.verified) === null ? "never" : spanAgo(p.verified) + DOT + status]);
     if (name === "alpaca") rows.push(["endpoint", text(p.base_url).includes("paper-api.") ? "paper" : "live: " + text(p.base_url)]);
     root.append(facts(rows));
-    if (text(p.detail) && status !== "valid") root.append(el("p", { class: "note", text: text(p.detail) }));
+    if (unset.length) root.append(el("p", { class: "note", text: "set " + (unset.length > 1 ? "them" : "it") + ": scripts/update_api_keys.sh" }));
+    else if (text(p.detail) && status !== "valid") root.append(el("p", { class: "note", text: text(p.detail) }));
     return root;
   }
 
