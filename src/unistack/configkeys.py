@@ -273,7 +273,7 @@ KEYS: tuple[Key, ...] = (
         "encrypted to (empty: --include-secrets refused)"),
     *_probe_keys(),
     Key("START_TIMEOUT", "30", _positive_float, "seconds > 0"),
-    Key("STOP_TIMEOUT", "11", _positive_float, "seconds > 0"),
+    Key("STOP_TIMEOUT", "12", _positive_float, "seconds > 0"),
     Key("LOG_FORMAT", "text", _choice("text", "json"), "one of text, json"),
     Key("LOG_LEVEL", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"),
         "one of DEBUG, INFO, WARNING, ERROR"),

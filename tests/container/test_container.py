@@ -420,7 +420,9 @@ def test_stop_is_ordered_within_the_grace_period_and_redis_only_fsyncs(
     assert stopped.index("hub") < stopped.index("ml_engine") < stopped.index("dashboard") \
         < stopped.index("prometheus") < stopped.index("redis")
     killed = re.findall(r"killing '(\S+)' \(\d+\) with SIGKILL", after)
-    assert killed == [], after  # every program ends by itself within its stopwaitsecs
+    # Every program ends by itself within its stopwaitsecs.
+    assert killed == [], after + "\n--- dashboard.log ---\n" + first_stop.logs.get(
+        "dashboard.log", "")[-3000:]
 
     redis_log = first_stop.logs["redis.log"]
     shutdown = redis_log[redis_log.rindex("Received SIGTERM"):]

@@ -43,6 +43,7 @@ from unistack.configkeys import (
     SECRET_KEYS,
     SERVICE_PREFIXES,
 )
+from unistack.dashboard.server import GRACEFUL_TIMEOUT
 from unistack.services import REGISTRY, by_name
 
 SERVICES = by_name()
@@ -560,6 +561,14 @@ def test_stop_budget_fits_every_grace_period() -> None:
         own = int(sections[f"program:{runs(workload)}"]["stopwaitsecs"])
         grace = workload["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         assert own < grace, workload["metadata"]["name"]
+
+
+def test_the_dashboard_has_time_for_gunicorns_graceful_stop_and_supervisords_poll() -> None:
+    # gunicorn SIGKILLs a worker still busy after graceful_timeout, then exits; supervisord
+    # in the foreground notices the exit only at its next 1 s poll. With 2 s a container's
+    # stop on CI SIGKILLed the dashboard.
+    own = int(supervisord_sections()["program:dashboard"]["stopwaitsecs"])
+    assert own >= GRACEFUL_TIMEOUT + 2, f"dashboard stopwaitsecs {own} s"
 
 
 # -- running as the image's user, locked down ------------------------------------------------------

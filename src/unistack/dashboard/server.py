@@ -25,7 +25,9 @@ from gunicorn.glogging import Logger
 from unistack.config import Settings
 from unistack.dashboard.components import components
 
-GRACEFUL_TIMEOUT = 1  # seconds; supervisord.conf's stopwaitsecs for the dashboard
+# Seconds gunicorn waits for a busy worker to stop before it SIGKILLs it; supervisord's
+# stopwaitsecs for the dashboard is this plus its 1 s poll plus 1 s (a test checks).
+GRACEFUL_TIMEOUT = 1
 # Seconds an idle connection is kept open. Without keep-alive every request pays for a
 # new connection, which is most of gunicorn's cost here (benchmarks/dashboard.py: 2.4x
 # the dev server's requests/s without it, 3.7x with it). A stopping worker lets an idle
