@@ -14,7 +14,9 @@ Alertmanager tuned to 1 s scrape and evaluation and `group_wait: 0`, in the same
 
 The stand-in (src/harness/slack.py) runs in this process and stamps every request with
 time.monotonic() when it has read it; the signal's t0 is time.monotonic() just before
-os.kill, so both ends read one clock.
+os.kill, so both ends read one clock. A thread polls redis (PING over a raw socket every
+10 ms) from the signal until a new process answers: "back", the moment the good news
+becomes true. Issue 15 asks for the resolved message at most 2 s after it, at p95.
 
 Usage: .venv/bin/python benchmarks/alerts.py [--trials N] [--only SYSTEM] [--json]
 Progress goes to stderr; the Markdown tables (or JSON with --json) to stdout.
@@ -29,6 +31,7 @@ import re
 import shutil
 import statistics
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -47,7 +50,7 @@ from harness.redisping import answering_pid, settled_redis
 from harness.runs import BenchmarkError, positive, progress, run_benchmark
 from harness.slack import Recorded, SlackStandIn
 from harness.stacks import Stack, make_home, remove_home, remove_homes
-from harness.tables import acceptance_lines, machine_line, trials_json
+from harness.tables import acceptance_lines, checks_json, machine_line, trials_json
 from harness.waiting import wait_for
 from unistack.policy import READY
 
@@ -68,6 +71,9 @@ SYSTEM_LABELS = {"unistack": "unistack hub (webhook mode, defaults)",
 ACCEPT_CRASH_P50 = 1.0  # issue 5: crash to Slack message p50 ≤ 1 s, p95 ≤ 2 s ...
 ACCEPT_CRASH_P95 = 2.0
 ACCEPT_HANG_P95 = 3.0  # ... hang to Slack message p95 ≤ 3 s; ahead of tuned Alertmanager
+ACCEPT_RESOLVED_P95 = 2.0  # issue 15: redis back → resolved message, p95 ≤ 2 s ...
+ACCEPT_MESSAGES_MAX = 2  # ... with no more messages per trial than before (2: opened, resolved)
+BACK_POLL = 0.01  # seconds between two PINGs looking for redis back
 
 # Alertmanager's anchors, measured on this machine (anchors_measured.md B, A13), quoted.
 REFERENCE = (
@@ -89,6 +95,7 @@ class Trial(NamedTuple):
     detected: float | None = None  # unistack: signal → the hub's crashed/hung event;
     #                                Alertmanager: signal → first scrape with redis_up 0
     fired: float | None = None  # Alertmanager: signal → the rule's first firing evaluation
+    back: float | None = None  # signal → a new redis process answered PING
     note: str = ""
     log: tuple[str, ...] = ()  # every message of the trial: "+seconds headline"
 
@@ -177,6 +184,32 @@ def seconds_after(record: Recorded | None, t0: float) -> float | None:
     return record.monotonic - t0 if record is not None else None
 
 
+class BackWatch:
+    """From its start until LIMIT seconds: when a redis other than OLD_PID first answers
+    PING on PORT (time.monotonic()), polled every BACK_POLL s in a thread."""
+
+    def __init__(self, port: int, password: str, old_pid: int, limit: float) -> None:
+        self.at: float | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(port, password, old_pid,
+                                                                  time.monotonic() + limit),
+                                        daemon=True)
+        self._thread.start()
+
+    def _watch(self, port: int, password: str, old_pid: int, deadline: float) -> None:
+        while not self._done.is_set() and time.monotonic() < deadline:
+            if answering_pid(port, password) not in (None, old_pid):
+                self.at = time.monotonic()
+                return
+            time.sleep(BACK_POLL)
+
+    def since(self, t0: float) -> float | None:
+        """Seconds from T0 to redis back, or None; stops the watch."""
+        self._done.set()
+        self._thread.join()
+        return self.at - t0 if self.at is not None else None
+
+
 # --- unistack -----------------------------------------------------------------------
 
 
@@ -221,8 +254,10 @@ def unistack_trial(stack: Stack, slack: SlackStandIn, fault: str) -> Trial:
     before = unistack_calm(stack, slack)
     pid, start = before["pid"], len(slack.requests)
     time.sleep(random.uniform(0, PHASE))
+    settings = stack.settings
     wall, t0 = time.time(), time.monotonic()
     os.kill(pid, FAULTS[fault])
+    back = BackWatch(settings.redis_port, settings.redis_password, pid, RESOLVED_LIMIT)
     try:
         first = await_message(slack, path, start, names_redis, t0 + TRIAL_LIMIT)
         over = None
@@ -236,7 +271,8 @@ def unistack_trial(stack: Stack, slack: SlackStandIn, fault: str) -> Trial:
         end_process(pid)
     count, duplicates, log = count_messages(slack, path, start, t0)
     return Trial(seconds_after(first, t0), seconds_after(over, t0), count, duplicates,
-                 headline(first) if first else "", detected=hub_event(stack, wall), log=log)
+                 headline(first) if first else "", detected=hub_event(stack, wall),
+                 back=back.since(t0), log=log)
 
 
 def unistack_trials(root: Path, slack: SlackStandIn, trials: int, samples: Samples) -> None:
@@ -281,6 +317,8 @@ def describe(trial: Trial) -> str:
         parts.append(f"detected {s(trial.detected)}")
     if trial.fired is not None:
         parts.append(f"fired {s(trial.fired)}")
+    if trial.back is not None:
+        parts.append(f"back {s(trial.back)}")
     if trial.note:
         parts.append(trial.note)
     return ", ".join(parts) + "".join(f"\n      {line}" for line in trial.log)
@@ -303,6 +341,7 @@ def baseline_trial(base: Baseline, slack: SlackStandIn, fault: str) -> Trial:
     time.sleep(random.uniform(0, PHASE))
     wall, t0 = time.time(), time.monotonic()
     os.kill(pid, FAULTS[fault])
+    back = BackWatch(base.redis_port, base.password, pid, RESOLVED_LIMIT)
     first, note = None, ""
     try:
         first, note = await_alertmanager(base, slack, fault, pid=pid, start=start, t0=t0)
@@ -323,7 +362,7 @@ def baseline_trial(base: Baseline, slack: SlackStandIn, fault: str) -> Trial:
             "saw redis_up 0 but did not fire" if detected is not None else
             "never scraped redis_up 0"))
     return Trial(seconds_after(first, t0), seconds_after(over, t0), count, duplicates,
-                 headline(first) if first else "", detected, fired, note, log)
+                 headline(first) if first else "", detected, fired, back.since(t0), note, log)
 
 
 def await_alertmanager(base: Baseline, slack: SlackStandIn, fault: str, *, pid: int,
@@ -434,6 +473,8 @@ def median_of(values: list[float | None]) -> float | None:
 
 def summarize(trials: list[Trial]) -> dict[str, Any]:
     times = [t.message for t in trials if t.message is not None]
+    after_back = [t.resolved - t.back for t in trials
+                  if t.resolved is not None and t.back is not None]
     return {"n": len(trials), "delivered": len(times), "not_delivered": len(trials) - len(times),
             "p50": statistics.median(times) if times else None,
             "p95": p95(times) if times else None,
@@ -443,6 +484,10 @@ def summarize(trials: list[Trial]) -> dict[str, Any]:
                                 default=None),
             "resolved_missing": sum(t.message is not None and t.resolved is None
                                     for t in trials),
+            "after_back_p50": statistics.median(after_back) if after_back else None,
+            "after_back_p95": p95(after_back) if after_back else None,
+            "after_back_max": max(after_back, default=None),
+            "back_missing": sum(t.back is None for t in trials),
             "detected_median": median_of([t.detected for t in trials]),
             "fired_median": median_of([t.fired for t in trials]),
             "messages_median": median_of([float(t.messages) for t in trials]),
@@ -516,6 +561,39 @@ def detail_table(table: dict[str, dict[str, Any]]) -> list[str]:
     return rows
 
 
+def resolved_table(table: dict[str, dict[str, Any]]) -> list[str]:
+    rows = ["Redis back → the resolved message (seconds from a new redis process first "
+            "answering PING to the message saying it is over; issue 15):", "",
+            "| System | Fault | n | p50 | p95 | Max | Back not seen | Messages per trial, max |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for fault in FAULTS:
+        for system in SYSTEMS:
+            row = table[key(system, fault)]
+            n = row["n"]
+            rows.append(f"| {SYSTEM_LABELS[system]} | {FAULT_LABELS[fault]} | {n} | "
+                        f"{fmt(row['after_back_p50'], n)} | {fmt(row['after_back_p95'], n)} | "
+                        f"{fmt(row['after_back_max'], n)} | {row['back_missing']} | "
+                        f"{row['messages_max'] if n else 'n/a'} |")
+    return rows
+
+
+def resolved_acceptance(table: dict[str, dict[str, Any]]) -> list[tuple[bool, str]]:
+    lines = []
+    for fault in FAULTS:
+        ours, theirs = table[key("unistack", fault)], table[key("alertmanager", fault)]
+        p95_back = ours["after_back_p95"]
+        passed = (ours["n"] > 0 and p95_back is not None and p95_back <= ACCEPT_RESOLVED_P95
+                  and ours["resolved_missing"] == 0 and ours["back_missing"] == 0
+                  and ours["messages_max"] <= ACCEPT_MESSAGES_MAX)
+        against = (f"Alertmanager p95 {fmt(theirs['after_back_p95'])} s" if theirs["n"]
+                   else "Alertmanager n/a")
+        lines.append((passed, f"{FAULT_LABELS[fault]}: redis back → resolved message p95 "
+                      f"{fmt(p95_back, 0)} s ≤ {ACCEPT_RESOLVED_P95:g} s, at most "
+                      f"{ours['messages_max']} messages per trial ≤ {ACCEPT_MESSAGES_MAX} "
+                      f"({against})"))
+    return lines
+
+
 def reference_table() -> list[str]:
     rows = ["Alertmanager with other configs, quoted from the reference (anchors_measured.md "
             "B: Prometheus 2.42 + Alertmanager 0.25 → webhook, this machine, 2026-11-23; "
@@ -567,11 +645,12 @@ def markdown(report: dict[str, Any], trials: int) -> str:
             + " Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
             + (f"; redis_up from {report['exporter']}" if report["exporter"] else "") + ".",
             "", *main_table(table, trials), "", *detail_table(table), "",
-            *reference_table(), ""]
+            *resolved_table(table), "", *reference_table(), ""]
     rows += [f"Note: {note}" for note in report["notes"]]
     if report["notes"]:
         rows.append("")
     rows += acceptance_lines(5, report["acceptance"])
+    rows += ["", *acceptance_lines(15, report["resolved_acceptance"])]
     return "\n".join(rows)
 
 
@@ -599,8 +678,12 @@ def print_report(args: argparse.Namespace) -> None:
     result = collect(args)
     result["summary"] = summaries(result["samples"])
     result["acceptance"] = acceptance(result["summary"])
-    print(trials_json(args.trials, POLL, result) if args.json
-          else markdown(result, args.trials))
+    result["resolved_acceptance"] = resolved_acceptance(result["summary"])
+    if args.json:
+        result["resolved_acceptance"] = checks_json(result["resolved_acceptance"])
+        print(trials_json(args.trials, POLL, result))
+    else:
+        print(markdown(result, args.trials))
 
 
 if __name__ == "__main__":

@@ -74,8 +74,10 @@ class PolicyConfig:
     stable_period: float  # ready this long: forget past restarts, reset backoff
     flap_restarts: int  # this many restarts ...
     flap_window: float  # ... within this window is a loop
-    resolve_after: float  # ready this long resolves an incident
-    loop_resolve_after: float  # ... or this long for a LOOPING incident
+    # ready this long resolves an incident of a process that kept running (unhealthy,
+    # busy, degraded); a new process's first ready resolves a crash, hang or failed start
+    resolve_after: float
+    loop_resolve_after: float  # ready this long resolves a LOOPING incident
     ready_timeout: float  # a spawned service not ready by then is restarted
 
 
@@ -102,6 +104,7 @@ class ServicePolicy:
         self._loop_failures = 0
         self._last_detail = ""
         self._adopting = False
+        self._replaced = False  # a new process started since the last failure
 
     # --- observations -------------------------------------------------------------
 
@@ -109,6 +112,7 @@ class ServicePolicy:
         """The program was spawned (by the hub, or respawned by supervisord)."""
         self._started_at = now
         self._ready_since = None
+        self._replaced = True
         if self.state in (STOPPED, FAILED):
             self._move(STARTING, now)  # STOPPED/FAILED -> STARTING
         return []
@@ -150,6 +154,10 @@ class ServicePolicy:
             return []
         first_start = self.state == STARTING and self.incident is None
         self._move(READY, now)  # STARTING/RESTARTING/UNHEALTHY/DEGRADED/LOOPING -> READY
+        if self.incident is not None and self._replaced and not self._looping_announced:
+            # A new process answering its readiness probe is confirmation enough: the
+            # good news goes out now, not resolve_after later. Flaps are the router's.
+            return self._recover(0.0)
         if first_start and self._adopting:
             self._adopting = False
             return [Action(EVENT, Kind.ADOPTED, Severity.INFO,
@@ -162,6 +170,7 @@ class ServicePolicy:
         """The readiness probe failed past its threshold while the process lives."""
         self._ready_since = None
         if self.state == READY:
+            self._replaced = False
             self._move(UNHEALTHY, now)  # READY -> UNHEALTHY: alive, not serving
             return self._open(Kind.UNHEALTHY, Severity.WARNING, f"not ready: {detail}", now)
         self._last_detail = detail
@@ -172,6 +181,7 @@ class ServicePolicy:
         if self.state in (RESTARTING, STOPPED, LOOPING, FAILED):
             return []
         self._ready_since = None
+        self._replaced = False
         self._move(DEGRADED, now)  # READY/UNHEALTHY/STARTING -> DEGRADED: busy
         return self._open(Kind.BUSY, Severity.WARNING, detail, now)
 
@@ -180,6 +190,7 @@ class ServicePolicy:
         if self.state in (RESTARTING, STOPPED, LOOPING, FAILED):
             return []
         self._ready_since = None
+        self._replaced = False
         self._move(DEGRADED, now)  # READY/UNHEALTHY/STARTING -> DEGRADED: not fixable here
         return self._open(Kind.DEGRADED, self._severity, detail, now)
 
@@ -207,6 +218,7 @@ class ServicePolicy:
         if self.next_start is not None:
             return []
         self._ready_since = None
+        self._replaced = False
         self._record_restart(now)
         actions = self._open(Kind.FAILED, self._severity, detail, now)
         self._move(FAILED, now)  # any -> FAILED: supervisord stopped trying
@@ -236,10 +248,7 @@ class ServicePolicy:
         stable_for = now - self._ready_since if self._ready_since is not None else -1.0
         actions: list[Action] = []
         if self.incident and self.state == READY and stable_for >= self._resolve_period():
-            actions.append(Action(EVENT, Kind.RECOVERED, Severity.INFO,
-                                  f"ready again after {self.incident}; stable {stable_for:.1f} s"))
-            self.incident = None
-            self._looping_announced = False
+            actions += self._recover(stable_for)
         if stable_for >= self._config.stable_period:
             self.restarts.clear()  # stable: forget old restarts, backoff starts over
             self._loop_failures = 0
@@ -253,8 +262,17 @@ class ServicePolicy:
         spread = 1 + self._config.jitter * (2 * self._rng() - 1)
         return float(min(self._config.backoff_max, base * spread))
 
+    def _recover(self, stable_for: float) -> list[Action]:
+        stable = f"; stable {stable_for:.1f} s" if stable_for else "; a new process is ready"
+        actions = [Action(EVENT, Kind.RECOVERED, Severity.INFO,
+                          f"ready again after {self.incident}{stable}")]
+        self.incident = None
+        self._looping_announced = False
+        return actions
+
     def _restart(self, kind: Kind, detail: str, now: float, capture: bool) -> list[Action]:
         self._ready_since = None
+        self._replaced = False
         self._started_at = now  # a new process is on its way: its ready timeout starts now
         self._record_restart(now)
         severity = self._severity

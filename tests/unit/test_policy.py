@@ -97,11 +97,45 @@ def test_first_ready_emits_one_ready_event() -> None:
     assert p.incident is None
 
 
-def test_ready_after_a_recovered_incident_is_not_announced_again() -> None:
+def test_a_new_processs_first_ready_resolves_a_crash_at_once_without_a_ready_event() -> None:
     p = ready_at(1.0)
     p.exited(10.0, "exit status 1")
     p.started(10.1)
-    assert p.ready(11.0) == []  # RESTARTING -> READY: the incident says it, not `ready`
+    recovered = p.ready(11.0)  # RESTARTING -> READY: the incident says it, not `ready`
+    assert events(recovered) == ["recovered"]
+    assert recovered[0].detail == "ready again after crashed; a new process is ready"
+    assert p.incident is None
+    assert p.tick(14.0) == [] and p.ready(15.0) == []
+
+
+def test_a_hang_and_a_failed_start_resolve_at_the_new_processs_first_ready() -> None:
+    hung = ready_at(1.0)
+    hung.hung(10.0, "PING timed out")
+    hung.started(10.2)
+    assert hung.tick(10.5) == []  # respawned, not ready yet: still open
+    assert events(hung.ready(10.6)) == ["recovered"]
+    failed = make()
+    failed.started(0.0)
+    failed.fatal(1.0, "supervisord gave up")
+    failed.tick(2.0)
+    failed.started(2.0)
+    assert events(failed.ready(2.5)) == ["recovered"]
+
+
+def test_a_ready_before_the_new_process_started_waits_resolve_after() -> None:
+    # The old process answering once more (a probe in flight) is no confirmation.
+    p = ready_at(1.0)
+    p.hung(10.0, "PING timed out")
+    assert p.ready(10.1) == []
+    assert p.tick(13.0) == []
+    assert events(p.tick(13.1)) == ["recovered"]
+
+
+def test_an_unhealthy_service_that_recovers_by_itself_waits_resolve_after() -> None:
+    p = ready_at(1.0)
+    assert events(p.not_ready(10.0, "503")) == ["unhealthy"]
+    assert p.ready(11.0) == []  # the same process: ready once is not yet stable
+    assert p.tick(13.9) == []
     assert events(p.tick(14.0)) == ["recovered"]
 
 
@@ -190,13 +224,12 @@ def test_exited_while_stopped_is_not_a_crash() -> None:
 
 def test_a_second_failure_while_an_incident_is_open_emits_no_event() -> None:
     p = ready_at(1.0)
-    assert events(p.exited(10.0, "exit 1")) == ["crashed"]
-    p.started(10.1)
-    p.ready(11.0)  # RESTARTING -> READY, the incident still open
+    assert events(p.not_ready(10.0, "503")) == ["unhealthy"]
+    p.ready(11.0)  # UNHEALTHY -> READY, the incident still open (not stable yet)
     second = p.hung(12.0, "timed out")
     assert events(second) == []
     assert kinds(second) == [CAPTURE, KILL]  # it still acts
-    assert (p.incident, p.incident_since) == ("crashed", 10.0)
+    assert (p.incident, p.incident_since) == ("unhealthy", 10.0)
 
 
 # --- the flap guard: -> LOOPING ------------------------------------------------------
@@ -257,7 +290,7 @@ def test_restarts_older_than_the_window_are_forgotten() -> None:
     for now in (100.0, 701.0, 1302.0, 1903.0):  # 601 s apart: never 3 in 600 s
         seen += p.exited(now, "exit status 1")
         p.started(now + 0.1)
-        p.ready(now + 1)
+        seen += p.ready(now + 1)
         seen += p.tick(now + 5)
         assert list(p.restarts) == [now]
     assert events(seen) == ["crashed", "recovered"] * 4
@@ -408,14 +441,13 @@ def test_backoff_stays_capped_however_many_attempts() -> None:
 
 def test_incident_resolves_once_after_resolve_after_of_ready() -> None:
     p = ready_at(0.0)
-    p.exited(10.0, "exit status 1")
-    p.started(10.5)
+    p.not_ready(10.0, "503")
     p.ready(20.0)
     assert p.tick(22.9) == []
     recovered = p.tick(23.0)
     assert events(recovered) == ["recovered"]
     assert recovered[0].severity == "info"
-    assert "crashed" in recovered[0].detail
+    assert recovered[0].detail == "ready again after unhealthy; stable 3.0 s"
     assert p.incident is None
     assert p.tick(24.0) == []
     assert p.tick(100.0) == []
@@ -423,12 +455,11 @@ def test_incident_resolves_once_after_resolve_after_of_ready() -> None:
 
 def test_a_failure_before_resolution_keeps_the_same_incident() -> None:
     p = ready_at(0.0)
-    p.exited(10.0, "exit status 1")
-    p.started(10.5)
+    p.degraded(10.0, "MISCONF")
     p.ready(20.0)
     assert p.tick(22.0) == []
-    assert p.not_ready(22.5, "503") == []  # READY -> UNHEALTHY, inside the crash incident
-    assert (p.state, p.incident, p.incident_since) == (UNHEALTHY, "crashed", 10.0)
+    assert p.not_ready(22.5, "503") == []  # READY -> UNHEALTHY, inside the open incident
+    assert (p.state, p.incident, p.incident_since) == (UNHEALTHY, "degraded", 10.0)
     p.ready(23.0)
     assert p.tick(25.9) == []  # the resolve period starts again from the last ready
     assert events(p.tick(26.0)) == ["recovered"]
@@ -492,8 +523,8 @@ def test_fatal_fails_with_one_event_and_schedules_a_start() -> None:
     assert p.tick(2.0) == [Action(START, detail="backoff elapsed")]
     p.started(2.0)
     assert p.state == STARTING  # FAILED -> STARTING
-    assert p.ready(3.0) == []
-    assert events(p.tick(6.0)) == ["recovered"]
+    assert events(p.ready(3.0)) == ["recovered"]  # a new process is ready: over
+    assert p.tick(6.0) == []
 
 
 def test_failed_is_not_restarted_as_hung_while_it_waits() -> None:
@@ -789,7 +820,5 @@ def test_an_incident_open_before_maintenance_resolves_once_ready_after_it() -> N
     p.maintenance(11.0)
     p.maintenance_over(40.0)
     p.started(41.0)
-    assert p.ready(42.0) == []  # not a first start: the incident says it
-    assert p.tick(44.9) == []
-    assert events(p.tick(45.0)) == ["recovered"]
+    assert events(p.ready(42.0)) == ["recovered"]  # not a `ready`: the incident says it
     assert p.incident is None

@@ -27,7 +27,7 @@ from unistack.event import Kind
 T0 = 1_700_000_000.0
 WINDOW = 0.5
 CONFIG = RouterConfig(group_window=WINDOW, reminders=(60.0, 120.0, 240.0),
-                      resolved_notice=True, flap_hold_max=60.0,
+                      resolved_notice=True, flap_failures=3, flap_window=600.0, flap_hold=60.0,
                       critical=frozenset({"redis", "ml_engine", "hub"}))
 SRC = Path(__file__).resolve().parents[2] / "src" / "unistack"
 
@@ -130,19 +130,70 @@ def test_flaps_inside_an_open_incident_add_no_notices(clock: Clock) -> None:
         clock.feed(ev(T0 + 2 + i * 0.4, "redis", "recovered", "info"),
                    ev(T0 + 2.2 + i * 0.4, "redis", "crashed"))
     clock.feed(ev(T0 + 20, "redis", "recovered", "info"))
-    clock.until(T0 + 200)  # each relapse doubled the hold: RESOLVED 60 s after the last
-    assert kinds(clock.sent) == [OPENED, RESOLVED]
+    clock.until(T0 + 200)
+    # The third failure made it flapping: one UPDATED in its thread says so, then
+    # nothing until it has gone flap_hold (60 s) without a failure.
+    assert kinds(clock.sent) == [OPENED, UPDATED, RESOLVED]
+    assert clock.sent[1].title == "redis crashed, flapping: redis flapping"
+    assert clock.sent[2].ts == pytest.approx(T0 + 19.8 + 60)  # the last crash + 60 s
 
 
-def test_slower_flaps_back_off_instead_of_a_message_each(clock: Clock) -> None:
-    """A relapse every 2 s for 5 minutes: the resolution hold doubles up to 60 s."""
+def test_a_recovery_is_resolved_one_window_after_it(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "hung"))
+    clock.until(T0 + 3)
+    clock.feed(ev(T0 + 3, "redis", "recovered", "info"))
+    assert clock.router.next_wakeup(T0 + 3) == T0 + 3 + WINDOW
+    assert clock.until(T0 + 3 + WINDOW - 0.01) == []
+    [resolved] = clock.until(T0 + 3 + WINDOW)
+    assert resolved.kind == RESOLVED and resolved.title == "redis hung: resolved"
+
+
+def test_back_to_back_failures_below_the_flap_count_are_each_told_and_resolved_promptly(
+        ) -> None:
+    clock = Clock(Router(CONFIG._replace(flap_failures=1000)))
+    for i in range(10):  # a crash every 6 s, back 1 s later, as the alerts benchmark does
+        clock.feed(ev(T0 + 6 * i, "redis", "crashed"),
+                   ev(T0 + 6 * i + 1, "redis", "recovered", "info"))
+    clock.until(T0 + 100)
+    assert kinds(clock.sent) == [OPENED, RESOLVED] * 10
+    resolved = [n.ts for n in clock.sent if n.kind == RESOLVED]
+    assert resolved == [pytest.approx(T0 + 6 * i + 1 + WINDOW) for i in range(10)]
+
+
+def test_a_flapping_service_gets_one_message_until_it_has_been_quiet(clock: Clock) -> None:
+    """A relapse every 2 s for 5 minutes: two told and resolved, then one flapping
+    incident resolved 60 s after the last failure."""
     for i in range(150):
         clock.feed(ev(T0 + 2 * i, "redis", "crashed"), ev(T0 + 2 * i + 1, "redis", "recovered"))
     clock.until(T0 + 400)
-    pairs = [n.kind for n in clock.sent if n.kind != REMINDER]
-    assert pairs == [OPENED, RESOLVED] * 2 + [OPENED, RESOLVED]  # holds 0.5, 1, then 2+
+    told = [n for n in clock.sent if n.kind != REMINDER]
+    assert kinds(told) == [OPENED, RESOLVED] * 2 + [OPENED, RESOLVED]
+    flapping = told[4]
+    assert flapping.title == "redis crashed, flapping"
+    assert any("redis flapping: 3 failures within 600 s" in line for line in flapping.what)
+    assert told[5].ts == pytest.approx(T0 + 2 * 149 + 60)
     reminders = [n for n in clock.sent if n.kind == REMINDER]
     assert len(reminders) == 3 and "relapsed" in reminders[-1].title
+
+
+def test_failures_older_than_the_flap_window_do_not_count(clock: Clock) -> None:
+    for i in range(6):  # 301 s apart: never 3 within 600 s
+        clock.feed(ev(T0 + 301 * i, "redis", "crashed"),
+                   ev(T0 + 301 * i + 1, "redis", "recovered", "info"))
+    clock.until(T0 + 2000)
+    assert kinds(clock.sent) == [OPENED, RESOLVED] * 6
+    assert not any("flapping" in n.title for n in clock.sent)
+
+
+def test_flapping_is_per_fingerprint(clock: Clock) -> None:
+    for i in range(2):
+        clock.feed(ev(T0 + 10 * i, "redis", "crashed"),
+                   ev(T0 + 10 * i + 1, "redis", "recovered", "info"))
+    clock.feed(ev(T0 + 30, "prometheus", "crashed", "warning"),
+               ev(T0 + 31, "prometheus", "recovered", "info"))
+    clock.until(T0 + 40)
+    assert kinds(clock.sent) == [OPENED, RESOLVED] * 3
+    assert clock.sent[4].title == "prometheus crashed"
 
 
 def test_flap_inside_the_window_is_one_resolved_opened(clock: Clock) -> None:
@@ -282,6 +333,37 @@ def test_a_silenced_service_never_appears_in_another_services_message(
     assert "redis" not in repr(told[1]) and "ml_engine" not in repr(told[1])
 
 
+def test_a_silence_set_inside_the_window_keeps_the_service_out_of_the_grouped_message(
+        clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"), ev(T0 + 0.1, "prometheus", "crashed", "warning"))
+    clock.router.silence("prometheus", T0 + 100, "upgrade", T0 + 0.2)
+    told = clock.until(T0 + 5)
+    assert kinds(told) == [SILENCED, OPENED]
+    assert told[1].title == "redis crashed"
+    assert "prometheus" not in slack_text(told[1])
+    views = {view.service: view for view in clock.router.open_incidents()}
+    assert (views["prometheus"].failing, views["prometheus"].stage) == (
+        ("prometheus",), "withheld")
+    clock.feed(ev(T0 + 10, "redis", "recovered", "info"))
+    [resolved] = clock.until(T0 + 99)
+    assert resolved.kind == RESOLVED and "prometheus" not in slack_text(resolved)
+    told = clock.until(T0 + 100)  # the silence ends with prometheus still down
+    assert kinds(told) == [SILENCE_ENDED, OPENED]
+    assert told[1].title == "prometheus crashed"
+    assert [line.split(" ", 2)[1] for line in told[1].what] == ["prometheus"]
+
+
+def test_a_service_silenced_inside_the_window_and_recovered_is_never_told(
+        clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"), ev(T0 + 0.1, "prometheus", "crashed", "warning"),
+               ev(T0 + 0.3, "prometheus", "recovered", "info"))
+    clock.router.silence("prometheus", T0 + 100, "upgrade", T0 + 0.35)
+    clock.feed(ev(T0 + 10, "redis", "recovered", "info"))
+    clock.until(T0 + 200)
+    assert kinds(clock.sent) == [SILENCED, OPENED, RESOLVED, SILENCE_ENDED]
+    assert clock.router.open_incidents() == []
+
+
 def test_announced_incident_gets_one_reminder_when_its_silence_is_lifted(clock: Clock) -> None:
     clock.feed(ev(T0, "redis", "crashed"))
     clock.until(T0 + 1)
@@ -315,6 +397,23 @@ def test_snapshot_restore_mid_incident_gives_the_same_future(clock: Clock) -> No
         c.until(T0 + 300)
     assert copy.sent == clock.sent and len(clock.sent) >= 4
     assert copy.router.open_incidents() == clock.router.open_incidents()
+
+
+def test_a_restored_router_remembers_recent_failures(clock: Clock) -> None:
+    for i in range(2):
+        clock.feed(ev(T0 + 10 * i, "redis", "crashed"),
+                   ev(T0 + 10 * i + 1, "redis", "recovered", "info"))
+    clock.until(T0 + 15)
+    snapshot = json.loads(json.dumps(clock.router.snapshot()))
+    copy = Clock(Router.restore(CONFIG, snapshot))
+    copy.feed(ev(T0 + 20, "redis", "crashed"))
+    [opened] = copy.until(T0 + 21)
+    assert opened.title == "redis crashed, flapping"
+    # A snapshot written before failures were counted restores without them.
+    del snapshot["failures"]
+    older = Clock(Router.restore(CONFIG, snapshot))
+    older.feed(ev(T0 + 20, "redis", "crashed"))
+    assert [n.title for n in older.until(T0 + 21)] == ["redis crashed"]
 
 
 def test_duplicate_event_is_ignored_also_after_restore(clock: Clock) -> None:

@@ -126,6 +126,11 @@ def line(event: Event) -> str:
     return f"{clock(event['ts'])} {event['service']} {event['kind']}: {event['detail']}"
 
 
+def line_service(text: str) -> str:
+    """The service a line of "what happened" is about."""
+    return text.split(" ", 2)[1] if text.count(" ") >= 2 else ""
+
+
 class IncidentView(NamedTuple):
     """An open incident as `manage_production.sh alerts` and the dashboard show it."""
 
@@ -169,7 +174,7 @@ class Incident:
     id: str
     since: float
     opened_until: float  # the grouping window ends: OPENED is due then
-    hold: float  # seconds a resolution waits for a relapse before RESOLVED
+    hold: float  # seconds a resolution waits for a relapse before RESOLVED (the window)
     parts: dict[str, Part] = field(default_factory=dict)
     stage: str = PENDING
     seq: int = 0  # of the next notice
@@ -180,6 +185,8 @@ class Incident:
     resolving_since: float | None = None  # every part closed: RESOLVED after `hold`
     reminders_sent: int = 0
     flaps: int = 0  # times it relapsed while resolving
+    flapping: bool = False  # its failures came too often: it says so, and resolves ...
+    quiet_until: float = 0.0  # ... no earlier than this (flap_hold after its last failure)
 
     def roots(self) -> list[Part]:
         return [p for p in self.parts.values() if p.root] or list(self.parts.values())
@@ -202,12 +209,18 @@ class Incident:
         return result
 
     def title(self) -> str:
+        flapping = ", flapping" if self.flapping else ""
         roots = self.roots()
         if len(roots) == 1:
-            return roots[0].title()
+            return roots[0].title() + flapping
         if all(p.kind in SERVICE_KINDS for p in roots):
-            return f"{len(roots)} services down: {', '.join(p.service for p in roots)}"
-        return f"{len(roots)} incidents: {'; '.join(p.title() for p in roots)}"
+            return f"{len(roots)} services down: {', '.join(p.service for p in roots)}{flapping}"
+        return f"{len(roots)} incidents: {'; '.join(p.title() for p in roots)}{flapping}"
+
+    def resolves_at(self) -> float:
+        """When RESOLVED is due, all its parts closed since `resolving_since`."""
+        assert self.resolving_since is not None
+        return max(self.resolving_since + self.hold, self.quiet_until)
 
     def done(self) -> str:
         roots = [p for p in self.roots() if p.kind in DONE]

@@ -6,11 +6,15 @@ no threads, no clock reads (every call takes `now`, epoch seconds like an event'
   when the window closes (never later). An event with `cause=X` joins X's incident as a
   member. Later failures of an open part fold in silently, unless they escalate it (a
   higher-ranked kind or severity, a member failing on its own): one UPDATED per window.
-* A resolving event closes its part; once every part is closed the incident waits
-  `hold` seconds for a relapse, then sends one RESOLVED. A relapse while it waits sends
-  nothing and doubles the hold (up to `flap_hold_max`), as does a new incident of a
-  fingerprint that closed within `flap_hold_max` (Netdata's notification back-off).
-  An incident that closes inside its own window sends one OPENED with `resolved` set.
+* A resolving event closes its part; once every part is closed the incident waits the
+  group window for a relapse, then sends one RESOLVED: the good news is as prompt as
+  the bad. A relapse while it waits sends nothing. An incident that closes inside its
+  own window sends one OPENED with `resolved` set.
+* Flapping: a fingerprint failing `flap_failures` times within `flap_window` (the
+  policy's FLAP_RESTARTS and FLAP_WINDOW) makes its incident flapping. Its OPENED says
+  so (or, already announced, one UPDATED in its thread); its later failures fold in
+  without a message, and it resolves only `flap_hold` after its last failure. Storms are
+  kept away by holding new messages, never by delaying a recovery that is not a flap.
 * Reminders at since + r1, since + r2, ... then every last r while it is open.
 * A silenced service's events are recorded but send nothing; setting a silence and its
   end each send one notice, and an incident still open when it ends is told then.
@@ -39,7 +43,7 @@ from unistack.services import REGISTRY, ServiceSpec
 _SEEN_MAX = 2048  # event keys remembered for duplicate detection
 
 
-FLAP_HOLD_MAX = 60.0  # cap of a flapping incident's resolution hold (seconds)
+FLAP_HOLD = 60.0  # seconds a flapping incident must go without a failure to resolve
 
 
 class RouterConfig(NamedTuple):
@@ -48,14 +52,17 @@ class RouterConfig(NamedTuple):
     group_window: float  # seconds a burst folds into one OPENED
     reminders: tuple[float, ...]  # after each, a reminder; the last repeats
     resolved_notice: bool
-    flap_hold_max: float  # cap of a flapping incident's resolution hold
+    flap_failures: int  # this many failures of one fingerprint ...
+    flap_window: float  # ... within this many seconds: flapping
+    flap_hold: float  # a flapping incident resolves this long after its last failure
     critical: frozenset[str]  # services whose own failures are critical
 
     @classmethod
     def from_settings(cls, settings: Settings,
                       registry: tuple[ServiceSpec, ...] = REGISTRY) -> RouterConfig:
         return cls(settings.alert_group_window, settings.alert_reminders,
-                   settings.alert_resolved_notice == "1", FLAP_HOLD_MAX,
+                   settings.alert_resolved_notice == "1", settings.flap_restarts,
+                   settings.flap_window, FLAP_HOLD,
                    frozenset(s.name for s in registry if s.critical))
 
 
@@ -67,7 +74,7 @@ class Router:
         self._incidents: dict[str, Incident] = {}  # open incidents by id
         self._index: dict[str, str] = {}  # fingerprint -> id of its open incident
         self._silences: dict[str, Silence] = {}
-        self._recent: dict[str, tuple[float, float]] = {}  # fingerprint -> (closed, hold)
+        self._failures: dict[str, list[float]] = {}  # fingerprint -> within flap_window
         self._seen: dict[tuple[Any, ...], None] = {}  # insertion-ordered event keys
         self._queue: list[Notice] = []  # notices due at once (silences, announcements)
 
@@ -130,10 +137,11 @@ class Router:
         # time (about a second of probes) to be known, and need not wait a window more.
         began = min(now, float(event.get("onset") or now))
         incident = self._group_for(part.service, event["ts"], fp, now, began)
-        incident.hold = max(incident.hold, self._initial_hold(fp, now))
         incident.parts[fp] = part
         self._index[fp] = incident.id
         incident.add_line(inc.line(event))
+        if self._failed(fp, now):
+            self._flap(incident, fp, part.service, now)
 
     def _root_severity(self, event: Event) -> str:
         """A dependent's event arrives as info; with no incident to join it is its own."""
@@ -154,18 +162,27 @@ class Router:
 
     def _new_incident(self, fp: str, ts: float, now: float, began: float) -> Incident:
         new = Incident(f"{fp}@{ts:.3f}", ts, began + self._config.group_window,
-                       self._initial_hold(fp, now))
+                       self._config.group_window)
         self._incidents[new.id] = new  # -> pending
         return new
 
-    def _initial_hold(self, fp: str, now: float) -> float:
-        """The group window, or longer for a fingerprint that closed a moment ago."""
-        closed, hold = self._recent.get(fp, (-float("inf"), 0.0))
-        flapping = now - closed <= self._config.flap_hold_max
-        return self._grown(hold) if flapping else self._config.group_window
+    def _failed(self, fp: str, now: float) -> bool:
+        """Count a failure of FP: whether it is flapping now."""
+        recent = [t for t in self._failures.get(fp, []) if now - t < self._config.flap_window]
+        self._failures[fp] = [*recent, now]
+        return len(self._failures[fp]) >= self._config.flap_failures
 
-    def _grown(self, hold: float) -> float:
-        return min(self._config.flap_hold_max, max(2.0 * hold, 1.0))
+    def _flap(self, incident: Incident, fp: str, service: str, now: float) -> None:
+        """A failure of a flapping fingerprint: it resolves only flap_hold after this."""
+        incident.quiet_until = now + self._config.flap_hold
+        if incident.flapping:
+            return
+        incident.flapping = True  # -> flapping: one message says so
+        failures, config = len(self._failures[fp]), self._config
+        incident.add_line(f"{inc.clock(now)} {service} flapping: {failures} failures within "
+                          f"{config.flap_window:g} s; resolved only after {config.flap_hold:g} s "
+                          "without one")
+        self._touch(incident, f"{service} flapping", service, now)
 
     def _relapse(self, incident: Incident, part: Part, event: Event, now: float) -> None:
         """Another opening event on an open part: fold it in; escalate if it ranks higher."""
@@ -173,6 +190,8 @@ class Router:
         if not part.open:
             part.open = True  # closed -> open: it failed again
             self._cancel_resolution(incident)
+            if self._failed(part.fingerprint, now) or incident.flapping:
+                self._flap(incident, part.fingerprint, part.service, now)
         reason = self._change(part, event)
         part.detail = event["detail"]
         part.incident_file = event.get("incident") or part.incident_file
@@ -200,7 +219,6 @@ class Router:
     def _cancel_resolution(self, incident: Incident) -> None:
         if incident.resolving_since is not None:
             incident.resolving_since = None  # resolving -> open: a relapse
-            incident.hold = self._grown(incident.hold)
             incident.flaps += 1
 
     def _join(self, incident: Incident, fp: str, event: Event, now: float) -> None:
@@ -261,8 +279,9 @@ class Router:
             notices += self._end_silence(silence, now, "expired")
         for incident in list(self._incidents.values()):
             notices += self._incident_due(incident, now)
-        self._recent = {fp: (closed, hold) for fp, (closed, hold) in self._recent.items()
-                        if now - closed <= self._config.flap_hold_max}
+        window = self._config.flap_window
+        self._failures = {fp: times for fp, times in self._failures.items()
+                          if now - times[-1] < window}
         return notices
 
     def _incident_due(self, incident: Incident, now: float) -> list[Notice]:
@@ -270,7 +289,7 @@ class Router:
         if incident.stage == inc.PENDING:
             return self._window_closed(incident, now) if now >= incident.opened_until else []
         resolving = incident.resolving_since
-        if resolving is not None and now >= resolving + incident.hold:
+        if resolving is not None and now >= incident.resolves_at():
             return self._resolution_due(incident, now)
         if incident.update_due is not None and now >= incident.update_due:
             return self._update_due(incident, now)
@@ -280,6 +299,7 @@ class Router:
         return []
 
     def _window_closed(self, incident: Incident, now: float) -> list[Notice]:
+        self._set_apart_silenced(incident, now)
         if self._incident_silenced(incident, now):
             incident.stage = inc.WITHHELD  # pending -> withheld: its services are silenced
             if not incident.open_parts():
@@ -292,6 +312,25 @@ class Router:
         notice = incident.notice(OPENED, f"{incident.title()}, recovered", now, resolved=True)
         self._close(incident, now)
         return [notice]
+
+    def _set_apart_silenced(self, incident: Incident, now: float) -> None:
+        """Roots of services silenced inside the window (the rest are not) go to an
+        incident of their own, told only if still open when their silence ends."""
+        roots = incident.roots()
+        apart = [p for p in roots if self._silenced(p.service, now)]
+        if not apart or len(apart) == len(roots):
+            return
+        own = self._new_incident(apart[0].fingerprint, incident.since, now, incident.since)
+        services = {p.service for p in apart}
+        for part in apart:
+            own.parts[part.fingerprint] = incident.parts.pop(part.fingerprint)
+            self._index[part.fingerprint] = own.id
+        own.lines = [text for text in incident.lines if inc.line_service(text) in services]
+        incident.lines = [text for text in incident.lines if text not in own.lines]
+        if not own.open_parts():
+            own.resolving_since = now
+        if not incident.open_parts() and incident.resolving_since is None:
+            incident.resolving_since = now
 
     def _resolution_due(self, incident: Incident, now: float) -> list[Notice]:
         quiet = (incident.stage != inc.ANNOUNCED or self._incident_silenced(incident, now)
@@ -327,7 +366,6 @@ class Router:
         del self._incidents[incident.id]  # -> closed
         for fp in incident.parts:
             self._index.pop(fp, None)
-            self._recent[fp] = (now, incident.hold)
 
     def next_wakeup(self, now: float) -> float | None:
         """When `due` could next return something (at or before NOW: call it now)."""
@@ -341,7 +379,7 @@ class Router:
         if incident.stage == inc.PENDING:
             return [incident.opened_until]
         if incident.resolving_since is not None:
-            return [incident.resolving_since + incident.hold]
+            return [incident.resolves_at()]
         times = [] if incident.update_due is None else [incident.update_due]
         if incident.stage == inc.ANNOUNCED:
             times.append(self._reminder_at(incident))
@@ -426,7 +464,7 @@ class Router:
             "version": 1,
             "incidents": [i.to_dict() for i in self._incidents.values()],
             "silences": [s.to_dict() for s in self._silences.values()],
-            "recent": [[fp, closed, hold] for fp, (closed, hold) in self._recent.items()],
+            "failures": [[fp, times] for fp, times in self._failures.items()],
             "seen": [list(key) for key in self._seen],
             "queue": [n._asdict() for n in self._queue],
         }
@@ -441,7 +479,8 @@ class Router:
             router._incidents[incident.id] = incident
             router._index.update(dict.fromkeys(incident.parts, incident.id))
         router._silences = {s["service"]: Silence(**s) for s in snapshot["silences"]}
-        router._recent = {fp: (closed, hold) for fp, closed, hold in snapshot["recent"]}
+        # A snapshot from before the flap guard counted failures has none.
+        router._failures = {fp: list(times) for fp, times in snapshot.get("failures", [])}
         router._seen = dict.fromkeys(tuple(key) for key in snapshot["seen"])
         router._queue = [_notice_from(n) for n in snapshot["queue"]]
         return router
