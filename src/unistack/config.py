@@ -340,7 +340,7 @@ def environment_warnings(environ: Mapping[str, str]) -> tuple[str, ...]:
     """Variables that start like a key but are none (`REDIS_PROT`): warned, never fatal,
     since the environment also holds other programs' variables."""
     return tuple(
-        f"environment variable {name} is not a unistack key{envfile.nearest(name, KEYS_BY_NAME)};"
+        f"environment variable {name} is not a unistack key{envfile.nearest(name, _KNOWN)};"
         " it is ignored"
         for name in sorted(environ)
         if name.startswith(_PREFIXES) and name not in _KNOWN and name not in STACK_VARIABLES)
@@ -467,7 +467,7 @@ def load_settings(
     settings = _parse({key.name: merged[key.name] for key in KEYS}, root, problems)
     _validate(settings, problems)
     sources = _secret_sources(merged, raw_env, process_env, dot_env)
-    return replace(settings, warnings=environment_warnings(process_env),
+    return replace(settings, warnings=environment_warnings(raw_env),
                    errors=tuple(problems.errors), secret_sources=sources)
 
 

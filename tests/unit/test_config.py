@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from unistack import config, configkeys, credentials
-from unistack.config import ConfigError, Settings, load_settings
+from unistack.config import ConfigError, Settings, check_home_writable, load_settings
 from unistack.credentials import describe_secrets, ensure_secrets
 from unistack.redaction import redact
 
@@ -109,6 +109,15 @@ def test_each_probed_service_has_its_own_probe_timings(root: Path, home: Path) -
         ("MEMORY_WARN_PERCENT", "0.5", 0.5),
         ("FLAP_RESTARTS", "1", 1),
         ("LOOP_RESOLVE_AFTER", "0.1", 0.1),
+        ("HUB_PORT", "1", 1),
+        ("HUB_PORT", "65535", 65535),
+        ("ALERT_GROUP_WINDOW", "0", 0.0),
+        ("ALERT_GROUP_WINDOW", "2", 2.0),
+        ("BACKUP_INTERVAL", "0", 0.0),
+        ("BACKUP_INTERVAL", " 0 ", 0.0),
+        ("BACKUP_INTERVAL", "6h", 21600.0),
+        ("INCIDENT_MAX_AGE", "1.5s", 1.5),
+        ("BACKUP_KEEP_HOURLY", "0", 0),
     ],
 )
 def test_edge_values_that_fit_are_accepted(
@@ -530,3 +539,198 @@ def test_settings_read_before_another_start_generated_the_secrets_pick_them_up(
     again = ensure_secrets(picked)  # nothing generated twice: one line per key in .env
     assert (home / ".env").read_text().count("REDIS_PASSWORD=") == 1
     assert again.redis_password == fresh.redis_password
+
+
+# --- every message whole, the edges of each rule, and what loading hands on ---------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("HUB_PORT", "65536", "a TCP port 1-65535"),
+        ("REDIS_LIVENESS_TIMEOUT", "-1", "seconds > 0"),
+        ("DASHBOARD_READINESS_THRESHOLD", "0", "a count > 0"),
+        ("ML_ENGINE_READINESS_INTERVAL", "nan", "seconds > 0"),
+        ("BACKUP_KEEP_DAILY", "-1", "a count >= 0"),
+        ("ALERT_GROUP_WINDOW", "2.5", "seconds, 0 <= x <= 2"),
+        ("INCIDENT_MAX_AGE", "0s", "a duration like 30d or 12h"),
+        ("INCIDENT_MAX_AGE", "soon", "a duration like 30d or 12h"),
+        ("BACKUP_INTERVAL", "0.0", "a duration like 6h or 1d, or 0 (no scheduled backups)"),
+    ],
+)
+def test_a_refusal_is_one_sentence_naming_key_value_and_what_fits(
+    root: Path, home: Path, key: str, value: str, expected: str
+) -> None:
+    said = refusal(root, home, **{key: value})
+    assert said == f"{key}={value!r} is invalid: expected {expected}."
+
+
+def test_a_bad_secret_is_refused_without_showing_it(root: Path, home: Path) -> None:
+    assert refusal(root, home, SLACK_BOT_TOKEN="not-a-token") == (
+        "SLACK_BOT_TOKEN (value hidden, 11 characters) is invalid: expected a bot token "
+        "starting xoxb- (empty: bot mode off).")
+
+
+def test_parse_duration_says_what_it_takes() -> None:
+    assert configkeys.parse_duration(" 1.5h ") == 5400.0
+    with pytest.raises(ValueError) as refused:
+        configkeys.parse_duration("5 minutes")
+    assert str(refused.value) == "expected a duration like 30m, 2h or 90s, got '5 minutes'"
+
+
+def test_settings_keep_the_checkout_they_were_loaded_for(root: Path, home: Path) -> None:
+    assert load(root, home).root == root
+
+
+def test_to_env_writes_each_value_the_way_its_key_reads_it(root: Path, home: Path) -> None:
+    settings = load(root, home, INCIDENT_MAX_AGE="1.5s", BACKUP_INTERVAL="0")
+    env = settings.to_env()
+    assert env["INCIDENT_MAX_AGE"] == "1.5s"
+    assert env["BACKUP_INTERVAL"] == "0"
+    assert env["ALERT_REMINDERS"] == "1800s,3600s,7200s,14400s"
+    assert env["UNISTACK_ROOT"] == str(root)
+    assert load(root, home, **env) == settings  # a child process loads the same settings
+    defaults = load(root, home).to_env()
+    assert (defaults["INCIDENT_MAX_AGE"], defaults["BACKUP_INTERVAL"]) == ("2592000s", "86400s")
+
+
+def test_the_process_environment_is_read_when_none_is_given(
+    root: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in configkeys.KEYS:
+        monkeypatch.delenv(key.name, raising=False)
+    monkeypatch.setenv("UNISTACK_HOME", str(home))
+    monkeypatch.setenv("LOG_LEVEL", "ERROR")
+    settings = load_settings(root=root)
+    assert (settings.unistack_home, settings.log_level) == (home.resolve(), "ERROR")
+
+
+def test_no_unistack_home_in_any_layer_means_the_checkout(root: Path) -> None:
+    assert load_settings(environ={}, root=root).unistack_home == root.resolve()
+
+
+def test_a_key_file_form_in_dotenv_reads_the_file(root: Path, home: Path,
+                                                   tmp_path: Path) -> None:
+    password = tmp_path / "redis-password"
+    password.write_text("from-a-mounted-secret-0123456789\n")
+    write_env(home / ".env", f"REDIS_PASSWORD_FILE={password}\n")
+    assert load(root, home).redis_password == "from-a-mounted-secret-0123456789"
+    write_env(home / ".env", "REDIS_PASSWORD_FILE=/nope\n")
+    assert refusal(root, home) == ("REDIS_PASSWORD_FILE=/nope is unreadable: No such file or "
+                                   "directory")
+
+
+def test_a_misspelt_key_file_variable_is_warned_about_with_the_right_name(
+    root: Path, home: Path
+) -> None:
+    settings = load(root, home, REDIS_PASWORD_FILE="/run/secrets/redis")
+    assert settings.warnings == (
+        "environment variable REDIS_PASWORD_FILE is not a unistack key (did you mean "
+        "REDIS_PASSWORD_FILE?); it is ignored",)
+
+
+def test_an_unreadable_dotenv_is_one_sentence(root: Path, tmp_path: Path) -> None:
+    home = tmp_path / ("h" * 300)  # a name longer than the filesystem takes
+    assert refusal(root, home) == f"{home / '.env'} is unreadable: File name too long"
+
+
+def test_an_unknown_key_in_the_runtime_secrets_file_is_refused(root: Path, home: Path) -> None:
+    run = home / "var" / "run"
+    run.mkdir(parents=True)
+    write_env(run / "secrets.env", "REDIS_PROT=1\n")
+    assert refusal(root, home) == (
+        f"{run / 'secrets.env'}:1: unknown key REDIS_PROT (did you mean REDIS_PORT?); every key "
+        "is listed in docs/configuration.md")
+
+
+def test_the_sources_of_secrets_skip_those_not_set(root: Path, home: Path) -> None:
+    settings = load(root, home, ALPACA_API_KEY_ID="AKFZ0123456789")
+    assert settings.secret_sources == (("ALPACA_API_KEY_ID", "the environment"),)
+
+
+def test_secrets_in_config_env_are_all_named(root: Path, home: Path) -> None:
+    (root / "config.env").write_text(PORTS + "REDIS_PASSWORD=hunter2-hunter2-hunter2\n"
+                                     "SLACK_BOT_TOKEN=xoxb-1-2\n")
+    assert refusal(root, home) == (
+        f"REDIS_PASSWORD, SLACK_BOT_TOKEN found in {root / 'config.env'}: secrets belong in "
+        f"{home / '.env'} (mode 0600), never in config.env.")
+
+
+def test_cross_field_rules_allow_their_edge_and_say_what_fits(root: Path, home: Path) -> None:
+    assert load(root, home, RESTART_BACKOFF_INITIAL="300", RESTART_BACKOFF_MAX="300") \
+        .restart_backoff_initial == 300.0
+    assert refusal(root, home, RESTART_BACKOFF_INITIAL="301", RESTART_BACKOFF_MAX="300") == (
+        "RESTART_BACKOFF_INITIAL=301 is above RESTART_BACKOFF_MAX=300: expected the first "
+        "delay to be at most the cap.")
+    assert load(root, home, REDIS_PASSWORD="p" * 16).redis_password == "p" * 16
+    assert refusal(root, home, REDIS_PASSWORD="p" * 15) == (
+        "REDIS_PASSWORD (value hidden, 15 characters) is too short: expected at least 16 "
+        "characters. Set a longer one where it comes from (the file REDIS_PASSWORD_FILE "
+        "names, the environment), or delete its line from "
+        f"{home.resolve() / '.env'} and a strong one is generated at the next start.")
+    assert refusal(root, home, HUB_PORT="7001") == (
+        "HUB_PORT=7001 is invalid: port 7001 is already used by REDIS_PORT; expected a "
+        "distinct port for every service.")
+    assert refusal(root, home, UNISTACK_BIND_ADDRESS="10.0.0.7") == (
+        "UNISTACK_BIND_ADDRESS=10.0.0.7 is invalid with UNISTACK_MODE=native: expected a "
+        "loopback address such as 127.0.0.1 (every listener stays on this host); other "
+        "addresses are for a container's or a pod's own network namespace "
+        "(UNISTACK_MODE=docker or kubernetes).")
+
+
+@pytest.mark.parametrize("name", ['we"ird', "back\\slash", "new\nline"])
+def test_a_home_supervisord_conf_cannot_quote_is_refused(root: Path, tmp_path: Path,
+                                                         name: str) -> None:
+    home = tmp_path / name
+    assert refusal(root, home) == (
+        f"UNISTACK_HOME={str(home)!r} is invalid: expected a path without double quotes, "
+        "backslashes or newlines (they cannot be quoted in supervisord.conf).")
+
+
+def test_a_home_of_any_other_letters_is_fine(root: Path, tmp_path: Path) -> None:
+    home = tmp_path / "X 'q'"
+    assert load(root, home).unistack_home == home.resolve()
+
+
+def test_a_home_that_is_a_file_is_refused_whole(root: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    assert refusal(root, plain) == (f"UNISTACK_HOME={plain} is not a directory: expected a "
+                                    "directory (it is a file); choose another path.")
+
+
+# --- check_home_writable: before `start` writes anything -----------------------------------
+
+
+def test_a_missing_home_is_created_with_its_parents_and_an_existing_one_kept(
+    root: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "a" / "b" / "home"
+    settings = load(root, home)
+    check_home_writable(settings)
+    assert home.is_dir() and list(home.iterdir()) == []  # the probe file is gone
+    (home / "kept").write_text("")
+    check_home_writable(settings)
+    assert [p.name for p in home.iterdir()] == ["kept"]
+
+
+def test_a_home_below_a_file_is_unusable(root: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    home = tmp_path / "file" / "home"
+    settings = load(root, home)
+    with pytest.raises(ConfigError) as refused:
+        check_home_writable(settings)
+    assert str(refused.value) == (
+        f"UNISTACK_HOME={home} is unusable: Not a directory; expected a directory this user "
+        "can write (not a read-only filesystem).")
+
+
+def test_a_home_nobody_may_write_is_unusable(root: Path) -> None:
+    home = Path("/sys/kernel")  # sysfs: not even root creates files there
+    settings = load(root, home)
+    with pytest.raises(ConfigError) as refused:
+        check_home_writable(settings)
+    said = str(refused.value)
+    assert said.startswith(f"UNISTACK_HOME={home} is unusable: ")
+    assert said.endswith("; expected a directory this user can write (not a read-only "
+                         "filesystem).")

@@ -3,8 +3,12 @@ file modes. Real SQLite files in tmp_path."""
 
 from __future__ import annotations
 
+import logging
 import stat
+import threading
 from pathlib import Path
+
+import pytest
 
 from unistack.alerts.outbox import Outbox, Row
 from unistack.alerts.records import Message
@@ -190,3 +194,83 @@ def test_router_state_survives_reopening(tmp_path: Path) -> None:
     first.close()
     assert Outbox(path, 10).load_state("router") == {
         "version": 1, "incidents": [{"id": "service:redis@1.000"}]}
+
+
+def test_a_message_reads_back_as_it_was_put(tmp_path: Path) -> None:
+    outbox = open_outbox(tmp_path)
+    put = Message("j/1", "#ops", "j", "post", {"text": "reply", "blocks": [1]}, "i")
+    outbox.put(put)
+    (row,) = outbox.pending()
+    assert row == Row(row.id, put, essential=False, created=1000.0, attempts=0,
+                      next_attempt=1000.0, state="pending", error="")
+    assert outbox.row("j/1") == row
+    assert outbox.row("never-put") is None
+
+
+def test_one_outbox_is_shared_by_the_hub_and_the_dispatcher_threads(tmp_path: Path) -> None:
+    outbox = open_outbox(tmp_path)
+    hub = threading.Thread(target=outbox.put, args=(message("1"),))
+    hub.start()
+    hub.join()
+    outbox.mark_sent(outbox.pending()[0].id)  # the dispatcher, on another thread
+    assert outbox.counts()["sent"] == 1
+
+
+def test_an_outbox_at_its_bound_drops_nothing_and_says_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    outbox = open_outbox(tmp_path, max_messages=3)
+    with caplog.at_level(logging.WARNING, logger="unistack.alerts.outbox"):
+        for n in range(3):
+            outbox.put(message(f"m/{n}"))
+    assert keys(outbox.pending()) == ["m/0", "m/1", "m/2"]
+    assert outbox.counts() == {"pending": 3, "sent": 0, "failed": 0, "dropped": 0}
+    assert caplog.records == []
+
+
+def test_a_drop_is_logged_with_the_bound_and_the_count(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    outbox = open_outbox(tmp_path, max_messages=3)
+    for n in range(3):
+        outbox.put(message(f"m/{n}"))
+    with caplog.at_level(logging.WARNING, logger="unistack.alerts.outbox"):
+        outbox.put(message("m/3"))
+    assert caplog.messages == ["alert outbox full (3 pending): dropped the 1 oldest messages"]
+    assert outbox.counts() == {"pending": 4, "sent": 0, "failed": 0, "dropped": 1,
+                               "dropped_total": 1}  # 3 and the drop notice
+
+
+def test_a_message_sent_after_a_failed_attempt_keeps_no_error(tmp_path: Path) -> None:
+    outbox = open_outbox(tmp_path)
+    outbox.put(message("1"))
+    row = outbox.pending()[0]
+    outbox.defer(row.id, 1010.0, "HTTP 500")
+    outbox.mark_sent(row.id, "171.2")
+    sent = outbox.row("1")
+    assert sent is not None and (sent.state, sent.error) == ("sent", "")
+
+
+def test_an_update_and_a_reply_from_another_incident_wait_for_the_first_post(
+        tmp_path: Path) -> None:
+    outbox = open_outbox(tmp_path)
+    outbox.put(message("i/0", incident="i"))
+    outbox.put(message("i/1", incident="i", action="update"))  # chat.update of i/0
+    outbox.put(message("j/0", incident="j", thread_of="i"))  # j folded into i's thread
+    outbox.put(message("k/0", incident="k", action="update"))  # k's first post is gone
+    parent, update, reply, orphan = outbox.pending()
+    assert outbox.parent_pending(update) and outbox.parent_pending(reply)
+    assert not outbox.parent_pending(orphan)
+    outbox.mark_sent(parent.id, "1.0")
+    assert not outbox.parent_pending(update) and not outbox.parent_pending(reply)
+
+
+def test_finished_rows_are_forgotten_on_every_64th_put_down_to_the_newest(
+        tmp_path: Path) -> None:
+    outbox = open_outbox(tmp_path, max_messages=10)
+    for n in range(63):
+        outbox.put(message(f"m/{n}"))
+        outbox.mark_sent(outbox.pending()[0].id)
+    assert outbox.counts()["sent"] == 63  # kept until the 64th put
+    outbox.put(message("m/63"))
+    assert outbox.counts()["sent"] == 10
+    assert outbox.row("m/52") is None and outbox.row("m/53") is not None
+    assert keys(outbox.pending()) == ["m/63"]

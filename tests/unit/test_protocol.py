@@ -15,8 +15,10 @@ from unistack.ml.protocol import (
     RequestError,
     check_features,
     decode_reply,
+    encode_ok,
     encode_reply,
     encode_request,
+    ok_prefix,
     parse,
 )
 
@@ -205,3 +207,93 @@ def test_a_whole_number_field_takes_ascii_digits_only(field: str, value: str) ->
     """str.isdigit accepts "²" and "٣", which int() then refuses with a ValueError."""
     with pytest.raises(RequestError, match=f"{field} .* is invalid"):
         parse(binary(np.zeros((1, 1)), **{field: value}))
+
+
+# --- the whole message of every refusal, and the forms a producer may send --------------
+
+ROWS_EXPECTED = 'json must be {"rows": [[number, ...], ...]} with at least one row'
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    (binary([[1.0, 2.0]], shape="2,3"), "data is 8 bytes but shape 2,3 of float32 needs 24"),
+    (binary([[1.0]], shape="0,3", data=b""),
+     "shape 0,3 is empty: expected at least one row and one column"),
+    (binary([[1.0]], shape="3,0", data=b""),
+     "shape 3,0 is empty: expected at least one row and one column"),
+    (json_form('{"rows": [[1]]}', data=b"\x00" * 4),
+     "expected exactly one of 'data' (with dtype and shape) or 'json'"),
+    (json_form('{"rows": [[1, "x"]]}'), "every value in rows must be a number"),
+    (json_form('{"columns": [[1]]}'), ROWS_EXPECTED),
+    (json_form("[[1, 2]]"), ROWS_EXPECTED),  # a list, not an object
+    (json_form('{"rows": [[' + "9" * 400 + "]]}"),
+     "a value in rows is too large for a number: expected values a float holds"),
+    (binary([[1.0]], dtype=None), "missing field 'dtype'"),
+    (binary([[1.0]], shape=None), "missing field 'shape'"),
+    (binary([[1.0]], id=b"\xffr"), "field 'id' is not UTF-8 text"),
+    (binary([[1.0]], id="bad id " + "x" * 60),
+     f"id {'bad id ' + 'x' * 33!r} is invalid: expected 1-128 characters "
+     "from A-Z a-z 0-9 _ . : -"),
+    (binary([[1.0]], version=b"\xff"), "version '\ufffd' is invalid: expected a whole number"),
+    ({**binary([[1.0]]), b"\xff": b"1"},
+     "unknown field(s) ['\ufffd']: expected ['id', 'model', 'deadline_ms'] plus "
+     "['version', 'dtype', 'shape', 'data', 'json']"),
+])
+def test_a_refusal_says_exactly_what_was_expected(fields: dict[bytes, bytes],
+                                                  message: str) -> None:
+    """A name or value that is not UTF-8 is refused like any other: a RequestError."""
+    with pytest.raises(RequestError) as refused:
+        parse(fields)
+    assert str(refused.value) == message
+
+
+def test_a_producer_may_send_rows_of_any_number_type_and_pin_a_version() -> None:
+    rows = np.array([[1.5, -2.0], [3.0, 4.25]])  # float64, as numpy makes them
+    for given in (rows, rows.tolist(), np.array([[1, 2], [3, 4]])):
+        fields = encode_request("req-3", "alpha", given, NOW_MS)
+        assert "version" not in fields
+        request = parse(as_fields(fields))
+        assert request.rows.dtype == np.float32
+        np.testing.assert_array_equal(request.rows, np.asarray(given, dtype=np.float32))
+    pinned = parse(as_fields(encode_request("req-4", "alpha", rows, NOW_MS, version=7)))
+    assert pinned.version == 7
+
+
+def test_rows_must_be_a_matrix() -> None:
+    with pytest.raises(RequestError) as refused:
+        encode_request("req-5", "alpha", np.zeros(3), NOW_MS)
+    assert str(refused.value) == "rows must be a 2-D matrix, got 1 dimension(s)"
+
+
+def test_json_rows_are_float32_read_as_the_doubles_json_means() -> None:
+    """A JSON number is a double (as every JSON reader takes it), then float32: 2**54 +
+    2**30 + 1 is the double 2**54 + 2**30, a tie that float32 rounds to even, 2**54; the
+    integer straight to float32 would round up to 2**54 + 2**31."""
+    request = parse(json_form(json.dumps({"rows": [[2**54 + 2**30 + 1, 1]]})))
+    assert request.rows.dtype == np.float32
+    assert request.rows.tolist() == [[2.0**54, 1.0]]
+
+
+def test_a_reply_keeps_the_shape_and_float32_of_its_predictions() -> None:
+    predictions = np.array([[0.25, 0.5, 0.75], [1.0, 1.5, 2.0]])  # float64, 2 x 3
+    for as_json in (False, True):
+        header, values = decode_reply(encode_reply({"status": "ok"}, predictions, as_json))
+        assert header["shape"] == [2, 3]
+        assert values is not None and values.dtype == np.float32
+        np.testing.assert_array_equal(values, predictions.astype(np.float32))
+
+
+def test_a_json_reply_is_strict_json_with_null_for_a_value_that_is_not_finite() -> None:
+    payload = encode_reply({"status": "ok"}, np.array([np.nan, 0.5, np.inf]), True)
+    document = json.loads(payload, parse_constant=pytest.fail)
+    assert document["predictions"] == [None, 0.5, None]
+
+
+def test_encode_ok_is_byte_for_byte_what_encode_reply_makes() -> None:
+    predictions = np.array([[0.25], [0.75]])
+    fast = encode_ok(ok_prefix("alpha", 3), "r-1.a:b_c", predictions)
+    assert fast == encode_reply({"status": "ok", "model": "alpha", "version": 3,
+                                 "id": "r-1.a:b_c"}, predictions, False)
+    header, values = decode_reply(fast)
+    assert header == {"status": "ok", "model": "alpha", "version": 3, "id": "r-1.a:b_c",
+                      "shape": [2, 1]}
+    np.testing.assert_array_equal(values, predictions.astype(np.float32))
