@@ -26,32 +26,26 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import re
-import shutil
-import statistics
 import sys
-import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import psutil
-
-from harness.alertmanager import AM_WEBHOOK, RULE, Baseline, start_baseline
-from harness.debian import program, version
-from harness.faults import FAULT_LABELS, FAULTS, NO_LOOPS, PHASE, SETTLE
+from harness.alertmanager import AM_WEBHOOK, RULE, Baseline, baseline_programs, start_baseline
+from harness.debian import version
+from harness.faults import FAULT_LABELS, FAULTS, NO_LOOPS, PHASE, SETTLE, inject
+from harness.figures import figure_cell, machine_figures, ratio_text, trial_figures
 from harness.processes import end_process, processes_of
 from harness.redisping import answering_pid, settled_redis
-from harness.runs import BenchmarkError, positive, progress, run_benchmark
-from harness.slack import Recorded, SlackStandIn
-from harness.stacks import Stack, make_home, remove_home, remove_homes
-from harness.tables import acceptance_lines, checks_json, machine_line, trials_json
-from harness.waiting import wait_for
+from harness.runs import BenchmarkError, benchmark_main, positive, progress, run_trials
+from harness.slack import WEBHOOK_PATH, Recorded, SlackStandIn
+from harness.stacks import Stack, make_home, remove_home, remove_homes, write_env_file
+from harness.tables import acceptance_lines, checks_json, machine_line, markdown_table, trials_json
+from harness.waiting import WaitTimeout, Watch, poll, wait_for
 from unistack.policy import READY
 
 POLL = 0.005  # seconds between two looks at the stand-in's requests
@@ -110,10 +104,6 @@ def key(system: str, fault: str) -> str:
 # --- the stand-in and its messages ---------------------------------------------------
 
 
-def webhook_path(slack: SlackStandIn) -> str:
-    return urllib.parse.urlsplit(slack.webhook_url).path
-
-
 def headline(record: Recorded) -> str:
     """One line naming what a message is about: unistack's *bold title*, or
     Alertmanager's attachment title."""
@@ -149,25 +139,26 @@ def await_message(slack: SlackStandIn, path: str, start: int,
                   wanted: Callable[[Recorded], bool], deadline: float) -> Recorded | None:
     """The first request to PATH after index START that WANTED accepts, polled until
     DEADLINE (time.monotonic)."""
-    while (found := first_message(slack, path, start, wanted)) is None:
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(POLL)
-    return found
+    return poll(partial(first_message, slack, path, start, wanted),
+                deadline - time.monotonic(), POLL)
 
 
-def wait_quiet(slack: SlackStandIn, quiet: float, limit: float) -> None:
-    """Until no request has arrived at the stand-in for QUIET seconds."""
-    deadline = time.monotonic() + limit
-    while True:
-        requests = slack.requests
-        last = requests[-1].monotonic if requests else 0.0
-        if time.monotonic() - last >= quiet:
-            return
-        if time.monotonic() > deadline:
-            raise BenchmarkError(f"the stand-in did not go quiet for {quiet:g} s "
-                                 f"within {limit:g} s")
-        time.sleep(0.05)
+def await_resolved(slack: SlackStandIn, path: str, start: int, first: Recorded | None,
+                   t0: float) -> Recorded | None:
+    """The message saying that FIRST's incident is over: FIRST itself, or the first later
+    one to PATH naming redis that says so, polled until RESOLVED_LIMIT s after T0."""
+    if first is None or says_over(first):
+        return first
+    return await_message(slack, path, start, lambda r: names_redis(r) and says_over(r),
+                         t0 + RESOLVED_LIMIT)
+
+
+def wait_quiet(slack: SlackStandIn, quiet: float) -> None:
+    """Until no request has arrived at the stand-in for QUIET seconds (CALM_LIMIT at most)."""
+    try:
+        slack.quiet_for(quiet, CALM_LIMIT)
+    except WaitTimeout as exc:  # in the unistack half, that half ends and the other goes on
+        raise BenchmarkError(str(exc)) from exc
 
 
 def count_messages(slack: SlackStandIn, path: str, start: int, t0: float,
@@ -184,42 +175,14 @@ def seconds_after(record: Recorded | None, t0: float) -> float | None:
     return record.monotonic - t0 if record is not None else None
 
 
-class BackWatch:
-    """From its start until LIMIT seconds: when a redis other than OLD_PID first answers
-    PING on PORT (time.monotonic()), polled every BACK_POLL s in a thread."""
-
-    def __init__(self, port: int, password: str, old_pid: int, limit: float) -> None:
-        self.at: float | None = None
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, args=(port, password, old_pid,
-                                                                  time.monotonic() + limit),
-                                        daemon=True)
-        self._thread.start()
-
-    def _watch(self, port: int, password: str, old_pid: int, deadline: float) -> None:
-        while not self._done.is_set() and time.monotonic() < deadline:
-            if answering_pid(port, password) not in (None, old_pid):
-                self.at = time.monotonic()
-                return
-            time.sleep(BACK_POLL)
-
-    def since(self, t0: float) -> float | None:
-        """Seconds from T0 to redis back, or None; stops the watch."""
-        self._done.set()
-        self._thread.join()
-        return self.at - t0 if self.at is not None else None
+def back_watch(port: int, password: str, old_pid: int) -> Watch:
+    """Watches for "back": a redis other than OLD_PID answering PING on PORT (its moment
+    on time.monotonic()), every BACK_POLL s for RESOLVED_LIMIT s at most."""
+    return Watch(lambda: answering_pid(port, password) not in (None, old_pid), BACK_POLL,
+                 RESOLVED_LIMIT, time.monotonic)
 
 
 # --- unistack -----------------------------------------------------------------------
-
-
-def write_env(home: Path, webhook_url: str) -> None:
-    """HOME/.env (0600) with the stand-in's URL: the secret never goes on a command line,
-    and supervisord passes no secret from its own environment to the hub."""
-    home.mkdir(mode=0o700, parents=True)
-    fd = os.open(home / ".env", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(f"SLACK_WEBHOOK_URL={webhook_url}\n")
 
 
 def alerts_open(stack: Stack) -> bool | None:
@@ -233,11 +196,9 @@ def alerts_open(stack: Stack) -> bool | None:
 
 def unistack_calm(stack: Stack, slack: SlackStandIn) -> dict[str, Any]:
     """Redis READY for SETTLE s, no incident open, the stand-in quiet; redis's /status."""
-    def calm() -> bool:
-        return alerts_open(stack) is not True
-
-    wait_for(calm, CALM_LIMIT, WAIT, "no incident open at the hub")
-    wait_quiet(slack, QUIET, CALM_LIMIT)
+    wait_for(lambda: alerts_open(stack) is not True, CALM_LIMIT, WAIT,
+             "no incident open at the hub")
+    wait_quiet(slack, QUIET)
     return stack.settled("redis", SETTLE, SETTLE_LIMIT)
 
 
@@ -250,26 +211,19 @@ def hub_event(stack: Stack, wall: float) -> float | None:
 
 
 def unistack_trial(stack: Stack, slack: SlackStandIn, fault: str) -> Trial:
-    path = webhook_path(slack)
     before = unistack_calm(stack, slack)
     pid, start = before["pid"], len(slack.requests)
-    time.sleep(random.uniform(0, PHASE))
     settings = stack.settings
-    wall, t0 = time.time(), time.monotonic()
-    os.kill(pid, FAULTS[fault])
-    back = BackWatch(settings.redis_port, settings.redis_password, pid, RESOLVED_LIMIT)
+    wall, t0 = inject(pid, fault, time.monotonic)
+    back = back_watch(settings.redis_port, settings.redis_password, pid)
     try:
-        first = await_message(slack, path, start, names_redis, t0 + TRIAL_LIMIT)
-        over = None
-        if first is not None:
-            over = first if says_over(first) else await_message(
-                slack, path, start, lambda r: names_redis(r) and says_over(r),
-                t0 + RESOLVED_LIMIT)
+        first = await_message(slack, WEBHOOK_PATH, start, names_redis, t0 + TRIAL_LIMIT)
+        over = await_resolved(slack, WEBHOOK_PATH, start, first, t0)
         # Whatever else the incident sends (an update, the resolution) is counted too.
         unistack_calm(stack, slack)
     finally:
         end_process(pid)
-    count, duplicates, log = count_messages(slack, path, start, t0)
+    count, duplicates, log = count_messages(slack, WEBHOOK_PATH, start, t0)
     return Trial(seconds_after(first, t0), seconds_after(over, t0), count, duplicates,
                  headline(first) if first else "", detected=hub_event(stack, wall),
                  back=back.since(t0), log=log)
@@ -277,7 +231,7 @@ def unistack_trial(stack: Stack, slack: SlackStandIn, fault: str) -> Trial:
 
 def unistack_trials(root: Path, slack: SlackStandIn, trials: int, samples: Samples) -> None:
     home = root / "t"
-    write_env(home, slack.webhook_url)
+    write_env_file(home, SLACK_WEBHOOK_URL=slack.webhook_url)  # a secret: never in argv
     progress(f"unistack: starting a stack in {home} (FLAP_RESTARTS="
              f"{NO_LOOPS['FLAP_RESTARTS']}, SLACK_WEBHOOK_URL → stand-in) ...")
     stack = Stack.start(home, NO_LOOPS, STACK_START_LIMIT)
@@ -286,39 +240,37 @@ def unistack_trials(root: Path, slack: SlackStandIn, trials: int, samples: Sampl
                              "not webhook: SLACK_WEBHOOK_URL was not read from .env")
     wait_for(lambda: stack.services().get("redis", {}).get("state") == READY, START_LIMIT, WAIT,
              "redis READY")
-    wait_quiet(slack, 2 * QUIET, CALM_LIMIT)  # the start-up announcement, if any
+    wait_quiet(slack, 2 * QUIET)  # the start-up announcement, if any
     progress(f"  {len(slack.requests)} message(s) at the stand-in after the start: "
              + "; ".join(headline(r) for r in slack.requests))
     if alerts_open(stack) is None:
         progress("  the hub has no GET /alerts: calm means only a quiet stand-in")
+
+    def wired(trial: Trial) -> None:
+        if trial.message is None and not new_messages(slack, WEBHOOK_PATH, 0):
+            raise BenchmarkError("the hub sent nothing at all to the Slack stand-in: "
+                                 "is the alert path wired into the hub?")
+
     for fault in FAULTS:
-        for index in range(trials):
-            trial = unistack_trial(stack, slack, fault)
-            samples[key("unistack", fault)].append(trial)
-            progress(f"  unistack redis {fault} {index + 1}/{trials}: {describe(trial)}")
-            if trial.message is None and not new_messages(slack, webhook_path(slack), 0):
-                raise BenchmarkError("the hub sent nothing at all to the Slack stand-in: "
-                                     "is the alert path wired into the hub?")
+        run_trials(trials, partial(unistack_trial, stack, slack, fault),
+                   samples[key("unistack", fault)], f"unistack redis {fault}", describe,
+                   check=wired)
     stack.stop()
 
 
 def describe(trial: Trial) -> str:
-    def s(value: float | None) -> str:
-        return f"{value:.3f} s" if value is not None else "-"
+    def s(value: float | None, empty: str = "-") -> str:
+        return figure_cell(value, empty=empty, unit=" s")
 
-    message = s(trial.message) if trial.message is not None else "not delivered"
-    parts = [f"message {message}", f"resolved {s(trial.resolved)}",
+    parts = [f"message {s(trial.message, 'not delivered')}", f"resolved {s(trial.resolved)}",
              f"{trial.messages} message(s)"]
     if trial.duplicates:
         parts.append(f"{trial.duplicates} duplicate(s)")
     if trial.first:
         parts.append(f"first {trial.first!r}")
-    if trial.detected is not None:
-        parts.append(f"detected {s(trial.detected)}")
-    if trial.fired is not None:
-        parts.append(f"fired {s(trial.fired)}")
-    if trial.back is not None:
-        parts.append(f"back {s(trial.back)}")
+    parts += [f"{name} {s(value)}" for name, value in (
+        ("detected", trial.detected), ("fired", trial.fired), ("back", trial.back))
+        if value is not None]
     if trial.note:
         parts.append(trial.note)
     return ", ".join(parts) + "".join(f"\n      {line}" for line in trial.log)
@@ -332,26 +284,20 @@ def baseline_calm(base: Baseline, slack: SlackStandIn) -> int:
     pid = wait_for(lambda: settled_redis(base.redis_port, base.password, SETTLE), CALM_LIMIT, WAIT,
                    "baseline redis answering")
     wait_for(lambda: not base.active(), CALM_LIMIT, WAIT, "no active alert")
-    wait_quiet(slack, QUIET, CALM_LIMIT)
+    wait_quiet(slack, QUIET)
     return pid
 
 
 def baseline_trial(base: Baseline, slack: SlackStandIn, fault: str) -> Trial:
     pid, start = baseline_calm(base, slack), len(slack.requests)
-    time.sleep(random.uniform(0, PHASE))
-    wall, t0 = time.time(), time.monotonic()
-    os.kill(pid, FAULTS[fault])
-    back = BackWatch(base.redis_port, base.password, pid, RESOLVED_LIMIT)
+    wall, t0 = inject(pid, fault, time.monotonic)
+    back = back_watch(base.redis_port, base.password, pid)
     first, note = None, ""
     try:
-        first, note = await_alertmanager(base, slack, fault, pid=pid, start=start, t0=t0)
+        first, note = await_alertmanager(base, slack, fault, back=back, start=start, t0=t0)
     finally:
         end_process(pid)  # a stopped redis is killed here, so supervisord respawns it
-    over = None
-    if first is not None:
-        over = first if says_over(first) else await_message(
-            slack, AM_WEBHOOK, start, lambda r: names_redis(r) and says_over(r),
-            t0 + RESOLVED_LIMIT)
+    over = await_resolved(slack, AM_WEBHOOK, start, first, t0)
     baseline_calm(base, slack)
     count, duplicates, log = count_messages(slack, AM_WEBHOOK, start, t0)
     detected = base.first_sample("redis_up", 0, wall)
@@ -365,25 +311,23 @@ def baseline_trial(base: Baseline, slack: SlackStandIn, fault: str) -> Trial:
                  headline(first) if first else "", detected, fired, back.since(t0), note, log)
 
 
-def await_alertmanager(base: Baseline, slack: SlackStandIn, fault: str, *, pid: int,
+def await_alertmanager(base: Baseline, slack: SlackStandIn, fault: str, *, back: Watch,
                        start: int, t0: float) -> tuple[Recorded | None, str]:
     """The first message naming redis, or None by TRIAL_LIMIT. After a crash, redis
-    comes back under supervisord; once it has been back for GIVE_UP_AFTER_BACK s and
-    neither Prometheus nor Alertmanager has an active alert, nothing more will come."""
-    back: float | None = None
+    comes back under supervisord (BACK sees it); once it has been back for
+    GIVE_UP_AFTER_BACK s and neither Prometheus nor Alertmanager has an active alert,
+    nothing more will come."""
     checked = 0.0
     while time.monotonic() - t0 < TRIAL_LIMIT:
         found = first_message(slack, AM_WEBHOOK, start, names_redis)
         if found is not None:
             return found, ""
-        now = time.monotonic()
-        if fault == "kill" and back is None and answering_pid(
-                base.redis_port, base.password) not in (None, pid):
-            back = now
-        if back is not None and now - back >= GIVE_UP_AFTER_BACK and now - checked >= 0.2:
+        now, at = time.monotonic(), back.at
+        if fault == "kill" and at is not None and now - at >= GIVE_UP_AFTER_BACK \
+                and now - checked >= 0.2:
             checked = now
             if not base.active():
-                return None, (f"redis back after {back - t0:.2f} s, no alert active "
+                return None, (f"redis back after {at - t0:.2f} s, no alert active "
                               f"{GIVE_UP_AFTER_BACK:g} s later")
         time.sleep(POLL)
     return None, ""
@@ -391,32 +335,20 @@ def await_alertmanager(base: Baseline, slack: SlackStandIn, fault: str, *, pid: 
 
 def baseline_trials(root: Path, slack: SlackStandIn, trials: int, samples: Samples,
                     report: dict[str, Any]) -> None:
-    alertmanager, reason = program("prometheus-alertmanager", "prometheus-alertmanager")
-    if not alertmanager:
-        raise BenchmarkError(f"Alertmanager baseline n/a: {reason}")
-    exporter, why = program("prometheus-redis-exporter", "prometheus-redis-exporter",
-                            optional=True)
-    if not exporter:
-        progress(f"  no prometheus-redis-exporter ({why}): the Python exporter serves redis_up")
-    binaries = {"alertmanager": alertmanager, "exporter": exporter,
-                "prometheus": shutil.which("prometheus")}
-    if not binaries["prometheus"]:
-        raise BenchmarkError("prometheus is not installed (scripts/bootstrap.sh installs it)")
+    binaries = baseline_programs()
     home = root / "b"
     home.mkdir(mode=0o700)
     progress(f"Alertmanager: supervisord, redis, exporter, Prometheus 1s/1s, Alertmanager "
              f"group_wait 0s in {home} ...")
     base = start_baseline(home, slack, binaries)
-    report["versions"] |= {"alertmanager": version(alertmanager),
-                           "prometheus": version(binaries["prometheus"] or "prometheus")}
+    report["versions"] |= {name: version(binaries[name] or name)
+                           for name in ("alertmanager", "prometheus")}
     report["exporter"] = base.exporter
     try:
         for fault in FAULTS:
-            for index in range(trials):
-                trial = baseline_trial(base, slack, fault)
-                samples[key("alertmanager", fault)].append(trial)
-                progress(f"  alertmanager redis {fault} {index + 1}/{trials}: "
-                         f"{describe(trial)}")
+            run_trials(trials, partial(baseline_trial, base, slack, fault),
+                       samples[key("alertmanager", fault)], f"alertmanager redis {fault}",
+                       describe)
     finally:
         base.stop()
 
@@ -450,57 +382,33 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         remove_homes(root, ("t", "b"))
     if processes_of(root):
         report["notes"].append(f"processes of {root} were left: {processes_of(root)}")
-    report["machine"] = {"cores": psutil.cpu_count(), "load_before": load_before,
-                         "load_after": os.getloadavg()[0]}
+    report["machine"] = machine_figures(load_before)
     return {"samples": samples, **report}
 
 
 # --- the report ---------------------------------------------------------------------
 
 
-def p95(values: list[float]) -> float:
-    """Linear interpolation between order statistics (numpy's default; with 10 values,
-    between the 9th and the 10th)."""
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=20, method="inclusive")[18]
-
-
-def median_of(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
 def summarize(trials: list[Trial]) -> dict[str, Any]:
-    times = [t.message for t in trials if t.message is not None]
-    after_back = [t.resolved - t.back for t in trials
-                  if t.resolved is not None and t.back is not None]
-    return {"n": len(trials), "delivered": len(times), "not_delivered": len(trials) - len(times),
-            "p50": statistics.median(times) if times else None,
-            "p95": p95(times) if times else None,
-            "min": min(times) if times else None, "max": max(times) if times else None,
-            "resolved_median": median_of([t.resolved for t in trials]),
-            "resolved_max": max((t.resolved for t in trials if t.resolved is not None),
-                                default=None),
+    message = trial_figures(t.message for t in trials)
+    resolved = trial_figures(t.resolved for t in trials)
+    after_back = trial_figures(t.resolved - t.back for t in trials
+                               if t.resolved is not None and t.back is not None)
+    return {"n": len(trials), "delivered": message["n"] - message["missing"],
+            "not_delivered": message["missing"],
+            **{name: message[name] for name in ("p50", "p95", "min", "max")},
+            "resolved_median": resolved["p50"], "resolved_max": resolved["max"],
             "resolved_missing": sum(t.message is not None and t.resolved is None
                                     for t in trials),
-            "after_back_p50": statistics.median(after_back) if after_back else None,
-            "after_back_p95": p95(after_back) if after_back else None,
-            "after_back_max": max(after_back, default=None),
+            "after_back_p50": after_back["p50"], "after_back_p95": after_back["p95"],
+            "after_back_max": after_back["max"],
             "back_missing": sum(t.back is None for t in trials),
-            "detected_median": median_of([t.detected for t in trials]),
-            "fired_median": median_of([t.fired for t in trials]),
-            "messages_median": median_of([float(t.messages) for t in trials]),
+            "detected_median": trial_figures(t.detected for t in trials)["p50"],
+            "fired_median": trial_figures(t.fired for t in trials)["p50"],
+            "messages_median": trial_figures(float(t.messages) for t in trials)["p50"],
             "messages_max": max((t.messages for t in trials), default=0),
             "duplicates": sum(t.duplicates for t in trials),
-            "firsts": _counted(t.first or "(none)" for t in trials)}
-
-
-def _counted(items: Any) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for item in items:
-        counts[item] = counts.get(item, 0) + 1
-    return counts
+            "firsts": dict(Counter(t.first or "(none)" for t in trials))}
 
 
 def summaries(samples: Samples) -> dict[str, dict[str, Any]]:
@@ -512,69 +420,60 @@ def summaries(samples: Samples) -> dict[str, dict[str, Any]]:
     return table
 
 
-def fmt(value: float | None, n: int = 1) -> str:
-    return f"{value:.3f}" if value is not None else ("-" if n else "n/a")
+def rows_of(table: dict[str, dict[str, Any]]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Every row of the tables, in their order: system label, fault label, its summary."""
+    for fault in FAULTS:
+        for system in SYSTEMS:
+            yield SYSTEM_LABELS[system], FAULT_LABELS[fault], table[key(system, fault)]
+
+
+def figure_cells(row: dict[str, Any], *names: str) -> list[str]:
+    """The figures NAMES of ROW, a summary, in seconds ("n/a" in a row of no trials)."""
+    return [figure_cell(row[name], row["n"]) for name in names]
 
 
 def main_table(table: dict[str, dict[str, Any]], trials: int) -> list[str]:
-    rows = [f"Signal → Slack message, {trials} trials per row, signal at a random U(0, "
+    rows = [[system, fault, row["n"], *figure_cells(row, "p50", "p95", "min", "max"),
+             row["not_delivered"] if row["n"] else "n/a", ratio_text(row.get("ratio"))]
+            for system, fault, row in rows_of(table)]
+    return [f"Signal → Slack message, {trials} trials per row, signal at a random U(0, "
             f"{PHASE:g} s) phase, stand-in polled every {POLL * 1000:g} ms (seconds from the "
             "signal to the arrival of the first message naming redis; ratio = unistack p50 / "
-            "Alertmanager p50).", "",
-            "| System | Fault | n | p50 | p95 | Min | Max | Not delivered | Ratio |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for fault in FAULTS:
-        for system in SYSTEMS:
-            row = table[key(system, fault)]
-            n = row["n"]
-            ratio = f"{row['ratio']:.2f}" if row.get("ratio") is not None else "-"
-            rows.append(f"| {SYSTEM_LABELS[system]} | {FAULT_LABELS[fault]} | {n} | "
-                        f"{fmt(row['p50'], n)} | {fmt(row['p95'], n)} | {fmt(row['min'], n)} "
-                        f"| {fmt(row['max'], n)} | {row['not_delivered'] if n else 'n/a'} | "
-                        f"{ratio} |")
-    return rows
+            "Alertmanager p50).", "", *markdown_table(
+                ("System", "Fault", "n", "p50", "p95", "Min", "Max", "Not delivered", "Ratio"),
+                "ll" + "r" * 7, rows)]
+
+
+def detail_cells(row: dict[str, Any]) -> list[object]:
+    if not row["n"]:
+        return ["n/a"] * 8
+    firsts = "; ".join(f"`{text}` x{count}" for text, count in row["firsts"].items())
+    missing = f" ({row['resolved_missing']} none)" if row["resolved_missing"] else ""
+    return [figure_cell(row["detected_median"]), figure_cell(row["fired_median"]),
+            figure_cell(row["p50"]), figure_cell(row["resolved_median"]) + missing,
+            figure_cell(row["resolved_max"]), f"{row['messages_median']:g}, "
+            f"{row['messages_max']}", row["duplicates"], firsts]
 
 
 def detail_table(table: dict[str, dict[str, Any]]) -> list[str]:
-    rows = ["Where the time goes (medians, seconds from the signal; detected = the hub's "
+    return ["Where the time goes (medians, seconds from the signal; detected = the hub's "
             "crashed/hung event, or Prometheus's first scrape with redis_up 0; fired = the "
-            "rule's first firing evaluation):", "",
-            "| System | Fault | Detected | Fired | Message | Resolved message | Resolved max "
-            "| Messages per trial (median, max) | Duplicates | First message |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for fault in FAULTS:
-        for system in SYSTEMS:
-            row = table[key(system, fault)]
-            n = row["n"]
-            if not n:
-                rows.append(f"| {SYSTEM_LABELS[system]} | {FAULT_LABELS[fault]} | n/a | n/a "
-                            "| n/a | n/a | n/a | n/a | n/a | n/a |")
-                continue
-            firsts = "; ".join(f"`{text}` x{count}" for text, count in row["firsts"].items())
-            missing = f" ({row['resolved_missing']} none)" if row["resolved_missing"] else ""
-            rows.append(
-                f"| {SYSTEM_LABELS[system]} | {FAULT_LABELS[fault]} | "
-                f"{fmt(row['detected_median'])} | {fmt(row['fired_median'])} | "
-                f"{fmt(row['p50'])} | {fmt(row['resolved_median'])}{missing} | "
-                f"{fmt(row['resolved_max'])} | {row['messages_median']:g}, "
-                f"{row['messages_max']} | {row['duplicates']} | {firsts} |")
-    return rows
+            "rule's first firing evaluation):", "", *markdown_table(
+                ("System", "Fault", "Detected", "Fired", "Message", "Resolved message",
+                 "Resolved max", "Messages per trial (median, max)", "Duplicates",
+                 "First message"), "ll" + "r" * 7 + "l",
+                ([system, fault, *detail_cells(row)] for system, fault, row in rows_of(table)))]
 
 
 def resolved_table(table: dict[str, dict[str, Any]]) -> list[str]:
-    rows = ["Redis back → the resolved message (seconds from a new redis process first "
-            "answering PING to the message saying it is over; issue 15):", "",
-            "| System | Fault | n | p50 | p95 | Max | Back not seen | Messages per trial, max |",
-            "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for fault in FAULTS:
-        for system in SYSTEMS:
-            row = table[key(system, fault)]
-            n = row["n"]
-            rows.append(f"| {SYSTEM_LABELS[system]} | {FAULT_LABELS[fault]} | {n} | "
-                        f"{fmt(row['after_back_p50'], n)} | {fmt(row['after_back_p95'], n)} | "
-                        f"{fmt(row['after_back_max'], n)} | {row['back_missing']} | "
-                        f"{row['messages_max'] if n else 'n/a'} |")
-    return rows
+    rows = [[system, fault, row["n"],
+             *figure_cells(row, "after_back_p50", "after_back_p95", "after_back_max"),
+             row["back_missing"], row["messages_max"] if row["n"] else "n/a"]
+            for system, fault, row in rows_of(table)]
+    return ["Redis back → the resolved message (seconds from a new redis process first "
+            "answering PING to the message saying it is over; issue 15):", "", *markdown_table(
+                ("System", "Fault", "n", "p50", "p95", "Max", "Back not seen",
+                 "Messages per trial, max"), "ll" + "r" * 6, rows)]
 
 
 def resolved_acceptance(table: dict[str, dict[str, Any]]) -> list[tuple[bool, str]]:
@@ -585,24 +484,21 @@ def resolved_acceptance(table: dict[str, dict[str, Any]]) -> list[tuple[bool, st
         passed = (ours["n"] > 0 and p95_back is not None and p95_back <= ACCEPT_RESOLVED_P95
                   and ours["resolved_missing"] == 0 and ours["back_missing"] == 0
                   and ours["messages_max"] <= ACCEPT_MESSAGES_MAX)
-        against = (f"Alertmanager p95 {fmt(theirs['after_back_p95'])} s" if theirs["n"]
-                   else "Alertmanager n/a")
+        against = (f"Alertmanager p95 {figure_cell(theirs['after_back_p95'])} s"
+                   if theirs["n"] else "Alertmanager n/a")
         lines.append((passed, f"{FAULT_LABELS[fault]}: redis back → resolved message p95 "
-                      f"{fmt(p95_back, 0)} s ≤ {ACCEPT_RESOLVED_P95:g} s, at most "
+                      f"{figure_cell(p95_back, 0)} s ≤ {ACCEPT_RESOLVED_P95:g} s, at most "
                       f"{ours['messages_max']} messages per trial ≤ {ACCEPT_MESSAGES_MAX} "
                       f"({against})"))
     return lines
 
 
 def reference_table() -> list[str]:
-    rows = ["Alertmanager with other configs, quoted from the reference (anchors_measured.md "
+    return ["Alertmanager with other configs, quoted from the reference (anchors_measured.md "
             "B: Prometheus 2.42 + Alertmanager 0.25 → webhook, this machine, 2026-11-23; "
-            "a target killed, `for: 0`):", "",
-            "| Config | Kill → message, range | Measured | Computed bound |",
-            "|---|---|---|---|"]
-    rows += [f"| {name} | {span} | {measured} | {bound} |"
-             for name, span, measured, bound in REFERENCE]
-    return rows
+            "a target killed, `for: 0`):", "", *markdown_table(
+                ("Config", "Kill → message, range", "Measured", "Computed bound"), "llll",
+                REFERENCE)]
 
 
 def acceptance(table: dict[str, dict[str, Any]]) -> list[tuple[bool, str]]:
@@ -611,14 +507,14 @@ def acceptance(table: dict[str, dict[str, Any]]) -> list[tuple[bool, str]]:
     passed = (crash["n"] > 0 and crash["not_delivered"] == 0 and crash["p50"] is not None
               and crash["p50"] <= ACCEPT_CRASH_P50 and crash["p95"] <= ACCEPT_CRASH_P95)
     ahead, against = beats(crash, table[key("alertmanager", "kill")])
-    lines.append((passed and ahead, f"crash to Slack message: p50 {fmt(crash['p50'], 0)} s ≤ "
-                  f"{ACCEPT_CRASH_P50:g} s and p95 {fmt(crash['p95'], 0)} s ≤ "
+    lines.append((passed and ahead, f"crash to Slack message: p50 {figure_cell(crash['p50'], 0)} "
+                  f"s ≤ {ACCEPT_CRASH_P50:g} s and p95 {figure_cell(crash['p95'], 0)} s ≤ "
                   f"{ACCEPT_CRASH_P95:g} s, {crash['delivered']}/{crash['n']} delivered, "
                   f"{against}"))
     passed = (hang["n"] > 0 and hang["not_delivered"] == 0 and hang["p95"] is not None
               and hang["p95"] <= ACCEPT_HANG_P95)
     ahead, against = beats(hang, table[key("alertmanager", "stop")])
-    lines.append((passed and ahead, f"hang to Slack message: p95 {fmt(hang['p95'], 0)} s ≤ "
+    lines.append((passed and ahead, f"hang to Slack message: p95 {figure_cell(hang['p95'], 0)} s ≤ "
                   f"{ACCEPT_HANG_P95:g} s, {hang['delivered']}/{hang['n']} delivered, "
                   f"{against}"))
     return lines
@@ -628,7 +524,8 @@ def beats(ours: dict[str, Any], theirs: dict[str, Any]) -> tuple[bool, str]:
     """Ahead: lower p50 and p95 than Alertmanager, and no more trials undelivered."""
     if not theirs["n"]:
         return False, "Alertmanager comparison n/a"
-    text = (f"Alertmanager p50 {fmt(theirs['p50'])} s, p95 {fmt(theirs['p95'])} s, "
+    text = (f"Alertmanager p50 {figure_cell(theirs['p50'])} s, p95 "
+            f"{figure_cell(theirs['p95'])} s, "
             f"{theirs['delivered']}/{theirs['n']} delivered")
     if ours["p50"] is None:
         return False, text
@@ -641,8 +538,8 @@ def beats(ours: dict[str, Any], theirs: dict[str, Any]) -> tuple[bool, str]:
 
 def markdown(report: dict[str, Any], trials: int) -> str:
     table, machine, versions = report["summary"], report["machine"], report["versions"]
-    rows = [machine_line(machine["cores"], machine["load_before"], machine["load_after"])
-            + " Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
+    rows = [machine_line(**machine) + " Versions: "
+            + ", ".join(f"{k} {v}" for k, v in versions.items())
             + (f"; redis_up from {report['exporter']}" if report["exporter"] else "") + ".",
             "", *main_table(table, trials), "", *detail_table(table), "",
             *resolved_table(table), "", *reference_table(), ""]
@@ -663,27 +560,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="trials per system and fault (10)")
     parser.add_argument("--only", choices=SYSTEMS, default=None,
                         help="run one system's half only (default: both)")
-    parser.add_argument("--json", action="store_true",
-                        help="print samples and summary as JSON instead of tables")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_benchmark("alerts", lambda: print_report(args))
+    return benchmark_main("alerts", build_parser(), make_report, argv)
 
 
-def print_report(args: argparse.Namespace) -> None:
-    """Run the trials of both systems; print the tables or JSON."""
+def make_report(args: argparse.Namespace) -> str:
+    """Run the trials of both systems; the tables or JSON."""
     result = collect(args)
     result["summary"] = summaries(result["samples"])
     result["acceptance"] = acceptance(result["summary"])
     result["resolved_acceptance"] = resolved_acceptance(result["summary"])
-    if args.json:
-        result["resolved_acceptance"] = checks_json(result["resolved_acceptance"])
-        print(trials_json(args.trials, POLL, result))
-    else:
-        print(markdown(result, args.trials))
+    if not args.json:
+        return markdown(result, args.trials)
+    result["resolved_acceptance"] = checks_json(result["resolved_acceptance"])
+    return trials_json(args.trials, POLL, result)
 
 
 if __name__ == "__main__":

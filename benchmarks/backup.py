@@ -46,18 +46,15 @@ from typing import Any, NamedTuple
 
 import redis
 import zstandard
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from harness.figures import median_range
 from harness.ports import free_ports
 from harness.processes import kill_leftovers
-from harness.runs import BenchmarkError, positive, progress, run_benchmark
-from harness.stacks import make_home, stack_environment
+from harness.runs import BenchmarkError, positive, progress, run_benchmark, timed_run
+from harness.stacks import hub_healthy, make_home, redis_client, stack_environment
 from harness.waiting import moment_when, wait_for
 from unistack.config import Settings, load_settings
 from unistack.configkeys import LOOPBACK
-from unistack.hub.client import HubClient, HubUnreachable
-from unistack.hub.status import HEALTHY
 
 POLL = 0.01  # seconds between readiness checks of the scratch redis-server
 LIMIT = 3600.0  # one command taking longer than this is an error, not a sample
@@ -168,9 +165,7 @@ def cli(env: dict[str, str], *args: str, limit: float = LIMIT) -> Run:
 
 def live_client(settings: Settings) -> redis.Redis:
     """No retries inside a call (a loading Redis answers at once); long pipelines."""
-    return redis.Redis(host=LOOPBACK, port=settings.redis_port,
-                       password=settings.redis_password, socket_timeout=120,
-                       retry=Retry(NoBackoff(), 0))
+    return redis_client(settings, timeout=120)
 
 
 def quiet(client: redis.Redis) -> bool:
@@ -336,15 +331,6 @@ def load_baseline(program: str, rdb: Path, directory: Path) -> dict[str, Any]:
 # --- one run -------------------------------------------------------------------------
 
 
-def timed(command: list[str], env: dict[str, str] | None = None) -> float:
-    begun = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=LIMIT,
-                          check=False)
-    if done.returncode != 0:
-        raise BenchmarkError(f"{command[0]} exited {done.returncode}: {done.stderr.strip()}")
-    return time.perf_counter() - begun
-
-
 def measure_backup(env: dict[str, str], settings: Settings, scratch: Path) -> dict[str, Any]:
     """`backup --json`, then (while the page cache holds them) `tar czf` of its inputs."""
     with SaveWatch(settings) as watch:
@@ -367,8 +353,8 @@ def measure_backup(env: dict[str, str], settings: Settings, scratch: Path) -> di
               "backup_lines": run.lines}
     out = scratch / "out.tar.gz"
     progress("  baseline A: tar czf ...")
-    sample["tar_czf"] = timed(["tar", "czf", str(out), "-C", str(scratch), "dump.rdb",
-                               "-C", str(settings.var), "models"])
+    sample["tar_czf"] = timed_run(["tar", "czf", str(out), "-C", str(scratch), "dump.rdb",
+                                   "-C", str(settings.var), "models"], timeout=LIMIT)
     sample["tar_bytes"] = out.stat().st_size
     out.unlink()
     progress(f"  tar czf {sample['tar_czf']:.1f} s")
@@ -392,8 +378,8 @@ def measure_rdb_cli(settings: Settings, scratch: Path) -> dict[str, Any]:
     """redis-cli --rdb of the live Redis; the password in REDISCLI_AUTH, never in `ps`."""
     out = scratch / "cli.rdb"
     env = {**os.environ, "REDISCLI_AUTH": settings.redis_password}
-    seconds = timed(["redis-cli", "-h", LOOPBACK, "-p", str(settings.redis_port),
-                     "--rdb", str(out)], env)
+    seconds = timed_run(["redis-cli", "-h", LOOPBACK, "-p", str(settings.redis_port),
+                         "--rdb", str(out)], env, LIMIT)
     size = out.stat().st_size
     out.unlink()
     progress(f"  redis-cli --rdb {seconds:.1f} s")
@@ -429,17 +415,9 @@ def shown(run: Run, what: str) -> None:
                          if k.endswith("seconds") or k == "keys"))
 
 
-def healthy(settings: Settings) -> bool:
-    try:
-        code, document = HubClient(settings, timeout=2.0).get("/status")
-    except HubUnreachable:
-        return False
-    return code == 200 and document.get("overall") == HEALTHY
-
-
 def one_run(env: dict[str, str], settings: Settings, scratch: Path) -> dict[str, Any]:
     client = live_client(settings)
-    wait_for(lambda: healthy(settings), 120, 0.1, "every service ready (hub /status)")
+    wait_for(lambda: hub_healthy(settings, 2.0), 120, 0.1, "every service ready (hub /status)")
     load = os.getloadavg()[0]
     wait_for(lambda: quiet(client), LIMIT, 0.1, "an idle live Redis")
     sample = measure_backup(env, settings, scratch)
@@ -498,7 +476,7 @@ def dataset(settings: Settings) -> dict[str, Any]:
 def stats(values: list[float]) -> dict[str, float] | None:
     if not values or any(v is None for v in values):
         return None
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    return median_range(values)
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:

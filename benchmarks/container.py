@@ -47,7 +47,7 @@ from harness.ports import free_ports
 from harness.processes import kill_leftovers
 from harness.runs import BenchmarkError, positive, progress
 from harness.stacks import make_home, stack_environment, unistack_cli
-from harness.tables import SPREAD_HEAD, ratio_text, spread, spread_row
+from harness.tables import spread_summary, spread_table, verdict
 from harness.waiting import WaitTimeout, moment_when
 from unistack.config import PROJECT_ROOT
 from unistack.configkeys import PORT_KEYS
@@ -374,16 +374,6 @@ def collect(runs: int) -> tuple[Samples, list[dict[str, Any]]]:
     return samples, checks
 
 
-def summarize(samples: Samples, budget: int) -> dict[str, dict[str, Any]]:
-    summary: dict[str, dict[str, Any]] = {}
-    for key, label, _ in MEASURES:
-        summary[key] = {"label": label, **spread(samples[key])}
-    for key, _, against in MEASURES:
-        base = budget if against == "budget" else summary[against]["median"] if against else None
-        summary[key]["ratio"] = summary[key]["median"] / base if base else None
-    return summary
-
-
 def verdicts(summary: dict[str, dict[str, Any]], budget: int,
              checks: list[dict[str, Any]]) -> tuple[bool, list[str]]:
     start, stop = summary["container_healthy"], summary["container_stop"]
@@ -396,15 +386,15 @@ def verdicts(summary: dict[str, dict[str, Any]], budget: int,
     lines = [
         f"Start (issue 12): container start → healthy median {start['median']:.2f} s, "
         f"native cold start median {summary['native_start']['median']:.2f} s: ratio "
-        f"{start['ratio']:.2f} ≤ {BOUND_START:g} → {'PASS' if start_ok else 'FAIL'}",
+        f"{start['ratio']:.2f} ≤ {BOUND_START:g} → {verdict(start_ok)}",
         f"Stop (issue 12): `podman stop -t {STOP_GRACE}` median {stop['median']:.2f} s, "
         f"stop budget {budget} s (every stopwaitsecs in supervisord.conf): ratio "
-        f"{stop['ratio']:.2f} < {BOUND_STOP:g} → {'PASS' if stop_ok else 'FAIL'}",
+        f"{stop['ratio']:.2f} < {BOUND_STOP:g} → {verdict(stop_ok)}",
         f"Every stop: exit code 0 in {sum(c['exit_code'] == 0 for c in checks)}/{runs}; "
         f"supervisord SIGKILLed {', '.join(killed) if killed else 'no program'}; Redis after "
         f"SIGTERM: fsync() on the AOF in {sum(c['aof_fsync'] for c in checks)}/{runs}, "
         f"\"DB saved on disk\" in {sum(c['rdb_saved'] for c in checks)}/{runs} "
-        f"→ {'PASS' if clean else 'FAIL'}",
+        f"→ {verdict(clean)}",
     ]
     return start_ok and stop_ok and clean, lines
 
@@ -414,8 +404,7 @@ def markdown(summary: dict[str, dict[str, Any]], runs: int, budget: int,
     rows = [f"Unified container, {runs} runs, native and container alternating, both cold, "
             f"poll every {POLL * 1000:g} ms (seconds; ratio = median / native cold start "
             f"median for the start, median / stop budget of {budget} s for the stops).", "",
-            *SPREAD_HEAD]
-    rows += [spread_row(row["label"], row, ratio_text(row["ratio"])) for row in summary.values()]
+            *spread_table(summary)]
     return "\n".join(rows) + "\n\n" + "\n\n".join(lines)
 
 
@@ -443,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         progress("container benchmark: interrupted; what it made is removed")
         return 130
-    summary = summarize(samples, budget)
+    summary = spread_summary(MEASURES, samples, {"budget": budget})
     passed, lines = verdicts(summary, budget, checks)
     if args.json:
         print(json.dumps({"runs": args.runs, "poll_seconds": POLL, "image": IMAGE,

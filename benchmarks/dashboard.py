@@ -27,7 +27,6 @@ chromium and wrk (scripts/bootstrap.sh --test-tools installs both).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -35,7 +34,6 @@ import random
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -47,8 +45,9 @@ import psutil
 
 from harness.faults import NO_LOOPS, SETTLE
 from harness.fetch import http_json
+from harness.figures import machine_figures, percentile, spread
 from harness.ports import free_ports
-from harness.processes import kill_leftovers, process_age
+from harness.processes import cpu_seconds, kill_leftovers, process_age
 from harness.runs import BenchmarkError, positive, progress, run_benchmark, whole
 from harness.stacks import Stack, make_home
 from harness.tables import acceptance_lines, checks_json, machine_line
@@ -93,15 +92,6 @@ WATCH_STATES = """service => {
 def family(pid: int) -> list[psutil.Process]:
     top = psutil.Process(pid)
     return [top, *top.children(recursive=True)]
-
-
-def cpu_seconds(processes: list[psutil.Process]) -> float:
-    total = 0.0
-    for proc in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            times = proc.cpu_times()
-            total += times.user + times.system
-    return total
 
 
 # --- the stack ---------------------------------------------------------------------
@@ -162,11 +152,11 @@ def _percentile(output: str, which: str) -> float:
 
 
 def run_wrk(url: str, seconds: int, connections: int, server: list[psutil.Process]) -> Load:
-    cpu = cpu_seconds(server)
+    cpu = cpu_seconds(*server)
     done = subprocess.run(["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s",
                            "--latency", url], capture_output=True, text=True,
                           timeout=seconds + 60, check=False)
-    cpu = cpu_seconds(server) - cpu
+    cpu = cpu_seconds(*server) - cpu
     rate = re.search(r"^Requests/sec:\s+([\d.]+)", done.stdout, re.MULTILINE)
     total = re.search(r"(\d+) requests in", done.stdout)
     if done.returncode != 0 or not rate or not total:
@@ -401,24 +391,15 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
                                                            args.relapses, args.service)
     finally:
         cleanup(stack, home)
-    report["load_after"] = os.getloadavg()[0]
-    report["cores"] = psutil.cpu_count()
-    return report
+    return report | machine_figures(report["load_before"])
 
 
 # --- the report ----------------------------------------------------------------------
 
 
-def p95(values: list[float]) -> float:
-    """Linear interpolation between order statistics (as benchmarks/alerts.py)."""
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=20, method="inclusive")[18]
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "spread": max(values) - min(values), "p95": p95(values)}
+def spread_p95(values: list[float]) -> dict[str, float]:
+    """spread() of VALUES and their p95."""
+    return spread(values) | {"p95": percentile(values, 95)}
 
 
 LOAD_MEASURES = (("requests_per_second", "requests/s", "{:,.0f}"),
@@ -438,7 +419,7 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     loads: dict[str, list[Load]] = report["loads"]
     summary: dict[str, Any] = {"load": {}, "trials": {}}
     for key, _, _ in LOAD_MEASURES:
-        rows: dict[str, Any] = {name: spread([getattr(load, key) for load in loads[name]])
+        rows: dict[str, Any] = {name: spread_p95([getattr(load, key) for load in loads[name]])
                                 for name in SERVERS}
         rows["ratio"] = rows["gunicorn"]["median"] / rows["dev"]["median"]
         rows["keepalive_ratio"] = rows["keepalive"]["median"] / rows["dev"]["median"]
@@ -446,7 +427,7 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     summary["errors"] = {name: sum(load.errors for load in loads[name]) for name in SERVERS}
     trials: list[Trial] = report["trials"]
     for key, _ in TRIAL_MEASURES:
-        summary["trials"][key] = spread([getattr(trial, key) for trial in trials])
+        summary["trials"][key] = spread_p95([getattr(trial, key) for trial in trials])
     summary["card_states"] = sorted({trial.card_state for trial in trials})
     summary["late_green"] = sum(trial.green_after_ready > ACCEPT_CARD for trial in trials)
     relapses: list[Relapse] = report["relapses"]

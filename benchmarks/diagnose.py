@@ -17,28 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from harness.runs import progress
+from harness.figures import spread
+from harness.runs import progress, timed_run
 from harness.stacks import make_home, remove_home, stack_environment
-from harness.tables import SPREAD_HEAD, spread, spread_row
+from harness.tables import SPREAD_HEAD, spread_row
 
 ROOT = Path(__file__).resolve().parents[1]
 BOUND = 2.0
-
-
-def timed(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> float:
-    begun = time.perf_counter()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60,
-                          check=False)
-    took = time.perf_counter() - begun
-    if done.returncode not in ok:
-        raise RuntimeError(f"{argv[0]} exited {done.returncode}: {done.stderr[-400:]}")
-    return took
 
 
 def baseline(env: dict[str, str], home: Path, container: str) -> float:
@@ -47,11 +36,11 @@ def baseline(env: dict[str, str], home: Path, container: str) -> float:
                     if line.startswith("REDIS_PASSWORD="))
     conf = str(ROOT / "supervisord.conf")
     env = {**env, "REDISCLI_AUTH": password, "UNISTACK_PYTHON": sys.executable}
-    took = timed([sys.executable, "-m", "supervisor.supervisorctl", "-c", conf, "status"], env,
+    took = timed_run([sys.executable, "-m", "supervisor.supervisorctl", "-c", conf, "status"], env,
                  ok=(0, 3))
-    took += timed(["redis-cli", "-p", env["REDIS_PORT"], "info"], env)
+    took += timed_run(["redis-cli", "-p", env["REDIS_PORT"], "info"], env)
     if container:
-        took += timed(["podman", "inspect", container], env)
+        took += timed_run(["podman", "inspect", container], env)
     return took
 
 
@@ -62,12 +51,12 @@ def measure(runs: int, container: str) -> dict[str, Any]:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
         progress("starting the stack ...")
-        timed([*cli, "start"], env)
+        timed_run([*cli, "start"], env)
         samples: dict[str, list[float]] = {"script": [], "command": [], "baseline": []}
         for run in range(1, runs + 1):
-            samples["script"].append(timed([str(ROOT / "scripts/diagnose_container.sh"),
+            samples["script"].append(timed_run([str(ROOT / "scripts/diagnose_container.sh"),
                                             "--json"], env, ok=(0, 1)))
-            samples["command"].append(timed([*cli, "diagnose", "--json"], env, ok=(0, 1)))
+            samples["command"].append(timed_run([*cli, "diagnose", "--json"], env, ok=(0, 1)))
             samples["baseline"].append(baseline(env, home, container))
             progress(f"  run {run}: " + ", ".join(f"{k} {v[-1]:.3f} s"
                                                   for k, v in samples.items()))

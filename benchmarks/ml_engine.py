@@ -23,20 +23,18 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import multiprocessing
 import os
-import pstats
 import statistics
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import psutil
@@ -44,9 +42,13 @@ import redis
 import xgboost
 from numpy.typing import NDArray
 
-from harness.runs import BenchmarkError, positive, progress, run_benchmark, seconds
-from harness.stacks import Stack, make_home, remove_home
-from harness.tables import checks_json, machine_line
+from harness.fetch import http_get, metric_samples
+from harness.figures import median_range, percentile
+from harness.processes import cpu_seconds
+from harness.profiles import entries, own_times, seconds_in
+from harness.runs import BenchmarkError, benchmark_main, positive, progress, run_trials, seconds
+from harness.stacks import Stack, command_calls, make_home, remove_home
+from harness.tables import checks_json, machine_line, markdown_table, verdict
 from harness.waiting import moment_when
 from unistack.config import Settings, load_settings
 from unistack.configkeys import LOOPBACK
@@ -95,6 +97,7 @@ ACCEPT_SHARE = 0.8  # 8 clients, and 256-row with 4 clients, against in-process 
 
 Matrix = NDArray[np.float32]
 Record = dict[str, float]
+T = TypeVar("T")
 
 
 class EngineStack(Stack):
@@ -103,18 +106,22 @@ class EngineStack(Stack):
     def engine_ready(self) -> bool:
         return HttpProbe(self.settings.ml_engine_port, "/ready", timeout=0.5).check().ok
 
+    def start_engine(self) -> float:
+        """Start the ml_engine program; time.perf_counter() once its /ready answers 200."""
+        self.supervisor.start("ml_engine")
+        return moment_when(self.engine_ready, READY_LIMIT, POLL, "ml_engine /ready 200")
+
     def engine_counts(self) -> Record:
         """The engine's outcome counters (batches, rows, ok, ...) from its /metrics."""
-        url = f"http://{LOOPBACK}:{self.settings.ml_engine_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5.0) as answer:
-            text = answer.read().decode()
-        prefix = 'ml_engine_requests_total{outcome="'
-        counts = {line[len(prefix):].split('"')[0]: float(line.split()[-1])
-                  for line in text.splitlines() if line.startswith(prefix)}
-        for line in text.splitlines():  # work done, beside the request outcomes
-            name, _, value = line.partition(" ")
-            if name in ("ml_engine_batches_total", "ml_engine_rows_total"):
-                counts[name.split("_")[2]] = float(value)
+        code, text = http_get(f"http://{LOOPBACK}:{self.settings.ml_engine_port}/metrics", 5.0)
+        if code != 200:
+            raise BenchmarkError(f"the engine's /metrics answered {code or 'nothing'}")
+        samples = metric_samples(text)
+        counts = {dict(labels)["outcome"]: value for (name, labels), value in samples.items()
+                  if name == "ml_engine_requests_total"}
+        for name in ("ml_engine_batches_total", "ml_engine_rows_total"):  # work done
+            if (name, ()) in samples:
+                counts[name.split("_")[2]] = samples[(name, ())]
         return counts
 
 
@@ -123,6 +130,7 @@ class Bench:
     """What every measure needs: the stack, the in-process model, one client, the inputs."""
 
     stack: EngineStack
+    model_file: Path  # the registered model, which the booster loaded
     booster: xgboost.Booster
     client: MLClient
     rows: Matrix
@@ -137,9 +145,6 @@ class Bench:
 
     def remote(self, rows: Matrix) -> Any:
         return self.client.predict(rows, model=MODEL, timeout=REQUEST_TIMEOUT)
-
-    def read(self) -> Reading:
-        return reading(self.stack)
 
 
 # --- measuring ----------------------------------------------------------------------
@@ -158,12 +163,10 @@ def reading(stack: EngineStack) -> Reading:
     OpenMP workers and the HTTP server."""
     engine, server = psutil.Process(stack.pid("ml_engine")), psutil.Process(stack.pid("redis"))
     loop = next(thread for thread in engine.threads() if thread.id == engine.pid)
-    cpu = {"ml_engine": sum(engine.cpu_times()[:2]), "redis": sum(server.cpu_times()[:2]),
+    cpu = {"ml_engine": cpu_seconds(engine), "redis": cpu_seconds(server),
            "ml_engine_loop": loop.user_time + loop.system_time, "client": time.process_time()}
     with stack.redis() as connection:
-        stats = connection.info("commandstats")
-    calls = {name: float(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
-             for name in COMMANDS}
+        calls = command_calls(connection, COMMANDS)
     return Reading(cpu, stack.engine_counts(), calls)
 
 
@@ -181,7 +184,7 @@ def costs(tag: str, before: Reading, after: Reading, requests: float) -> Record:
     return record
 
 
-def timed_calls(call: Callable[[Matrix], Any], inputs: Sequence[Matrix],
+def timed_calls(call: Callable[[T], Any], inputs: Sequence[T],
                 count: int) -> tuple[list[float], float]:
     """Call CALL on INPUTS in turn COUNT times: seconds per call, and the wall time."""
     latencies = []
@@ -199,54 +202,50 @@ def measured(call: Callable[[Matrix], Any], inputs: Sequence[Matrix],
     return timed_calls(call, inputs, count)
 
 
-def ms(latencies: Sequence[float], percent: float) -> float:
-    return float(np.percentile(np.asarray(latencies), percent)) * 1e3
+def ms(latencies: Sequence[float], percent: int) -> float:
+    return percentile(latencies, percent) * 1e3
 
 
-def ping_p50(settings: Settings, count: int) -> float:
+def ping_p50(stack: EngineStack, count: int) -> float:
     """The p50 of a redis-py PING round trip to the stack's Redis (ms): the unit the
     engine's overhead is counted in (a round trip's physical floor on this machine)."""
-    connection = redis.Redis(host=settings.redis_host, port=settings.redis_port,
-                             password=settings.redis_password)
-    latencies = []
-    try:
-        for _ in range(count):
-            before = time.perf_counter()
-            connection.ping()
-            latencies.append(time.perf_counter() - before)
-    finally:
-        connection.close()
+    with stack.redis() as connection:
+        latencies, _ = timed_calls(lambda _: connection.ping(), [None], count)
     return ms(latencies, 50)
+
+
+def engine_calls(bench: Bench, inputs: Sequence[Matrix], count: int,
+                 tag: str) -> tuple[list[float], float, Record]:
+    """COUNT engine round trips on INPUTS after WARM_UP more: seconds per call, the wall
+    time, and their costs() tagged TAG."""
+    timed_calls(bench.remote, inputs, WARM_UP)
+    before = reading(bench.stack)
+    remote, remote_wall = timed_calls(bench.remote, inputs, count)
+    return remote, remote_wall, costs(tag, before, reading(bench.stack), count)
 
 
 def batch_one(bench: Bench, count: int) -> Record:
     local, local_wall = measured(bench.local, bench.singles, count)
-    timed_calls(bench.remote, bench.singles, WARM_UP)
-    before = bench.read()
-    remote, remote_wall = timed_calls(bench.remote, bench.singles, count)
-    after = bench.read()
+    remote, remote_wall, spent = engine_calls(bench, bench.singles, count, "b1")
     record = {"b1_local_p50": ms(local, 50), "b1_local_p99": ms(local, 99),
               "b1_engine_p50": ms(remote, 50), "b1_engine_p99": ms(remote, 99),
               "local_rate": count / local_wall, "b1_wall": remote_wall * 1e3 / count,
-              "ping_p50": ping_p50(bench.stack.settings, count)}
+              "ping_p50": ping_p50(bench.stack, count)}
     record["b1_ratio"] = record["b1_engine_p50"] / record["b1_local_p50"]
     record["b1_pings"] = (record["b1_engine_p50"] - record["b1_local_p50"]) / \
         record["ping_p50"]
-    return record | costs("b1", before, after, count)
+    return record | spent
 
 
 def batch_256(bench: Bench, count: int) -> Record:
     _, local_wall = measured(bench.local, bench.batches, count)
-    timed_calls(bench.remote, bench.batches, WARM_UP)
-    before = bench.read()
-    remote, remote_wall = timed_calls(bench.remote, bench.batches, count)
-    after = bench.read()
+    remote, remote_wall, spent = engine_calls(bench, bench.batches, count, "b256")
     rows = count * BATCH_ROWS
     record = {"b256_local": rows / local_wall, "b256_engine": rows / remote_wall,
               "b256_p50": ms(remote, 50), "b256_p99": ms(remote, 99),
               "b256_wall": remote_wall * 1e3 / count}
     record["b256_ratio"] = record["b256_engine"] / record["b256_local"]
-    return record | costs("b256", before, after, count)
+    return record | spent
 
 
 def client_process(env: dict[str, str], inputs: list[Matrix], seconds: float, barrier: Any,
@@ -285,10 +284,10 @@ def concurrent_clients(bench: Bench, seconds: float, inputs: list[list[Matrix]],
         worker.start()
     try:
         barrier.wait(timeout=START_LIMIT)  # every client is warmed up
-        before = bench.read()
+        before = reading(bench.stack)
         barrier.wait(timeout=START_LIMIT)
         outcomes = [results.get(timeout=seconds + 60) for _ in workers]
-        after = bench.read()
+        after = reading(bench.stack)
     except threading.BrokenBarrierError:
         _, _, error = results.get(timeout=10)
         raise BenchmarkError(f"a concurrent client failed: {error}") from None
@@ -319,9 +318,8 @@ def one_run(bench: Bench, requests: int, client_seconds: float) -> Record:
     record = batch_one(bench, requests)
     progress(f"  batch 1: in-process p50 {record['b1_local_p50']:.3f} ms, engine p50 "
              f"{record['b1_engine_p50']:.3f} / p99 {record['b1_engine_p99']:.3f} ms")
-    singles = [bench.rows[i:i + 1] for i in range(len(bench.rows))]
     record |= concurrent_clients(bench, client_seconds,
-                                 [singles[i::CLIENTS] for i in range(CLIENTS)], "c8")
+                                 [bench.singles[i::CLIENTS] for i in range(CLIENTS)], "c8")
     record["c8_ratio"] = record["c8_rate"] / record["local_rate"]
     progress(f"  {CLIENTS} clients: {record['c8_rate']:.0f} req/s, p50 "
              f"{record['c8_p50']:.2f} / p99 {record['c8_p99']:.2f} ms")
@@ -344,8 +342,7 @@ def engine_start(stack: EngineStack) -> float:
     """Stop the engine, start it again: seconds from the start call to /ready 200."""
     stack.supervisor.stop("ml_engine")
     began = time.perf_counter()
-    stack.supervisor.start("ml_engine")
-    return moment_when(stack.engine_ready, READY_LIMIT, POLL, "ml_engine /ready 200") - began
+    return stack.start_engine() - began
 
 
 def fill_backlog(connection: redis.Redis, rows: Matrix, count: int) -> list[str]:
@@ -378,8 +375,7 @@ def drain(stack: EngineStack, rows: Matrix, count: int) -> Record:
     began = time.perf_counter()
     keys = fill_backlog(connection, rows, count)
     filled = time.perf_counter()
-    stack.supervisor.start("ml_engine")
-    ready = moment_when(stack.engine_ready, READY_LIMIT, POLL, "ml_engine /ready 200")
+    ready = stack.start_engine()
     before = reading(stack)
     drained = moment_when(lambda: connection.xlen(STREAM) == 0, DRAIN_LIMIT, POLL,
                           "backlog drained")
@@ -416,12 +412,11 @@ def engine_profile(stack: EngineStack, rows: Matrix, count: int) -> dict[str, An
     profiler.disable()
     wall = time.perf_counter() - began
     in_chunks(connection, "unlink", keys)
-    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
-    parts = {tag: cumulative_us(stats, file, function) / count
+    stats = entries(profiler)
+    parts = {tag: seconds_in(stats, file, function) * 1e6 / count
              for tag, file, function in ENGINE_PARTS}
-    own = sorted(((tottime * 1e6 / count, where(path, line, name))
-                  for (path, line, name), (_, _, tottime, _, _) in stats.items()), reverse=True)
-    return {"rows": count, "rate": count / wall, "parts": parts, "top": own[:TOP_FUNCTIONS]}
+    top = [(own * 1e6 / count, name) for own, name in own_times(stats)[:TOP_FUNCTIONS]]
+    return {"rows": count, "rate": count / wall, "parts": parts, "top": top}
 
 
 ENGINE_PARTS = (("step", "engine.py", "step"), ("read", "engine.py", "_read"),
@@ -432,28 +427,14 @@ ENGINE_PARTS = (("step", "engine.py", "step"), ("read", "engine.py", "_read"),
 TOP_FUNCTIONS = 8
 
 
-def cumulative_us(stats: dict[Any, Any], file: str, function: str) -> float:
-    return float(sum(cumulative * 1e6 for (path, _, name), (_, _, _, cumulative, _) in stats.items()
-                     if name == function and path.endswith(file)))
-
-
-def where(path: str, line: int, name: str) -> str:
-    """A profile entry as `package/file.py:function` (or the built-in's name)."""
-    if path == "~":
-        return name
-    parts = Path(path).parts
-    return f"{'/'.join(parts[-2:])}:{line} {name}"
-
-
 def engine_alone(stack: EngineStack, rows: Matrix, backlog: int) -> dict[str, Any]:
     """Ready times and the drain with the hub stopped; the hub is started again after."""
     supervisor = stack.supervisor
     supervisor.stop("hub")  # first: the hub restarts a STOPPED engine at once
     try:
-        ready = []
-        for index in range(READY_SAMPLES):
-            ready.append(engine_start(stack))
-            progress(f"  engine start → /ready {index + 1}/{READY_SAMPLES}: {ready[-1]:.3f} s")
+        ready: list[float] = []
+        run_trials(READY_SAMPLES, partial(engine_start, stack), ready, "engine start → /ready",
+                   lambda took: f"{took:.3f} s")
         profile = engine_profile(stack, rows, min(backlog, PROFILE_BACKLOG))
         progress(f"  in-process engine under cProfile: {profile['rate']:.0f} rows/s")
         result = drain(stack, rows, backlog)
@@ -496,14 +477,9 @@ def client_profile(bench: Bench, count: int) -> Record:
     """Milliseconds per batch-1 request in each part of the client, under cProfile."""
     profiler = cProfile.Profile()
     profiler.runcall(timed_calls, bench.remote, bench.singles, count)
-    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
-    result: Record = {}
-    for tag, file, function in PROFILED:
-        for (path, _, name), (_, _, own, cumulative, _) in stats.items():
-            if name == function and path.endswith(file):
-                spent = own if path == "~" else cumulative
-                result[tag] = result.get(tag, 0.0) + spent * 1e3 / count
-    return result
+    stats = entries(profiler)
+    return {tag: seconds_in(stats, file, function, own=file == "~") * 1e3 / count
+            for tag, file, function in PROFILED}
 
 
 # --- the whole run ------------------------------------------------------------------
@@ -518,7 +494,7 @@ def open_bench(stack: EngineStack) -> Bench:
     version = ModelRegistry(stack.settings.models_dir).get(MODEL)
     booster = xgboost.Booster(model_file=str(version.model_file))
     booster.set_param({"nthread": 1})
-    bench = Bench(stack, booster, MLClient(stack.settings), input_rows())
+    bench = Bench(stack, version.model_file, booster, MLClient(stack.settings), input_rows())
     gap = float(np.max(np.abs(bench.remote(bench.batches[0]) - bench.local(bench.batches[0]))))
     if gap > 1e-5:
         raise BenchmarkError(f"engine and in-process predictions differ by up to {gap}")
@@ -537,8 +513,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
             progress(f"run {index + 1}/{args.runs}")
             report["runs"].append(one_run(bench, args.requests, args.client_seconds))
         progress("where the time goes: idle spin and client profile ...")
-        version = ModelRegistry(bench.stack.settings.models_dir).get(MODEL)
-        report["spin"] = idle_spin(version.model_file, bench.singles)
+        report["spin"] = idle_spin(bench.model_file, bench.singles)
         report["profile"] = client_profile(bench, PROFILE_REQUESTS)
         progress("hub stopped: engine start and backlog drain ...")
         report |= engine_alone(bench.stack, bench.rows, args.backlog)
@@ -578,13 +553,11 @@ CPU_ROWS = (("b1", "batch 1, one client"), ("c8", f"single row, {CLIENTS} client
 
 
 def summarize(runs: list[Record]) -> dict[str, dict[str, float]]:
-    return {key: {"median": statistics.median(run[key] for run in runs),
-                  "min": min(run[key] for run in runs), "max": max(run[key] for run in runs)}
-            for key in runs[0]}
+    return {key: median_range([run[key] for run in runs]) for key in runs[0]}
 
 
 def acceptance(report: dict[str, Any]) -> list[tuple[bool, str]]:
-    summary, drained = summarize(report["runs"]), report["drain"]
+    summary, drained = report["summary"], report["drain"]
     p50, p99 = summary["b1_engine_p50"]["median"], summary["b1_engine_p99"]["median"]
     rate, ratio = summary["c8_rate"]["median"], summary["bc_ratio"]["median"]
     single = summary["b256_ratio"]["median"]
@@ -612,73 +585,65 @@ def acceptance(report: dict[str, Any]) -> list[tuple[bool, str]]:
          f"predicts/s ≥ {ACCEPT_SHARE:g}"),
         (ratio >= ACCEPT_SHARE, f"batch {BATCH_ROWS}, {BATCH_CLIENTS} clients: {ratio:.2f} x "
          f"in-process rows/s ≥ {ACCEPT_SHARE:g}")]
-    return [(ok, f"{text} → {'PASS' if ok else 'FAIL'}") for ok, text in checks]
+    return [(ok, f"{text} → {verdict(ok)}") for ok, text in checks]
 
 
-def runs_table(report: dict[str, Any]) -> list[str]:
-    summary = summarize(report["runs"])
-    rows = ["| Measure | Median | Min | Max |", "|---|---:|---:|---:|"]
-    for key, label, form in RUN_ROWS:
-        values = summary[key]
-        rows.append(f"| {label} | {values['median']:{form}} | {values['min']:{form}} | "
-                    f"{values['max']:{form}} |")
-    return rows
+def runs_table(summary: dict[str, dict[str, float]]) -> list[str]:
+    return markdown_table(("Measure", "Median", "Min", "Max"), "lrrr", (
+        [label, *(f"{summary[key][figure]:{form}}" for figure in ("median", "min", "max"))]
+        for key, label, form in RUN_ROWS))
 
 
 def engine_table(report: dict[str, Any]) -> list[str]:
-    ready, drained = report["ready"], report["drain"]
-    return ["| Measure | Value |", "|---|---:|",
-            f"| engine start → /ready 200, median of {len(ready)} (s) | "
-            f"{statistics.median(ready):.3f} ({min(ready):.3f} to {max(ready):.3f}) |",
-            f"| backlog: {report['backlog']:,} requests XADDed, pipelined (s) | "
-            f"{drained['fill']:.2f} |",
-            f"| drain: engine start → /ready 200 (s) | {drained['ready']:.3f} |",
-            f"| drain: /ready → stream empty (s) | {drained['drain']:.3f} |",
-            f"| drain rows/s, start-up excluded | {drained['rate']:,.0f} |",
-            f"| drain rows/s, start-up included | {drained['rate_total']:,.0f} |",
-            f"| replies present / engine `ok` count | {drained['answered']:,} / "
-            f"{drained['ok']:,.0f} |",
-            f"| rows per engine batch during the drain | {drained['drain_batch_rows']:.0f} |"]
+    ready, drained = median_range(report["ready"]), report["drain"]
+    return markdown_table(("Measure", "Value"), "lr", [
+        (f"engine start → /ready 200, median of {len(report['ready'])} (s)",
+         f"{ready['median']:.3f} ({ready['min']:.3f} to {ready['max']:.3f})"),
+        (f"backlog: {report['backlog']:,} requests XADDed, pipelined (s)",
+         f"{drained['fill']:.2f}"),
+        ("drain: engine start → /ready 200 (s)", f"{drained['ready']:.3f}"),
+        ("drain: /ready → stream empty (s)", f"{drained['drain']:.3f}"),
+        ("drain rows/s, start-up excluded", f"{drained['rate']:,.0f}"),
+        ("drain rows/s, start-up included", f"{drained['rate_total']:,.0f}"),
+        ("replies present / engine `ok` count",
+         f"{drained['answered']:,} / {drained['ok']:,.0f}"),
+        ("rows per engine batch during the drain", f"{drained['drain_batch_rows']:.0f}")])
 
 
 CPU_COLUMNS = ("ml_engine", "ml_engine_loop", "redis", "client")
 
 
 def cpu_table(report: dict[str, Any]) -> list[str]:
-    summary, drained = summarize(report["runs"]), report["drain"]
-    rows = ["| Load | Wall per request | ml_engine CPU | of it, the loop thread | redis CPU | "
-            "client CPU | Requests per engine batch |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for tag, label in CPU_ROWS:
-        cells = " | ".join(f"{summary[f'cpu_{tag}_{name}']['median']:.3f}"
-                           for name in CPU_COLUMNS)
-        rows.append(f"| {label} | {summary[f'{tag}_wall']['median']:.3f} | {cells} | "
-                    f"{summary[f'{tag}_batch_ok']['median']:.1f} |")
-    cells = " | ".join(f"{drained[f'cpu_drain_{name}']:.3f}" for name in CPU_COLUMNS[:3])
-    rows.append(f"| backlog drain (per row) | {drained['drain'] * 1e3 / report['backlog']:.3f} "
-                f"| {cells} | - | {drained['drain_batch_ok']:.0f} |")
-    return rows
+    summary, drained = report["summary"], report["drain"]
+    rows = [[label, f"{summary[f'{tag}_wall']['median']:.3f}",
+             *(f"{summary[f'cpu_{tag}_{name}']['median']:.3f}" for name in CPU_COLUMNS),
+             f"{summary[f'{tag}_batch_ok']['median']:.1f}"] for tag, label in CPU_ROWS]
+    rows.append(["backlog drain (per row)", f"{drained['drain'] * 1e3 / report['backlog']:.3f}",
+                 *(f"{drained[f'cpu_drain_{name}']:.3f}" for name in CPU_COLUMNS[:3]), "-",
+                 f"{drained['drain_batch_ok']:.0f}"])
+    return markdown_table(("Load", "Wall per request", "ml_engine CPU", "of it, the loop thread",
+                           "redis CPU", "client CPU", "Requests per engine batch"),
+                          "l" + "r" * 6, rows)
 
 
 def calls_table(report: dict[str, Any]) -> list[str]:
-    summary, drained = summarize(report["runs"]), report["drain"]
-    rows = ["| Load | " + " | ".join(f"`{name.upper()}`" for name in COMMANDS) + " |",
-            "|---|" + "---:|" * len(COMMANDS)]
-    for tag, label in CPU_ROWS:
-        cells = " | ".join(f"{summary[f'calls_{tag}_{name}']['median']:.2f}" for name in COMMANDS)
-        rows.append(f"| {label} | {cells} |")
-    cells = " | ".join(f"{drained[f'calls_drain_{name}']:.3f}" for name in COMMANDS)
-    return [*rows, f"| backlog drain (per row) | {cells} |"]
+    summary, drained = report["summary"], report["drain"]
+    rows = [[label, *(f"{summary[f'calls_{tag}_{name}']['median']:.2f}" for name in COMMANDS)]
+            for tag, label in CPU_ROWS]
+    rows.append(["backlog drain (per row)",
+                 *(f"{drained[f'calls_drain_{name}']:.3f}" for name in COMMANDS)])
+    return markdown_table(("Load", *(f"`{name.upper()}`" for name in COMMANDS)),
+                          "l" + "r" * len(COMMANDS), rows)
 
 
 def profile_table(report: dict[str, Any]) -> list[str]:
     profile = report["engine_profile"]
     parts = ", ".join(f"`{tag}` {value:.1f}" for tag, value in profile["parts"].items())
-    rows = [f"The drain path under cProfile: the engine's `Engine` class in the benchmark "
+    return [f"The drain path under cProfile: the engine's `Engine` class in the benchmark "
             f"process draining {profile['rows']:,} requests ({profile['rate']:,.0f} rows/s "
-            f"with the profiler on). Cumulative µs per row: {parts}.", "",
-            "| Own time, µs per row | Function |", "|---:|---|"]
-    rows += [f"| {spent:.1f} | `{name}` |" for spent, name in profile["top"]]
-    return rows
+            f"with the profiler on). Cumulative µs per row: {parts}.", "", *markdown_table(
+                ("Own time, µs per row", "Function"), "rl",
+                ((f"{spent:.1f}", f"`{name}`") for spent, name in profile["top"]))]
 
 
 def diagnostics(report: dict[str, Any]) -> list[str]:
@@ -702,7 +667,7 @@ def markdown(report: dict[str, Any]) -> str:
              f"`{MODEL}`, baseline the same UBJ file in-process with nthread=1; "
              f"{report['requests']:,} batch-1 requests, {report['client_seconds']:g} s of "
              f"{CLIENTS} clients and {BATCH_REQUESTS:,} requests of {BATCH_ROWS} rows per run, "
-             f"each after {WARM_UP} warm-up calls.", "", *runs_table(report), "",
+             f"each after {WARM_UP} warm-up calls.", "", *runs_table(report["summary"]), "",
              "Engine alone (hub stopped):", "", *engine_table(report), "",
              "Where the time goes: milliseconds per request (per row for the drain), medians "
              "across runs; CPU from psutil, client CPU summed over the client processes.", "",
@@ -725,27 +690,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"seconds the {CLIENTS} concurrent clients send per run (10)")
     parser.add_argument("--backlog", type=positive, default=100_000,
                         help="requests queued for the drain (100000)")
-    parser.add_argument("--json", action="store_true",
-                        help="print samples and summary as JSON instead of tables")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_benchmark("ml_engine", lambda: print_report(args),
-                         (PredictionError, SupervisorError, redis.RedisError))
+    return benchmark_main("ml_engine", build_parser(), make_report, argv,
+                          failures=(PredictionError, SupervisorError, redis.RedisError))
 
 
-def print_report(args: argparse.Namespace) -> None:
-    """Measure; print the tables, or the runs, summary and acceptance as JSON."""
+def make_report(args: argparse.Namespace) -> str | dict[str, Any]:
+    """Measure; the tables, or the runs, summary and acceptance as JSON."""
     result = collect(args) | {"requests": args.requests, "backlog": args.backlog,
                               "client_seconds": args.client_seconds}
-    if args.json:
-        checks = checks_json(acceptance(result))
-        print(json.dumps(result | {"summary": summarize(result["runs"]),
-                                   "acceptance": checks}, indent=2))
-    else:
-        print(markdown(result))
+    result["summary"] = summarize(result["runs"])
+    if not args.json:
+        return markdown(result)
+    return result | {"acceptance": checks_json(acceptance(result))}
 
 
 if __name__ == "__main__":

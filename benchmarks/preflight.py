@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -27,9 +26,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from harness.figures import median_range
 from harness.ports import free_ports
 from harness.runs import progress
-from harness.stacks import make_home, stack_environment
+from harness.stacks import make_home, stack_environment, unistack_cli
+from harness.tables import markdown_table
 from harness.waiting import wait_for
 from unistack import preflight
 from unistack.config import load_settings
@@ -63,8 +64,7 @@ def unistack_taken(home: Path) -> float:
     env = stack_environment(home)
     with _squatter(int(env["REDIS_PORT"])):
         began = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "unistack", "start"], env=env,
-                              capture_output=True, text=True, timeout=LIMIT, check=False)
+        done = unistack_cli(env, "start", timeout=LIMIT)
         took = time.monotonic() - began
     if done.returncode != 2 or "REDIS_PORT=" not in done.stderr:
         raise RuntimeError(f"start did not refuse the taken port: {done.stderr}")
@@ -136,14 +136,15 @@ def measure(runs: int) -> dict[str, list[float]]:
 
 
 def table(samples: dict[str, list[float]]) -> str:
-    rows = ["| measure | median | min - max | vs baseline |", "|---|---|---|---|"]
-    base = statistics.median(samples["baseline"])
+    base = median_range(samples["baseline"])["median"]
+    rows = []
     for key, label, _, against in MEASURES:
-        values = samples[key]
-        ratio = f"{statistics.median(values) / base:.3f}x" if against else "-"
-        rows.append(f"| {label} | {_seconds(statistics.median(values))} | "
-                    f"{_seconds(min(values))} - {_seconds(max(values))} | {ratio} |")
-    return "\n".join(rows)
+        figures = median_range(samples[key])
+        ratio = f"{figures['median'] / base:.3f}x" if against else "-"
+        rows.append((label, _seconds(figures["median"]),
+                     f"{_seconds(figures['min'])} - {_seconds(figures['max'])}", ratio))
+    return "\n".join(markdown_table(("measure", "median", "min - max", "vs baseline"), "llll",
+                                    rows))
 
 
 def _seconds(value: float) -> str:

@@ -21,31 +21,27 @@ import argparse
 import contextlib
 import os
 import random
-import statistics
-import subprocess
 import sys
-import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import psutil
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from harness.debian import program
-from harness.faults import FAULT_LABELS, FAULTS, NO_LOOPS, PHASE, SETTLE
+from harness.faults import FAULT_LABELS, FAULTS, NO_LOOPS, PHASE, SETTLE, inject
+from harness.figures import figure_cell, machine_figures, ratio_text, trial_figures
 from harness.monit import MONIT_SETTLE, MonitRun
-from harness.processes import end_process
+from harness.processes import busy_loop, cpu_seconds, end_process
 from harness.redisping import answering_pid, settled_redis
-from harness.runs import positive, progress, run_benchmark
-from harness.stacks import Stack, make_home, remove_homes, stack_environment
+from harness.runs import benchmark_main, positive, progress, run_trials
+from harness.stacks import Stack, make_home, redis_client, remove_homes, stack_environment
 from harness.supervisord import baseline_settings, run_supervisord, stop_baseline
-from harness.tables import acceptance_lines, machine_line, trials_json
-from harness.waiting import wait_for
+from harness.tables import acceptance_lines, machine_line, markdown_table, trials_json
+from harness.waiting import Watch, poll, wait_for
 from unistack.config import Settings
-from unistack.configkeys import LOOPBACK
 from unistack.policy import READY
 
 POLL = 0.005  # seconds between two polls of /status or PING
@@ -89,33 +85,6 @@ def key(fault: str, system: str, service: str) -> str:
     return f"{system}:{service}:{fault}"
 
 
-# --- processes and probes -----------------------------------------------------------
-
-
-class LogWatch:
-    """Notes when a log file first grows, checking its size every POLL in its own thread."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._size = self._current()
-        self.grew_at: float | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="log-watch", daemon=True)
-        self._thread.start()
-
-    def _current(self) -> int:
-        return self._path.stat().st_size if self._path.exists() else 0
-
-    def _run(self) -> None:
-        while self.grew_at is None and not self._stop.wait(POLL):
-            if self._current() > self._size:
-                self.grew_at = time.perf_counter()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 # --- unistack -----------------------------------------------------------------------
 
 
@@ -123,9 +92,7 @@ def hub_trial(stack: Stack, name: str, fault: str) -> Trial:
     """Signal NAME's process; poll /status until NAME is ready again with a new pid."""
     before = stack.settled(name, SETTLE, SETTLE_LIMIT)
     pid, detected, state = before["pid"], None, ""
-    time.sleep(random.uniform(0, PHASE))
-    began = time.perf_counter()
-    os.kill(pid, FAULTS[fault])
+    _, began = inject(pid, fault)
     try:
         while time.perf_counter() - began < RECOVER_LIMIT:
             now = stack.services().get(name)
@@ -145,18 +112,15 @@ def unistack_trials(home: Path, trials: int, samples: Samples) -> None:
     stack = Stack.start(home, NO_LOOPS, START_LIMIT)
     for fault in FAULTS:
         for name in SERVICES:
-            for index in range(trials):
-                trial = hub_trial(stack, name, fault)
-                samples[key(fault, "unistack", name)].append(trial)
-                progress(f"  unistack {name} {fault} {index + 1}/{trials}: {describe(trial)}")
+            run_trials(trials, partial(hub_trial, stack, name, fault),
+                       samples[key(fault, "unistack", name)], f"unistack {name} {fault}", describe)
     stack.stop()
 
 
 def describe(trial: Trial) -> str:
-    detected = f"{trial.detected:.3f} s" if trial.detected is not None else "-"
-    ready = f"{trial.ready:.3f} s" if trial.ready is not None else "not recovered"
     extra = f", {trial.state}, counted {trial.counted}" if trial.state else ""
-    return f"detected {detected}, ready {ready}{extra}"
+    return (f"detected {figure_cell(trial.detected, unit=' s')}, ready "
+            f"{figure_cell(trial.ready, empty='not recovered', unit=' s')}{extra}")
 
 
 # --- baselines: plain supervisord and Monit -----------------------------------------
@@ -171,26 +135,30 @@ class Target(NamedTuple):
     log: Path | None = None  # the supervisor's log: its first new line is its reaction
 
 
+def log_grew(path: Path) -> Watch:
+    """Watches PATH, a log file, for its first new line (its size checked every POLL)."""
+    def size() -> int:
+        return path.stat().st_size if path.exists() else 0
+
+    before = size()
+    return Watch(lambda: size() > before, POLL)
+
+
 def redis_trial(target: Target, fault: str, limit: float) -> Trial:
     """Signal TARGET's Redis; poll PING until a new pid answers or LIMIT passes."""
     port, password = target.port, target.password
     pid = wait_for(lambda: settled_redis(port, password, target.settle), SETTLE_LIMIT, WAIT,
                    f"redis on port {port} answering for {target.settle:g} s")
     time.sleep(random.uniform(0, PHASE))
-    watch = LogWatch(target.log) if target.log else None
+    watch = log_grew(target.log) if target.log else None  # armed just before the signal
     began = time.perf_counter()
     os.kill(pid, FAULTS[fault])
-    ready = None
     try:
-        while ready is None and time.perf_counter() - began < limit:
-            if answering_pid(port, password) not in (None, pid):
-                ready = time.perf_counter() - began
-            time.sleep(POLL)
+        back = poll(lambda: answering_pid(port, password) not in (None, pid), limit, POLL)
+        ready = time.perf_counter() - began if back else None
     finally:
-        if watch:
-            watch.stop()
+        noticed = watch.since(began) if watch else None
         end_process(pid)
-    noticed = watch.grew_at - began if watch and watch.grew_at else None
     return Trial(noticed, ready)
 
 
@@ -203,36 +171,30 @@ def baseline_trials(home: Path, trials: int, samples: Samples) -> None:
     target = Target(settings.redis_port, settings.redis_password, SETTLE)
     limits = {"kill": RECOVER_LIMIT, "stop": BASELINE_HANG_LIMIT}
     for fault, limit in limits.items():
-        for index in range(trials):
-            trial = redis_trial(target, fault, limit)
-            samples[key(fault, "supervisord", "redis")].append(trial)
-            progress(f"  supervisord redis {fault} {index + 1}/{trials}: {describe(trial)}")
+        run_trials(trials, partial(redis_trial, target, fault, limit),
+                   samples[key(fault, "supervisord", "redis")], f"supervisord redis {fault}",
+                   describe)
     stop_baseline(directory / "supervisor.sock", home)
 
 
 def monit_trials(run: MonitRun, trials: int, samples: Samples) -> None:
     target = Target(run.port, "", MONIT_SETTLE, run.directory / "monit.log")
     for fault in FAULTS:
-        for index in range(trials):
-            trial = redis_trial(target, fault, RECOVER_LIMIT)
-            samples[key(fault, "monit", "redis")].append(trial)
-            progress(f"  monit redis {fault} {index + 1}/{trials}: {describe(trial)}")
+        run_trials(trials, partial(redis_trial, target, fault, RECOVER_LIMIT),
+                   samples[key(fault, "monit", "redis")], f"monit redis {fault}", describe)
 
 
 # --- CPU and soak -------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system + times.children_user + times.children_system
-
-
 def cpu_window(pid: int, seconds: float, setting: str) -> dict[str, Any]:
-    """CPU use of PID over SECONDS, as % of one core. Nothing polls it meanwhile."""
-    processes = len(psutil.pids())
-    before, began = cpu_seconds(pid), time.perf_counter()
+    """CPU use of PID (and of its children it waited for) over SECONDS, as % of one core.
+    Nothing polls it meanwhile."""
+    processes, process = len(psutil.pids()), psutil.Process(pid)
+    before, began = cpu_seconds(process, children=True), time.perf_counter()
     time.sleep(seconds)  # the window itself: any polling would add to the CPU measured
-    used, window = cpu_seconds(pid) - before, time.perf_counter() - began
+    used = cpu_seconds(process, children=True) - before
+    window = time.perf_counter() - began
     return {"setting": setting, "window": window, "cpu_seconds": used,
             "percent": 100 * used / window, "processes": processes}
 
@@ -241,11 +203,6 @@ def hub_setting(settings: Settings) -> str:
     probes = sorted({t.interval for t in settings.probes.values()})
     return (f"probes every {'/'.join(f'{p:g}' for p in probes)} s, "
             f"loop {settings.hub_loop_interval:g} s")
-
-
-def soak_client(settings: Settings) -> redis.Redis:
-    return redis.Redis(host=LOOPBACK, port=settings.redis_port, password=settings.redis_password,
-                       socket_timeout=30, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0))
 
 
 def load_dataset(client: redis.Redis, value: bytes, deadline: float) -> dict[str, float]:
@@ -285,17 +242,13 @@ def save_repeatedly(client: redis.Redis, value: bytes, deadline: float) -> dict[
             "overwritten_mb": overwritten * len(value) / 1e6, "errors": errors}
 
 
-BURNER = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\n" \
-         "while time.monotonic() < end:\n    pass\n"
-
-
 def soak(stack: Stack, seconds: float) -> dict[str, Any]:
     """SECONDS with both cores busy while Redis loads a dataset and BGSAVEs; what the hub did."""
     before, wall = stack.services(), time.time()
     deadline = time.monotonic() + seconds
-    burners = [subprocess.Popen([sys.executable, "-c", BURNER, str(seconds), str(stack.home)])
-               for _ in range(psutil.cpu_count() or 2)]
-    client, value = soak_client(stack.settings), os.urandom(VALUE_BYTES)
+    burners = [busy_loop(seconds, str(stack.home)) for _ in range(psutil.cpu_count() or 2)]
+    client = redis_client(stack.settings, timeout=30, connect_timeout=5)
+    value = os.urandom(VALUE_BYTES)
     try:
         load = load_dataset(client, value, deadline)
         progress(f"  loaded {load['mb']:.0f} MB in {load['seconds']:.1f} s; BGSAVE loop ...")
@@ -364,24 +317,19 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
             with contextlib.suppress(Exception):
                 monit_run.stop()
         remove_homes(root, ("t", "s", "b"))
-    machine = {"cores": psutil.cpu_count(), "load_before": load_before,
-               "load_after": os.getloadavg()[0]}
-    return {"samples": samples, "machine": machine, **result}
+    return {"samples": samples, "machine": machine_figures(load_before), **result}
 
 
 # --- the report ---------------------------------------------------------------------
 
 
 def summarize(trials: list[Trial]) -> dict[str, Any]:
-    ready = [t.ready for t in trials if t.ready is not None]
-    detected = [t.detected for t in trials if t.detected is not None]
+    ready = trial_figures(t.ready for t in trials)
+    detected = trial_figures(t.detected for t in trials)
     counted = [t.counted for t in trials if t.counted is not None]
-    return {"n": len(trials), "failures": len(trials) - len(ready),
-            "ready_median": statistics.median(ready) if ready else None,
-            "ready_max": max(ready) if ready else None,
-            "detected_median": statistics.median(detected) if detected else None,
-            "detected_max": max(detected) if detected else None,
-            "counted": sum(counted) if counted else None}
+    return {"n": len(trials), "failures": ready["missing"], "ready_median": ready["p50"],
+            "ready_max": ready["max"], "detected_median": detected["p50"],
+            "detected_max": detected["max"], "counted": sum(counted) if counted else None}
 
 
 def summaries(samples: Samples) -> dict[str, dict[str, Any]]:
@@ -395,30 +343,22 @@ def summaries(samples: Samples) -> dict[str, dict[str, Any]]:
     return table
 
 
-def fmt_s(value: float | None, n: int, empty: str = "-") -> str:
-    return f"{value:.3f}" if value is not None else (empty if n else "n/a")
-
-
-def ratio(value: float | None) -> str:
-    return f"{value:.2f}" if value is not None else "-"
+def trial_row(fault: str, system: str, service: str, row: dict[str, Any]) -> list[object]:
+    n, never = row["n"], "never" if row["failures"] == row["n"] else "-"
+    return [FAULT_LABELS[fault], SYSTEM_LABELS[system], service, n,
+            figure_cell(row["detected_median"], n), figure_cell(row["detected_max"], n),
+            figure_cell(row["ready_median"], n, never), figure_cell(row["ready_max"], n, never),
+            row["failures"] if n else "n/a", ratio_text(row["detected_ratio"]),
+            ratio_text(row["ready_ratio"])]
 
 
 def trial_table(table: dict[str, dict[str, Any]], trials: int) -> list[str]:
     rows = [f"Recovery, {trials} trials per row, signal at a random U(0, {PHASE:g} s) phase, "
             f"poll every {POLL * 1000:g} ms (seconds from the signal; ratio = unistack median "
-            "/ Monit median on redis).", "",
-            "| Fault | System | Service | n | Detected median | Detected max | Ready median "
-            "| Ready max | Not recovered | Detected ratio | Ready ratio |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for fault, system, service in ROWS:
-        row = table[key(fault, system, service)]
-        n, never = row["n"], "never" if row["failures"] == row["n"] else "-"
-        rows.append(
-            f"| {FAULT_LABELS[fault]} | {SYSTEM_LABELS[system]} | {service} | {n} | "
-            f"{fmt_s(row['detected_median'], n)} | {fmt_s(row['detected_max'], n)} | "
-            f"{fmt_s(row['ready_median'], n, never)} | {fmt_s(row['ready_max'], n, never)} "
-            f"| {row['failures'] if n else 'n/a'} | {ratio(row['detected_ratio'])} | "
-            f"{ratio(row['ready_ratio'])} |")
+            "/ Monit median on redis).", "", *markdown_table(
+                ("Fault", "System", "Service", "n", "Detected median", "Detected max",
+                 "Ready median", "Ready max", "Not recovered", "Detected ratio", "Ready ratio"),
+                "lll" + "r" * 8, (trial_row(*row, table[key(*row)]) for row in ROWS))]
     counted = [table[key(f, "unistack", s)] for f in FAULTS for s in SERVICES]
     rows += ["", f"The hub counted the restart in `restarts` in "
              f"{sum(r['counted'] or 0 for r in counted)} of {sum(r['n'] for r in counted)} "
@@ -427,32 +367,29 @@ def trial_table(table: dict[str, dict[str, Any]], trials: int) -> list[str]:
 
 
 def cpu_table(result: dict[str, Any]) -> list[str]:
-    rows = ["| Supervisor | Setting | Window (s) | CPU seconds | CPU (% of one core) "
-            "| Processes on the machine |", "|---|---|---:|---:|---:|---:|"]
+    rows: list[list[object]] = []
     for name, label in (("hub_cpu", "unistack hub"), ("monit_cpu", "Monit")):
         cpu = result.get(name)
-        if cpu is None:
-            rows.append(f"| {label} | n/a | n/a | n/a | n/a | n/a |")
-        else:
-            rows.append(f"| {label} | {cpu['setting']} | {cpu['window']:.1f} | "
-                        f"{cpu['cpu_seconds']:.2f} | {cpu['percent']:.2f} | {cpu['processes']} |")
-    return rows
+        rows.append([label, "n/a", "n/a", "n/a", "n/a", "n/a"] if cpu is None else [
+            label, cpu["setting"], f"{cpu['window']:.1f}", f"{cpu['cpu_seconds']:.2f}",
+            f"{cpu['percent']:.2f}", cpu["processes"]])
+    return markdown_table(("Supervisor", "Setting", "Window (s)", "CPU seconds",
+                           "CPU (% of one core)", "Processes on the machine"), "llrrrr", rows)
 
 
 def soak_table(soak_result: dict[str, Any]) -> list[str]:
     load = soak_result["load"]
     others = "; ".join(soak_result["other_events"]) or "none"
-    return [
-        "| Soak | Value |", "|---|---:|",
-        f"| duration (s), busy loops | {soak_result['seconds']:g}, {soak_result['burners']} |",
-        f"| dataset loaded (MB in s) | {load['mb']:.0f} in {load['seconds']:.1f} |",
-        f"| Redis used_memory after the load (MB) | {load['used_memory_mb']:.0f} |",
-        f"| BGSAVEs completed | {soak_result['bgsaves']} |",
-        f"| BGREWRITEAOFs (automatic) | {soak_result['aof_rewrites']} |",
-        f"| MB overwritten meanwhile | {soak_result['overwritten_mb']:.0f} |",
-        f"| writer errors | {soak_result['errors']} |",
-        f"| hub restarts (`restarts` in /status + restart events) | {soak_result['restarts']} |",
-        f"| service pids changed | {soak_result['pids_changed']} |",
+    return [*markdown_table(("Soak", "Value"), "lr", [
+        ("duration (s), busy loops", f"{soak_result['seconds']:g}, {soak_result['burners']}"),
+        ("dataset loaded (MB in s)", f"{load['mb']:.0f} in {load['seconds']:.1f}"),
+        ("Redis used_memory after the load (MB)", f"{load['used_memory_mb']:.0f}"),
+        ("BGSAVEs completed", soak_result["bgsaves"]),
+        ("BGREWRITEAOFs (automatic)", soak_result["aof_rewrites"]),
+        ("MB overwritten meanwhile", f"{soak_result['overwritten_mb']:.0f}"),
+        ("writer errors", soak_result["errors"]),
+        ("hub restarts (`restarts` in /status + restart events)", soak_result["restarts"]),
+        ("service pids changed", soak_result["pids_changed"])]),
         "", f"Events other than ready/started during the soak: {others}."]
 
 
@@ -462,7 +399,7 @@ def acceptance(table: dict[str, dict[str, Any]], result: dict[str, Any]) -> list
     passed = all(r["ready_median"] is not None and r["ready_median"] <= ACCEPT_CRASH_READY
                  and r["failures"] == 0 for r in crash)
     lines.append((passed, "crash: ready median " + ", ".join(
-        f"{s} {fmt_s(r['ready_median'], r['n'], 'never')} s" for s, r in zip(
+        f"{s} {figure_cell(r['ready_median'], r['n'], 'never')} s" for s, r in zip(
             SERVICES, crash, strict=True)) + f" ≤ {ACCEPT_CRASH_READY:g} s"))
     cpu = result["hub_cpu"]["percent"]
     lines.append((cpu <= ACCEPT_HUB_CPU, f"hub CPU {cpu:.2f} % ≤ {ACCEPT_HUB_CPU:g} %"))
@@ -478,14 +415,14 @@ def hung_line(table: dict[str, dict[str, Any]], service: str) -> tuple[bool, str
     detected, ready = row["detected_median"], row["ready_median"]
     passed = (row["failures"] == 0 and detected is not None and ready is not None
               and detected <= ACCEPT_HUNG_DETECTED and ready <= ACCEPT_HUNG_READY)
-    text = (f"hung {service}: detected median {fmt_s(detected, row['n'], 'never')} s ≤ "
-            f"{ACCEPT_HUNG_DETECTED:g} s, ready median {fmt_s(ready, row['n'], 'never')} s ≤ "
+    text = (f"hung {service}: detected median {figure_cell(detected, row['n'], 'never')} s ≤ "
+            f"{ACCEPT_HUNG_DETECTED:g} s, ready median {figure_cell(ready, row['n'], 'never')} s ≤ "
             f"{ACCEPT_HUNG_READY:g} s, {row['n'] - row['failures']}/{row['n']} recovered")
     if monit["n"] and monit["ready_median"] is not None and ready is not None:
         faster = ready < monit["ready_median"] and (
             monit["detected_median"] is None or (detected or 0) < monit["detected_median"])
         passed = passed and faster
-        text += (f", faster than Monit (detected {fmt_s(monit['detected_median'], 1)} s, "
+        text += (f", faster than Monit (detected {figure_cell(monit['detected_median'])} s, "
                  f"ready {monit['ready_median']:.3f} s)")
     else:
         text += ", Monit comparison n/a"
@@ -493,10 +430,7 @@ def hung_line(table: dict[str, dict[str, Any]], service: str) -> tuple[bool, str
 
 
 def markdown(report: dict[str, Any], trials: int) -> str:
-    table = report["summary"]
-    machine = report["machine"]
-    rows = [machine_line(machine["cores"], machine["load_before"], machine["load_after"]),
-            "", *trial_table(table, trials)]
+    rows = [machine_line(**report["machine"]), "", *trial_table(report["summary"], trials)]
     rows += ["", *cpu_table(report), "", *soak_table(report["soak"]), ""]
     if not report["monit"]["available"]:
         rows += [f"Monit baseline n/a: {report['monit']['reason']}", ""]
@@ -515,23 +449,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="length of the soak under load (300)")
     parser.add_argument("--cpu-seconds", type=positive, default=60,
                         help="CPU measurement window of the hub and of Monit (60)")
-    parser.add_argument("--json", action="store_true",
-                        help="print samples and summary as JSON instead of tables")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_benchmark("recovery", lambda: print_report(args))
+    return benchmark_main("recovery", build_parser(), make_report, argv)
 
 
-def print_report(args: argparse.Namespace) -> None:
-    """Run every trial, the CPU window and the soak; print the tables or JSON."""
+def make_report(args: argparse.Namespace) -> str:
+    """Run every trial, the CPU window and the soak; the tables or JSON."""
     result = collect(args)
     result["summary"] = summaries(result["samples"])
     result["acceptance"] = acceptance(result["summary"], result)
-    print(trials_json(args.trials, POLL, result) if args.json
-          else markdown(result, args.trials))
+    return trials_json(args.trials, POLL, result) if args.json else markdown(result, args.trials)
 
 
 if __name__ == "__main__":

@@ -12,25 +12,21 @@ Progress goes to stderr; the Markdown table (or JSON with --json) to stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from harness.processes import processes_of
-from harness.runs import BenchmarkError, positive, progress, run_benchmark
-from harness.stacks import make_home, remove_home, stack_environment
+from harness.runs import BenchmarkError, benchmark_main, check_exit, positive, progress
+from harness.stacks import hub_healthy, make_home, remove_home, stack_environment
 from harness.supervisord import SUPERVISORD, baseline_settings, stop_baseline
-from harness.tables import SPREAD_HEAD, ratio_text, spread, spread_row
+from harness.tables import spread_summary, spread_table, verdict
 from harness.waiting import moment_when
 from unistack.config import Settings, load_settings
-from unistack.hub.client import HubClient, HubUnreachable
-from unistack.hub.status import HEALTHY
 from unistack.probes import build_probe
 from unistack.services import REGISTRY
 from unistack.stack import supervisord_env
@@ -55,22 +51,10 @@ ACCEPTANCE = (("start_cli", ACCEPT_START, "cold start"), ("stop_cli", ACCEPT_STO
 Samples = dict[str, list[float]]
 
 
-def wait_until(condition: Callable[[], object], limit: float, what: str) -> float:
-    """Check CONDITION every POLL seconds; return perf_counter() when it first holds."""
-    return moment_when(condition, limit, POLL, what)
-
-
 def spawn_cli(env: dict[str, str], command: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "unistack", command], env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-
-
-def check_exit(process: subprocess.Popen[str], what: str) -> None:
-    """Reap PROCESS and raise with its output unless it exited 0."""
-    out, err = process.communicate(timeout=STOP_LIMIT)
-    if process.returncode != 0:
-        raise BenchmarkError(f"{what} exited {process.returncode}: {(err or out).strip()}")
 
 
 class StartWatch:
@@ -79,20 +63,16 @@ class StartWatch:
     def __init__(self, cli: subprocess.Popen[str], settings: Settings) -> None:
         self._cli = cli
         self._cli_proc = psutil.Process(cli.pid)
-        self._hub = HubClient(settings, timeout=1.0)
+        self._settings = settings
         self.exec_offset: float | None = None  # seconds from the CLI's start to supervisord's
 
     def healthy(self) -> bool:
         if self._cli.poll() not in (None, 0):
-            check_exit(self._cli, "unistack start")
+            check_exit("unistack start", self._cli, timeout=STOP_LIMIT)
         if self.exec_offset is None:
             self._find_supervisord()
-        try:
-            code, document = self._hub.get("/status")
-        except HubUnreachable:
-            return False
         # GET /ready is 200 whenever overall is not "down"; healthy means every service ready.
-        return code == 200 and document.get("overall") == HEALTHY
+        return hub_healthy(self._settings)
 
     def _find_supervisord(self) -> None:
         try:
@@ -108,10 +88,10 @@ def measure_start(env: dict[str, str], settings: Settings) -> dict[str, float]:
     began = time.perf_counter()
     cli = spawn_cli(env, "start")
     watch = StartWatch(cli, settings)
-    healthy = wait_until(watch.healthy, START_LIMIT, "unistack start: /status healthy")
+    healthy = moment_when(watch.healthy, START_LIMIT, POLL, "unistack start: /status healthy")
     cli.wait(timeout=START_LIMIT)
     ended = time.perf_counter()
-    check_exit(cli, "unistack start")
+    check_exit("unistack start", cli, timeout=STOP_LIMIT)
     if watch.exec_offset is None:
         raise BenchmarkError("did not see `unistack start` exec supervisord")
     return {"start_cli": ended - began, "start_healthy": healthy - began,
@@ -121,9 +101,9 @@ def measure_start(env: dict[str, str], settings: Settings) -> dict[str, float]:
 def measure_stop(env: dict[str, str], home: Path) -> float:
     began = time.perf_counter()
     cli = spawn_cli(env, "stop")
-    ended = wait_until(lambda: cli.poll() is not None and not processes_of(home),
-                       STOP_LIMIT, "unistack stop: no process left")
-    check_exit(cli, "unistack stop")
+    ended = moment_when(lambda: cli.poll() is not None and not processes_of(home),
+                        STOP_LIMIT, POLL, "unistack stop: no process left")
+    check_exit("unistack stop", cli, timeout=STOP_LIMIT)
     return ended - began
 
 
@@ -143,8 +123,8 @@ def measure_baseline_start(settings: Settings, conf: Path) -> float:
     daemon = subprocess.Popen([*SUPERVISORD, str(conf)], env=supervisord_env(settings),
                               cwd=settings.unistack_home, stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ended = wait_until(all_ready, START_LIMIT, "baseline: every managed program ready")
-    check_exit(daemon, "baseline supervisord")
+    ended = moment_when(all_ready, START_LIMIT, POLL, "baseline: every managed program ready")
+    check_exit("baseline supervisord", daemon, timeout=STOP_LIMIT)
     return ended - began
 
 
@@ -184,31 +164,19 @@ def collect(runs: int) -> Samples:
     return samples
 
 
-def summarize(samples: Samples) -> dict[str, dict[str, Any]]:
-    summary: dict[str, dict[str, Any]] = {}
-    for key, label, _ in MEASURES:
-        summary[key] = {"label": label, **spread(samples[key])}
-    for key, _, against in MEASURES:
-        summary[key]["ratio"] = (summary[key]["median"] / summary[against]["median"]
-                                 if against else None)
-    return summary
-
-
 def acceptance(summary: dict[str, dict[str, Any]]) -> tuple[bool, str]:
     parts, passed = [], True
     for key, limit, name in ACCEPTANCE:
         median = summary[key]["median"]
         passed = passed and median <= limit
         parts.append(f"{name} median {median:.2f} s ≤ {limit:g} s")
-    return passed, " and ".join(parts) + f" → {'PASS' if passed else 'FAIL'}"
+    return passed, " and ".join(parts) + f" → {verdict(passed)}"
 
 
 def markdown(summary: dict[str, dict[str, Any]], runs: int) -> str:
     rows = [f"Startup and stop, {runs} runs after 1 warm-up, poll every {POLL * 1000:g} ms "
             "(seconds; ratio = unistack median / baseline median).", "",
-            *SPREAD_HEAD]
-    rows += [spread_row(row["label"], row, ratio_text(row["ratio"])) for row in summary.values()]
-    rows += ["", "Acceptance (issue 2): " + acceptance(summary)[1]]
+            *spread_table(summary), "", "Acceptance (issue 2): " + acceptance(summary)[1]]
     return "\n".join(rows)
 
 
@@ -217,26 +185,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Time cold start and stop of unistack against plain supervisord "
                     "running the same managed programs.")
     parser.add_argument("--runs", type=positive, default=7, help="measured runs (7)")
-    parser.add_argument("--json", action="store_true",
-                        help="print samples and summary as JSON instead of a table")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_benchmark("startup", lambda: print_report(args.runs, args.json))
+    return benchmark_main("startup", build_parser(), make_report, argv,
+                          json_help="print samples and summary as JSON instead of a table")
 
 
-def print_report(runs: int, as_json: bool) -> None:
-    """Measure RUNS runs; print the table, or the samples and summary as JSON."""
-    summary = summarize(samples := collect(runs))
-    if as_json:
-        passed, line = acceptance(summary)
-        print(json.dumps({"runs": runs, "poll_seconds": POLL, "samples": samples,
-                          "summary": summary, "acceptance": {"pass": passed, "text": line}},
-                         indent=2))
-    else:
-        print(markdown(summary, runs))
+def make_report(args: argparse.Namespace) -> str | dict[str, Any]:
+    """Measure ARGS.runs runs; the table, or the samples and summary as JSON."""
+    summary = spread_summary(MEASURES, samples := collect(args.runs))
+    if not args.json:
+        return markdown(summary, args.runs)
+    passed, line = acceptance(summary)
+    return {"runs": args.runs, "poll_seconds": POLL, "samples": samples, "summary": summary,
+            "acceptance": {"pass": passed, "text": line}}
 
 
 if __name__ == "__main__":

@@ -16,11 +16,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from harness.debian import version
+from harness.debian import program, version
 from harness.fetch import http_get, http_json
 from harness.ports import free_ports
 from harness.redisping import answering_pid
-from harness.runs import BenchmarkError
+from harness.runs import BenchmarkError, progress
 from harness.slack import SlackStandIn
 from harness.stacks import stack_environment
 from harness.supervisord import baseline_settings, conf_text, run_supervisord
@@ -175,6 +175,23 @@ def baseline_conf_text(source: Path, directory: Path, programs: dict[str, dict[s
         conf[f"program:{name}"] = PROGRAM | options | {
             "stdout_logfile": str(directory / f"{name}.log")}
     return conf_text(conf)
+
+
+def baseline_programs() -> dict[str, str | None]:
+    """The baseline's programs: Debian's Alertmanager (installed when missing), Prometheus,
+    and Debian's redis exporter where apt has one (None: PythonExporter serves redis_up);
+    BenchmarkError when the baseline cannot run."""
+    alertmanager, reason = program("prometheus-alertmanager", "prometheus-alertmanager")
+    if not alertmanager:
+        raise BenchmarkError(f"Alertmanager baseline n/a: {reason}")
+    exporter, why = program("prometheus-redis-exporter", "prometheus-redis-exporter",
+                            optional=True)
+    if not exporter:
+        progress(f"  no prometheus-redis-exporter ({why}): the Python exporter serves redis_up")
+    prometheus = shutil.which("prometheus")
+    if not prometheus:
+        raise BenchmarkError("prometheus is not installed (scripts/bootstrap.sh installs it)")
+    return {"alertmanager": alertmanager, "exporter": exporter, "prometheus": prometheus}
 
 
 def start_baseline(home: Path, slack: SlackStandIn, binaries: dict[str, str | None],

@@ -1,4 +1,5 @@
-"""Plain HTTP GETs of a benchmark or test: never through a proxy, never raising."""
+"""Plain HTTP GETs of a benchmark or test: never through a proxy, never raising; and the
+samples of a Prometheus /metrics page."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import json
 import urllib.error
 import urllib.request
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+Labels = tuple[tuple[str, str], ...]
 
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -30,3 +35,9 @@ def http_json(url: str, timeout: float = 1.0) -> Any:
         return json.loads(body)
     except ValueError:
         return None
+
+
+def metric_samples(text: str) -> dict[tuple[str, Labels], float]:
+    """Every sample of the Prometheus exposition TEXT: (name, its labels sorted) → value."""
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}

@@ -1,10 +1,11 @@
-"""The processes of a stack: how old one is, whether it is gone, finding and ending all of
-one home's processes."""
+"""The processes of a stack: how old one is, the CPU it used, whether it is gone, finding
+and ending all of one home's processes; and busy loops that load the machine."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,29 @@ def process_age(pid: int) -> float:
     except (OSError, IndexError, ValueError):
         return 0.0
     return uptime() - ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(*processes: psutil.Process, children: bool = False) -> float:
+    """User and system CPU seconds of PROCESSES (and, with CHILDREN, of their children
+    that have been waited for); 0 for a process that is gone."""
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+            if children:
+                total += times.children_user + times.children_system
+    return total
+
+
+BUSY_LOOP = ("import sys, time\nend = time.monotonic() + float(sys.argv[1])\n"
+             "while time.monotonic() < end:\n    pass\n")
+
+
+def busy_loop(seconds: float, *marks: str) -> subprocess.Popen[bytes]:
+    """A Python process that keeps one core busy for SECONDS, then exits; MARKS only stand
+    in its command line (a home there makes it one of processes_of(home))."""
+    return subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(seconds), *marks])
 
 
 def gone(pid: int) -> bool:

@@ -10,6 +10,7 @@ unistack uses, recording every request, and told when to fail.
         slack.webhook_url, slack.api_url         # what to put in SLACK_WEBHOOK_URL / _API_URL
         slack.ping_url                           # a dead man's switch (HEARTBEAT_URL): 200
         slack.requests                           # every request, in arrival order
+        slack.quiet_for(3)                       # ... once none has come for 3 s
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl
+
+from harness.waiting import wait_for
 
 WEBHOOK_PATH = "/webhook/T000/B000/standin-secret-path"
 PING_PATH = "/ping/0d4c6b4e-standin-check-uuid"
@@ -188,6 +191,16 @@ class SlackStandIn:
         """Requests to paths starting with PATH that got ANSWERED (None: every request)."""
         return [r for r in self.requests if r.path.startswith(path)
                 and (answered is None or r.status == answered)]
+
+    def quiet_for(self, seconds: float, timeout: float = 60.0) -> list[Recorded]:
+        """Every request, once none has arrived for SECONDS (nothing more is on its way);
+        WaitTimeout after TIMEOUT seconds."""
+        def quiet() -> bool:
+            requests = self.requests
+            return not requests or time.monotonic() - requests[-1].monotonic >= seconds
+
+        wait_for(quiet, timeout, 0.05, f"{seconds:g} s without a request at the stand-in")
+        return self.requests
 
     def up(self) -> None:
         """Listen (again, on the same port after down())."""

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -15,10 +16,12 @@ from typing import Any, Self
 
 import psutil
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from harness.ports import free_ports
 from harness.processes import kill_leftovers, process_age, processes_of
-from harness.runs import BenchmarkError, progress
+from harness.runs import check_exit, progress
 from harness.waiting import WaitTimeout, wait_for
 from unistack.config import Settings, load_settings
 from unistack.configkeys import LOOPBACK, PORT_KEYS
@@ -38,6 +41,17 @@ def make_home(prefix: str = "us-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
+def write_env_file(home: Path, **values: str) -> None:
+    """HOME/.env with VALUES, mode 0600 from its creation (HOME made 0700 when missing): how
+    an operator hands a stack a secret, never on a command line; supervisord passes no
+    secret from its own environment to the hub."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(home / ".env", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.writelines(f"{key}={value}\n" for key, value in values.items())
+
+
 def stack_environment(home: Path, clear: tuple[str, ...] = ()) -> dict[str, str]:
     """The process environment of a stack rooted at HOME on fresh loopback ports: ours,
     without any setting of another stack (STACK_PREFIXES, and the prefixes in CLEAR)."""
@@ -54,6 +68,16 @@ def unistack_cli(env: dict[str, str], *args: str,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def hub_healthy(settings: Settings, timeout: float = 1.0) -> bool:
+    """Whether the hub of SETTINGS says in /status that every service is ready (overall
+    healthy); False while it does not answer."""
+    try:
+        code, document = HubClient(settings, timeout=timeout).get("/status")
+    except HubUnreachable:
+        return False
+    return code == 200 and document.get("overall") == HEALTHY
+
+
 @dataclass
 class Stack:
     """One stack: its home and environment, its CLI, its processes and its hub's API."""
@@ -67,10 +91,7 @@ class Stack:
         """`unistack start` a stack in HOME on fresh ports (OVERRIDES added to its
         environment); raise BenchmarkError with its output if the start fails."""
         stack = cls(home, stack_environment(home) | (overrides or {}))
-        done = stack.cli("start", timeout=timeout)
-        if done.returncode != 0:
-            raise BenchmarkError(f"unistack start exited {done.returncode}: "
-                                 f"{(done.stderr or done.stdout).strip()}")
+        check_exit("unistack start", stack.cli("start", timeout=timeout))
         return stack
 
     @cached_property
@@ -113,16 +134,11 @@ class Stack:
 
     def redis(self) -> redis.Redis:
         """A redis-py client of the stack's Redis (the caller closes it)."""
-        return redis.Redis(host=LOOPBACK, port=self.settings.redis_port,
-                           password=self.settings.redis_password)
+        return redis_client(self.settings)
 
     def healthy(self) -> bool:
         """Whether the hub's /status says every service is ready (overall healthy)."""
-        try:
-            code, document = HubClient(self.settings, timeout=1.0).get("/status")
-        except HubUnreachable:
-            return False
-        return code == 200 and document.get("overall") == HEALTHY
+        return hub_healthy(self.settings)
 
     def get(self, path: str) -> Any:
         """The hub's JSON document at PATH; {} when the hub does not answer 200."""
@@ -146,6 +162,25 @@ class Stack:
             return None
 
         return wait_for(check, timeout, 0.01, f"{name} READY for {settle:g} s")
+
+
+def redis_client(settings: Settings, timeout: float | None = None,
+                 connect_timeout: float | None = None) -> redis.Redis:
+    """A redis-py client of SETTINGS' Redis (the caller closes it). With a TIMEOUT (seconds
+    per call), it never retries inside a call: a loading or busy Redis fails it at once."""
+    if timeout is None:
+        return redis.Redis(host=LOOPBACK, port=settings.redis_port,
+                           password=settings.redis_password)
+    return redis.Redis(host=LOOPBACK, port=settings.redis_port, password=settings.redis_password,
+                       socket_timeout=timeout, socket_connect_timeout=connect_timeout,
+                       retry=Retry(NoBackoff(), 0))
+
+
+def command_calls(connection: redis.Redis, commands: Iterable[str]) -> dict[str, float]:
+    """How often Redis has run each of COMMANDS (lower case) since it started, from INFO
+    commandstats (the commands of a script count too)."""
+    stats = connection.info("commandstats")
+    return {name: float(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in commands}
 
 
 def remove_home(home: Path) -> None:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from harness.processes import gone, processes_of
-from harness.runs import BenchmarkError
+from harness.runs import check_exit
 from harness.waiting import wait_for
 from unistack import runtime
 from unistack.config import Settings, load_settings
@@ -73,9 +73,7 @@ def run_supervisord(settings: Settings, conf: Path, timeout: float) -> None:
     daemon = subprocess.run([*SUPERVISORD, str(conf)], env=supervisord_env(settings),
                             cwd=settings.unistack_home, capture_output=True, text=True,
                             timeout=timeout, check=False)
-    if daemon.returncode != 0:
-        raise BenchmarkError(f"baseline supervisord exited {daemon.returncode}: "
-                             f"{(daemon.stderr or daemon.stdout).strip()}")
+    check_exit("baseline supervisord", daemon)
 
 
 def stop_baseline(socket_path: Path, home: Path) -> float:

@@ -1,34 +1,62 @@
-"""The figures and lines of a benchmark report: spread summaries, Markdown table rows,
-PASS/FAIL acceptance lines, the machine line, and the JSON of checks and trials."""
+"""The lines of a benchmark report: Markdown tables (the spread table among them),
+PASS/FAIL acceptance lines, the machine line, and the JSON of checks and trials. Its
+figures come from harness.figures."""
 
 from __future__ import annotations
 
 import json
-import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+from harness.figures import ratio_text, spread
 
-def spread(values: Sequence[float]) -> dict[str, float]:
-    """Median, min, max and spread (max - min) of VALUES, which must not be empty."""
-    low, high = min(values), max(values)
-    return {"median": statistics.median(values), "min": low, "max": high,
-            "spread": high - low}
+
+def table_row(cells: Iterable[object]) -> str:
+    """One Markdown table row of CELLS, each as str() gives it."""
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def markdown_table(head: Sequence[str], align: str, rows: Iterable[Iterable[object]],
+                   ) -> list[str]:
+    """A Markdown table: the HEAD row, its rule (ALIGN has "l" or "r" for each column:
+    left or right), then ROWS."""
+    if len(align) != len(head):
+        raise ValueError(f"{len(head)} columns, {len(align)} alignments")
+    rule = "|" + "".join("---:|" if side == "r" else "---|" for side in align)
+    return [table_row(head), rule, *map(table_row, rows)]
 
 
 SPREAD_HEAD = ("| Measure | Median | Min | Max | Spread | Ratio |",
                "|---|---:|---:|---:|---:|---:|")
 
 
-def ratio_text(ratio: float | None) -> str:
-    """A ratio with two decimals, or "-" when there is none (a baseline row)."""
-    return f"{ratio:.2f}" if ratio is not None else "-"
-
-
 def spread_row(label: str, figures: dict[str, Any], ratio: str) -> str:
     """One row under SPREAD_HEAD: LABEL, the spread() FIGURES in seconds, RATIO as given."""
     return (f"| {label} | {figures['median']:.3f} | {figures['min']:.3f} | "
             f"{figures['max']:.3f} | {figures['spread']:.3f} | {ratio} |")
+
+
+Measures = Sequence[tuple[str, str, str | None]]
+
+
+def spread_summary(measures: Measures, samples: dict[str, list[float]],
+                   bases: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
+    """For each of MEASURES (key, label, what its ratio is taken against): its label, the
+    spread() of its SAMPLES, and its ratio: its median over the median of the measure
+    named third, or over the number of that name in BASES (None when nothing is named)."""
+    summary: dict[str, dict[str, Any]] = {key: {"label": label, **spread(samples[key])}
+                                          for key, label, _ in measures}
+    medians = {key: row["median"] for key, row in summary.items()} | (bases or {})
+    for key, _, against in measures:
+        base = medians[against] if against else None
+        summary[key]["ratio"] = summary[key]["median"] / base if base else None
+    return summary
+
+
+def spread_table(summary: dict[str, dict[str, Any]]) -> list[str]:
+    """SPREAD_HEAD and a spread_row() for each row of a spread_summary()."""
+    return [*SPREAD_HEAD, *(spread_row(row["label"], row, ratio_text(row["ratio"]))
+                            for row in summary.values())]
 
 
 def verdict(passed: bool) -> str:

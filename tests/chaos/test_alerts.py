@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from harness.slack import Recorded, SlackStandIn
-from harness.stacks import Stack
+from harness.slack import SlackStandIn
+from harness.stacks import Stack, write_env_file
 from harness.waiting import wait_for
 from tests.chaos.test_chaos import NO_LOOPS, events, services, settle_past_startsecs, start
 from unistack.config import load_settings
@@ -31,9 +31,7 @@ def slack() -> Iterator[SlackStandIn]:
 
 def with_webhook(stack: Stack, slack: SlackStandIn) -> None:
     """The operator's step: the webhook URL (a secret) goes into .env, mode 0600."""
-    env_file = stack.home / ".env"
-    env_file.write_text(f"SLACK_WEBHOOK_URL={slack.webhook_url}\n")
-    env_file.chmod(0o600)
+    write_env_file(stack.home, SLACK_WEBHOOK_URL=slack.webhook_url)
     start(stack, **NO_LOOPS)
     wait_for(lambda: about(slack, "startup complete"), timeout=10)  # one message per start
 
@@ -51,15 +49,6 @@ def texts(slack: SlackStandIn) -> list[str]:
 
 def about(slack: SlackStandIn, word: str) -> list[str]:
     return [text for text in texts(slack) if word in text]
-
-
-def quiet_for(slack: SlackStandIn, seconds: float) -> list[Recorded]:
-    """Every request, once none has arrived for SECONDS (nothing more is on its way)."""
-    def settled() -> bool:
-        calls = slack.requests
-        return not calls or time.monotonic() - calls[-1].monotonic > seconds
-    wait_for(settled, timeout=60, interval=0.1)
-    return slack.requests
 
 
 def over(text: str) -> bool:
@@ -80,7 +69,7 @@ def test_a_crash_is_one_message_then_one_resolved_update(stack: Stack,
     assert arrived - killed < 2.0
     assert "crashed" in first[0]
     wait_for(lambda: any(over(t) for t in about(slack, "prometheus")), timeout=20)
-    quiet_for(slack, 3)
+    slack.quiet_for(3)
     messages = about(slack, "prometheus")
     # The crash, then its resolution; or one message saying both when prometheus was
     # ready again inside the group window.
@@ -95,7 +84,7 @@ def test_a_burst_of_failures_is_one_message(stack: Stack, slack: SlackStandIn) -
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
     wait_for(lambda: failures(slack) or [t for t in texts(slack) if over(t)], timeout=10)
-    quiet_for(slack, 3)
+    slack.quiet_for(3)
     told = [t for t in texts(slack) if "startup complete" not in t.lower()]
     # One incident: its first message names both (it may already say it is over), then
     # at most its resolution.
@@ -117,7 +106,7 @@ def test_redis_down_is_one_incident_with_its_dependents(stack: Stack,
         _continue(pid)
     wait_for(lambda: services(stack)["redis"]["ready"] and services(stack)["ml_engine"]["ready"],
              timeout=30)
-    quiet_for(slack, 4)
+    slack.quiet_for(4)
     assert not [t for t in texts(slack) if "*ml_engine " in t], texts(slack)  # no own incident
     assert len([t for t in failures(slack) if "affected too" not in t]) == 1, texts(slack)
     assert "redis hung" in failures(slack)[0]
@@ -140,7 +129,7 @@ def test_messages_wait_out_a_slack_outage_and_a_killed_hub(stack: Stack,
     wait_for(lambda: _hub_pid(stack) not in (None, hub), timeout=20)
     slack.up()
     wait_for(lambda: any(over(t) for t in about(slack, "prometheus")), timeout=60)
-    quiet_for(slack, 3)
+    slack.quiet_for(3)
     messages = about(slack, "prometheus")
     # The crash and its recovery, each exactly once (one message when it was back inside
     # the group window).
@@ -156,7 +145,7 @@ def test_a_silence_holds_messages_and_is_announced(stack: Stack, slack: SlackSta
     wait_for(lambda: about(slack, "planned upgrade"), timeout=10)
     os.kill(settle_past_startsecs(stack, "prometheus"), signal.SIGKILL)
     wait_for(lambda: events(stack, "recovered", "prometheus"), timeout=10)  # over, untold
-    quiet_for(slack, 3)
+    slack.quiet_for(3)
     assert [t for t in about(slack, "prometheus") if "crashed" in t] == []
     shown = stack.cli("alerts")
     assert shown.returncode == 0 and "Silenced: prometheus" in shown.stdout

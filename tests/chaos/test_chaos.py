@@ -7,8 +7,6 @@ import itertools
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -20,9 +18,10 @@ import psutil
 import pytest
 import redis
 
-from harness.processes import process_age
+from harness.faults import NO_LOOPS
+from harness.processes import busy_loop, process_age
 from harness.slack import SlackStandIn
-from harness.stacks import Stack
+from harness.stacks import Stack, write_env_file
 from harness.waiting import wait_for
 from unistack.services import stop_order
 
@@ -70,10 +69,6 @@ def settle_past_startsecs(stack: Stack, name: str) -> int:
     service = wait_for(lambda: services(stack)[name]["ready"] and services(stack)[name])
     wait_for(lambda: process_age(service["pid"]) > 1.2)
     return int(service["pid"])
-
-
-# A recovery test wants every trial to be a fresh recovery, not a LOOPING incident.
-NO_LOOPS = {"FLAP_RESTARTS": "1000"}
 
 
 @pytest.mark.parametrize("name", ["redis", "prometheus", "ml_engine"])
@@ -249,9 +244,7 @@ def test_sigterm_to_supervisord_stops_in_order_within_budget(stack: Stack) -> No
 
 def test_kill_9_hub_adopts_restarts_nothing_and_leaves_a_trace(stack: Stack) -> None:
     with SlackStandIn() as outside:  # the dead man's switch's outside service
-        env_file = stack.home / ".env"
-        env_file.write_text(f"HEARTBEAT_URL={outside.ping_url}\n")
-        env_file.chmod(0o600)
+        write_env_file(stack.home, HEARTBEAT_URL=outside.ping_url)
         start(stack, HEARTBEAT_INTERVAL="0.2")
         wait_for(lambda: len(outside.calls("/ping/")) >= 2, timeout=5)
         before = {name: s["pid"] for name, s in services(stack).items()}
@@ -293,9 +286,6 @@ def start_clean(stack: Stack) -> bool:
     return not events(stack, "crashed", "hub")[1:]
 
 
-HOG = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass\n"
-
-
 def test_cpu_hogs_and_a_large_save_cause_no_restart(stack: Stack) -> None:
     seconds = float(os.environ.get("UNISTACK_SOAK_SECONDS", "60"))
     start(stack)
@@ -306,8 +296,7 @@ def test_cpu_hogs_and_a_large_save_cause_no_restart(stack: Stack) -> None:
         for n in range(1000):
             pipe.set(f"big:{batch}:{n}", value)
         pipe.execute()
-    hogs = [subprocess.Popen([sys.executable, "-c", HOG.format(seconds=seconds)])
-            for _ in range(2)]
+    hogs = [busy_loop(seconds) for _ in range(2)]
     try:
         deadline = time.monotonic() + seconds
         saves = 0

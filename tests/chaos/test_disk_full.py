@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from harness.slack import SlackStandIn
-from harness.stacks import Stack
+from harness.stacks import Stack, write_env_file
 from harness.waiting import wait_for
 from tests.chaos.test_alerts import about, slack  # noqa: F401 -- the stand-in fixture
 from tests.chaos.test_chaos import NO_LOOPS, events, services, start
@@ -52,9 +52,7 @@ def test_a_full_disk_is_survived_reported_once_and_recovered(
     stack: Stack, slack: SlackStandIn  # noqa: F811
 ) -> None:
     with tmpfs_home(stack):
-        env_file = stack.home / ".env"
-        env_file.write_text(f"SLACK_WEBHOOK_URL={slack.webhook_url}\n")
-        env_file.chmod(0o600)
+        write_env_file(stack.home, SLACK_WEBHOOK_URL=slack.webhook_url)
         start(stack, **NO_LOOPS, RESOURCE_INTERVAL="0.5")
         hub_pid = services(stack)["hub"]["pid"]
         filler = fill_disk(stack.home)

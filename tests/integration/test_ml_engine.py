@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import redis
 import xgboost as xgb
-from prometheus_client.parser import text_string_to_metric_families
 
+from harness.fetch import Labels, metric_samples
 from harness.ports import free_ports
 from harness.waiting import wait_for
 from unistack.config import load_settings
@@ -240,12 +240,10 @@ def test_metrics_count_every_request_in_histograms_and_gauges(
     redis_server.xadd(STREAM, {"garbage": "x"})
     model = [("default", {"kind": "xgboost", "device": "cpu", "version": 1})]
 
-    def scraped() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        text = metrics.render(model).decode()
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(text) for s in family.samples}
+    def scraped() -> dict[tuple[str, Labels], float]:
+        return metric_samples(metrics.render(model).decode())
 
-    def settled() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+    def settled() -> dict[tuple[str, Labels], float] | None:
         """A scrape that saw the dead letter's batch (observed just after its commit) and
         the stream after it (read before the histograms in the same scrape)."""
         found = scraped()

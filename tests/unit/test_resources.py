@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from harness.processes import busy_loop
 from unistack.config import load_settings
 from unistack.hub.events import EventLog
 from unistack.hub.resources import ResourceWatcher, filesystems, mount_point
-
-BUSY = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass\n"
 
 
 def watcher(tmp_path: Path, pids: dict[str, int], **environ: str) -> tuple[ResourceWatcher,
@@ -59,7 +57,7 @@ def test_plenty_of_free_disk_raises_nothing(tmp_path: Path) -> None:
 
 @pytest.fixture
 def busy_process() -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen([sys.executable, "-c", BUSY])
+    process = busy_loop(30)
     yield process
     process.kill()
     process.wait()
