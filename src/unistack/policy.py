@@ -223,7 +223,7 @@ class ServicePolicy:
         actions = self._open(Kind.FAILED, self._severity, detail, now)
         self._move(FAILED, now)  # any -> FAILED: supervisord stopped trying
         if self._flapping():
-            actions += self._announce_loop(detail, now)
+            actions += self._announce_loop(detail)
         return actions + self._schedule(now)
 
     def stopped(self, now: float) -> list[Action]:
@@ -280,7 +280,7 @@ class ServicePolicy:
         actions += self._open(kind, severity, detail, now)
         if self._flapping():
             self._move(LOOPING, now)  # any -> LOOPING: too many restarts in the window
-            return actions + self._announce_loop(detail, now) + [Action(STOP)] + self._schedule(now)
+            return actions + self._announce_loop(detail) + [Action(STOP)] + self._schedule(now)
         self._move(RESTARTING, now)  # READY/UNHEALTHY/DEGRADED/STARTING -> RESTARTING
         return actions + ([Action(KILL, kind, severity, detail)] if kind == Kind.HUNG else [])
 
@@ -289,7 +289,7 @@ class ServicePolicy:
         self.next_start = now + self.backoff(self._loop_failures)
         return []
 
-    def _announce_loop(self, detail: str, now: float) -> list[Action]:
+    def _announce_loop(self, detail: str) -> list[Action]:
         if self._looping_announced:
             return []
         self._looping_announced = True

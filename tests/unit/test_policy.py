@@ -12,6 +12,7 @@ import pytest
 
 from unistack.policy import (
     CAPTURE,
+    DEGRADED,
     EVENT,
     FAILED,
     KILL,
@@ -822,3 +823,189 @@ def test_an_incident_open_before_maintenance_resolves_once_ready_after_it() -> N
     p.started(41.0)
     assert events(p.ready(42.0)) == ["recovered"]  # not a `ready`: the incident says it
     assert p.incident is None
+
+
+# --- construction ---------------------------------------------------------------------
+
+
+def test_a_new_policy_is_stopped_with_nothing_open_and_critical_by_default() -> None:
+    p = ServicePolicy("redis", CONFIG)
+    assert (p.name, p.state, p.since, p.incident, p.incident_since, p.next_start) == (
+        "redis", STOPPED, 0.0, None, 0.0, None)
+    p.started(0.0)
+    p.ready(1.0)
+    assert {a.severity for a in p.hung(5.0, "timed out")} == {"critical"}
+
+
+# --- busy and degraded: alive, not serving, never killed for it -------------------------
+
+
+def test_busy_moves_a_ready_service_to_degraded_with_one_warning_incident() -> None:
+    p = ready_at(1.0)  # critical, yet busy is only a warning: it is making progress
+    assert p.busy(10.0, "probe timed out; cpu +80 %") == [
+        Action(EVENT, "busy", "warning", "probe timed out; cpu +80 %")]
+    assert (p.state, p.since, p.incident, p.incident_since) == (DEGRADED, 10.0, "busy", 10.0)
+    assert p.busy(11.0, "still busy") == []  # one event per incident
+    assert (p.since, p.incident_since) == (10.0, 10.0)
+    assert p.tick(12.0) == []  # not ready: nothing to resolve, no restart
+    assert p.state == DEGRADED
+
+
+def test_a_busy_service_ready_again_resolves_after_resolve_after() -> None:
+    p = ready_at(1.0)
+    p.busy(10.0, "busy")
+    assert p.ready(20.0) == []  # the same process: ready once is not yet stable
+    assert p.state == READY  # DEGRADED -> READY
+    assert p.tick(22.9) == []
+    assert events(p.tick(23.0)) == ["recovered"]
+
+
+def test_busy_or_degraded_while_not_running_does_nothing() -> None:
+    stopped = make()
+    restarting = ready_at(1.0)
+    restarting.exited(5.0, "exit status 1")
+    failed = make()
+    failed.started(0.0)
+    failed.fatal(1.0, "gave up")
+    looping = ready_at(0.0)
+    crash_loop(looping, [10.0, 20.0, 30.0])
+    for p, state in ((stopped, STOPPED), (restarting, RESTARTING), (failed, FAILED),
+                     (looping, LOOPING)):
+        incident = p.incident
+        assert p.busy(40.0, "busy") == []
+        assert p.degraded(41.0, "MISCONF") == []
+        assert (p.state, p.incident) == (state, incident)
+
+
+def test_degraded_moves_a_ready_service_to_degraded_with_an_incident_of_its_severity() -> None:
+    p = ready_at(1.0)
+    assert p.degraded(10.0, "MISCONF: failed save") == [
+        Action(EVENT, "degraded", "critical", "MISCONF: failed save")]
+    assert (p.state, p.since, p.incident) == (DEGRADED, 10.0, "degraded")
+    minor = ServicePolicy("prometheus", CONFIG, critical=False, rng=lambda: 0.5)
+    minor.started(0.0)
+    assert minor.degraded(1.0, "bad model") == [
+        Action(EVENT, "degraded", "warning", "bad model")]  # STARTING -> DEGRADED
+    assert minor.state == DEGRADED
+
+
+def test_a_busy_or_degraded_incident_escalates_when_the_service_hangs_or_crashes() -> None:
+    busy = ready_at(1.0)
+    busy.busy(10.0, "busy")
+    hung = busy.hung(100.0, "busy past its grace")
+    assert events(hung) == ["hung"]  # a worse failure: one more event
+    assert (busy.incident, busy.incident_since) == ("hung", 100.0)
+    degraded = ready_at(1.0)
+    degraded.degraded(10.0, "MISCONF")
+    assert events(degraded.exited(20.0, "exit status 1")) == ["crashed"]
+    assert (degraded.incident, degraded.incident_since) == ("crashed", 20.0)
+    degraded.started(20.1)
+    assert events(degraded.exited(30.0, "exit status 1")) == []  # no further escalation
+
+
+# --- more of the flap guard, fatal, adoption and stops ---------------------------------
+
+
+def test_the_looping_event_names_the_last_failure_and_looping_starts_then() -> None:
+    p = ready_at(0.0)
+    crash_loop(p, [10.0, 20.0])
+    looping = p.exited(30.0, "exit status 137")
+    assert looping[0] == Action(
+        EVENT, "looping", "critical",
+        "3 restarts within 600 s; restarting with backoff (cap 300 s); last: exit status 137")
+    assert (p.state, p.since) == (LOOPING, 30.0)
+
+
+def test_restarts_exactly_flap_window_apart_are_still_within_it() -> None:
+    p = ready_at(0.0)
+    crash_loop(p, [100.0, 400.0])
+    assert events(p.exited(700.0, "exit status 1")) == ["looping"]
+    assert list(p.restarts) == [100.0, 400.0, 700.0]
+
+
+def test_a_fatal_that_completes_a_loop_reports_the_failure_and_the_loop() -> None:
+    p = ready_at(0.0)
+    crash_loop(p, [10.0, 20.0])
+    assert events(p.ready(21.0)) == ["recovered"]  # the restarts are remembered
+    actions = p.fatal(30.0, "supervisord gave up")
+    assert actions == [
+        Action(EVENT, "failed", "critical", "supervisord gave up"),
+        Action(EVENT, "looping", "critical", "3 restarts within 600 s; restarting with "
+               "backoff (cap 300 s); last: supervisord gave up"),
+    ]
+    assert (p.state, p.since, p.incident, p.incident_since) == (FAILED, 30.0, "failed", 30.0)
+
+
+def test_a_ready_of_the_old_process_after_fatal_waits_resolve_after() -> None:
+    p = make(replace(CONFIG, backoff_initial=50.0, jitter=0.0))
+    p.started(0.0)
+    p.fatal(1.0, "gave up")
+    assert p.ready(1.5) == []  # no new process yet: no confirmation
+    assert p.incident == "failed"
+    assert p.tick(4.4) == []
+    assert events(p.tick(4.5)) == ["recovered"]
+
+
+def test_adopted_announces_that_it_was_running_before_this_hub() -> None:
+    p = make()
+    p.adopted(100.0, running_since=95.0)
+    assert (p.state, p.since) == (STARTING, 100.0)
+    assert p.ready(100.2) == [
+        Action(EVENT, "adopted", "info", "running before this hub started; ready")]
+
+
+def test_a_stop_on_request_restarts_the_ready_timeout_and_stopped_records_when() -> None:
+    p = ready_at(1.0)
+    p.stopping(10.0)
+    assert (p.state, p.since) == (RESTARTING, 10.0)
+    assert p.tick(30.0) == []  # the ready timeout counts from the stop
+    assert events(p.tick(30.5)) == ["hung"]
+    p.stopped(40.0)
+    assert (p.state, p.since) == (STOPPED, 40.0)
+
+
+# --- held by a dependency, the ready timeout, the stable period, backoff ----------------
+
+
+def test_held_by_a_dependency_starts_the_ready_timeout_only_once_released() -> None:
+    p = make()
+    p.started(0.0)
+    assert p.held(15.0) == []
+    assert p.held(5.0) == []  # an earlier time never moves it back
+    assert p.tick(35.0) == []
+    assert events(p.tick(35.1)) == ["hung"]
+
+
+def test_not_ready_in_time_without_a_probe_detail_says_only_so() -> None:
+    p = make()
+    p.started(0.0)
+    actions = p.tick(20.5)
+    assert actions[1] == Action(EVENT, "hung", "critical", "not ready 20 s after start")
+
+
+def test_restarts_are_forgotten_only_while_ready() -> None:
+    p = make(replace(CONFIG, stable_period=1.0))
+    p.started(0.0)
+    p.ready(1.0)
+    p.exited(10.0, "exit status 1")
+    p.started(10.1)
+    assert p.tick(15.0) == []
+    assert list(p.restarts) == [10.0]  # not ready: nothing is stable
+    p.ready(16.0)
+    p.tick(17.0)
+    assert list(p.restarts) == []
+
+
+def test_backoff_doubling_stops_at_two_to_the_64_so_no_attempt_overflows() -> None:
+    p = make(replace(CONFIG, backoff_max=float("inf"), jitter=0.0))
+    assert p.backoff(65) == 2.0 ** 64
+    assert p.backoff(10_000) == 2.0 ** 64
+
+
+def test_threshold_starts_lowered_and_is_lowered_again_once_cleared() -> None:
+    level = Threshold(limit=90.0, margin=5.0)
+    assert level.raised is False
+    assert level.update(95.0) == "raised"
+    assert level.raised is True
+    assert level.update(80.0) == "cleared"
+    assert level.raised is False
