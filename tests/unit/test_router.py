@@ -546,6 +546,23 @@ def test_a_prometheus_rule_repeating_the_hubs_resource_warning_sends_nothing(
     assert (resolved.kind, resolved.incident) == (RESOLVED, opened.incident)
 
 
+def test_a_repeating_rule_that_fires_again_stays_folded_into_the_hubs_warning(
+        clock: Clock) -> None:
+    clock.feed(ev(T0, "stack", "resource", "warning", "free disk 8.0% (900 MiB) under /v: "
+                  "below 10%"))
+    clock.until(T0 + 1)
+    rule = "rule:UnistackDiskFreeLow:path=/v,service=stack"
+    clock.feed(ev(T0 + 10, "stack", "alert_firing", "warning", "free disk on /v is 8%",
+                  fingerprint=rule),
+               ev(T0 + 20, "stack", "alert_resolved", "warning", "free disk on /v is 11%",
+                  fingerprint=rule),
+               ev(T0 + 30, "stack", "alert_firing", "warning", "free disk on /v is 7%",
+                  fingerprint=rule))
+    assert clock.until(T0 + 40) == []  # the rule flapping is no news: the disk still is
+    [view] = clock.router.open_incidents()
+    assert view.members == () and view.title.startswith("stack: free disk 8.0%")
+
+
 def test_an_operators_action_is_one_message_even_for_a_silenced_service(clock: Clock) -> None:
     clock.router.silence("redis", T0 + 3600, "maintenance", T0)
     clock.until(T0)  # the silence's own announcement
@@ -631,3 +648,452 @@ def test_an_operators_silence_outlives_a_shorter_maintenance_hold(clock: Clock) 
     clock.router.silence("redis", T0 + 100, "maintenance: restore", T0 + 2, quiet=True)
     assert clock.until(T0 + 1000) == []
     assert [s.until for s in clock.router.silences()] == [T0 + 86_400]
+
+
+# --- exact texts, ids and times of what an operator reads ---------------------------------
+
+
+def test_incident_ids_and_times_of_opened_updated_and_recovered_notices(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"))
+    [opened] = clock.until(T0 + 1)
+    assert (opened.incident, opened.since, opened.ts) == (
+        "service:redis@1700000000.000", T0, T0 + WINDOW)
+    clock.feed(ev(T0 + 2, "redis", "looping"))
+    assert clock.router.next_wakeup(T0 + 2) == T0 + 2 + WINDOW  # the update, before reminders
+    [update] = clock.until(T0 + 10)
+    assert (update.kind, update.ts) == (UPDATED, T0 + 2 + WINDOW)
+    assert [view.silenced_until for view in clock.router.open_incidents()] == [0.0]
+    other = Clock(Router(CONFIG))
+    other.feed(ev(T0, "redis", "crashed"), ev(T0 + 0.3, "redis", "recovered", "info"))
+    [recovered] = other.until(T0 + 10)
+    assert (recovered.title, recovered.ts) == ("redis crashed, recovered", T0 + WINDOW)
+
+
+def test_an_update_names_every_reason_in_order(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"))
+    clock.until(T0 + 1)
+    clock.feed(ev(T0 + 2, "ml_engine", "crashed", "info", cause="redis"),
+               ev(T0 + 2.1, "dashboard", "unhealthy", "info", cause="redis"))
+    [update] = clock.until(T0 + 10)
+    assert update.title == "redis crashed: ml_engine affected too; dashboard affected too"
+
+
+def test_reminder_titles_say_how_often_it_relapsed() -> None:
+    clock = Clock(Router(CONFIG._replace(flap_failures=1000)))
+    clock.feed(ev(T0, "redis", "crashed"), ev(T0 + 5, "redis", "recovered", "info"),
+               ev(T0 + 5.2, "redis", "crashed"), ev(T0 + 6, "redis", "recovered", "info"),
+               ev(T0 + 6.2, "redis", "crashed"))
+    reminders = [n for n in clock.until(T0 + 61) if n.kind == REMINDER]
+    assert [(n.title, n.ts) for n in reminders] == [
+        ("redis crashed: still unresolved (relapsed 2 times)", T0 + 60)]
+
+
+def test_a_reminder_without_relapses_names_the_latest_detail(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "degraded", "warning", "no GPU"))
+    [opened] = clock.until(T0 + 1)
+    assert opened.title == "redis cannot serve: no GPU"
+    clock.feed(ev(T0 + 2, "redis", "degraded", "warning", "disk full"))
+    [reminder] = clock.until(T0 + 61)
+    assert (reminder.kind, reminder.title) == (
+        REMINDER, "redis cannot serve: disk full: still unresolved")
+
+
+def test_silence_notices_name_the_service_the_end_and_how_it_ended() -> None:
+    router = Router(CONFIG)
+    router.silence("redis", T0 + 100, "maintenance", T0)
+    assert router.next_wakeup(T0) == T0  # queued: send it now
+    [silenced] = router.due(T0 + 1)
+    assert (silenced.kind, silenced.title, silenced.ts, silenced.what) == (
+        SILENCED, "redis silenced until 2023-11-14 22:15 UTC: maintenance", T0,
+        ("reason: maintenance",))
+    assert (silenced.incident, silenced.severity) == (
+        "silence:redis@1700000000.000", "warning")
+    [ended] = router.due(T0 + 100)
+    assert (ended.kind, ended.title, ended.ts, ended.seq) == (
+        SILENCE_ENDED, "redis silence expired", T0 + 100, 1)
+    router.silence("prometheus", T0 + 300, "upgrade", T0 + 200)
+    router.due(T0 + 200)
+    assert router.unsilence("prometheus", T0 + 250) is True
+    assert router.unsilence("prometheus", T0 + 251) is False
+    [lifted] = router.due(T0 + 260)
+    assert (lifted.title, lifted.ts) == ("prometheus silence lifted", T0 + 250)
+
+
+def test_a_queued_notice_is_not_lost_when_a_silence_ends_in_the_same_call() -> None:
+    router = Router(CONFIG)
+    router.silence("prometheus", T0 + 10, "upgrade", T0)
+    router.silence("hub", T0 + 100, "debugging", T0)
+    router.due(T0)
+    router.silence("redis", T0 + 100, "maintenance", T0 + 5)  # queued, not yet sent
+    assert [(n.kind, n.service) for n in router.due(T0 + 10)] == [
+        (SILENCED, "redis"), (SILENCE_ENDED, "prometheus")]
+    router.silence("gpu", T0 + 100, "driver", T0 + 20)  # queued
+    router.unsilence("hub", T0 + 21)  # queued after it
+    assert [(n.kind, n.service) for n in router.due(T0 + 22)] == [
+        (SILENCED, "gpu"), (SILENCE_ENDED, "hub")]
+
+
+def test_next_wakeup_is_the_earliest_of_silences_and_incidents(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"))
+    clock.until(T0 + 1)
+    assert clock.router.next_wakeup(T0 + 1) == T0 + 60  # the first reminder
+    clock.router.silence("prometheus", T0 + 10, "upgrade", T0 + 2, quiet=True)
+    assert clock.router.next_wakeup(T0 + 2) == T0 + 10
+
+
+def test_announcements_carry_their_own_id_times_and_line() -> None:
+    router = Router(CONFIG)
+    complete = ev(T0, "stack", "startup_complete", "info", "4 services ready")
+    router.handle(complete, T0 + 0.25)
+    audit = ev(T0 + 1, "redis", "audit", "info", "restart of redis by cli: done")
+    router.handle(audit, T0 + 1.25)
+    first, second = router.due(T0 + 2)
+    assert first == Notice(
+        "startup:stack@1700000000.000", OPENED, "info", "stack",
+        "stack: 4 services ready", T0, T0 + 0.25, what=(incident.line(complete),),
+        resolved=True)
+    assert (second.incident, second.title, second.since, second.ts, second.what) == (
+        "audit:redis@1700000001.000", "redis: restart of redis by cli: done", T0 + 1,
+        T0 + 1.25, (incident.line(audit),))
+
+
+def test_a_silenced_services_startup_is_not_announced_until_the_silence_ends() -> None:
+    router = Router(CONFIG)
+    router.silence("stack", T0 + 10, "maintenance", T0)
+    router.due(T0)
+    router.handle(ev(T0 + 5, "stack", "startup_complete", "info", "4 services ready"), T0 + 5)
+    assert router.due(T0 + 6) == []
+    # At the very end of the silence it is over: told.
+    router.handle(ev(T0 + 10, "stack", "startup_complete", "info", "4 services up"), T0 + 10)
+    assert [(n.kind, n.title) for n in router.due(T0 + 10)] == [
+        (OPENED, "stack: 4 services up"), (SILENCE_ENDED, "stack silence expired")]
+
+
+def test_a_completed_startup_resolves_a_failed_one_without_a_second_message(
+        clock: Clock) -> None:
+    clock.feed(ev(T0, "stack", "startup_failed", "critical", "redis not ready"))
+    [opened] = clock.until(T0 + 1)
+    assert opened.title == "startup failed: redis not ready"
+    clock.feed(ev(T0 + 5, "stack", "startup_complete", "info", "4 services ready"))
+    assert kinds(clock.until(T0 + 10)) == [RESOLVED]
+
+
+def test_a_dependent_with_no_incident_to_join_gets_its_services_severity(
+        clock: Clock) -> None:
+    clock.feed(ev(T0, "dashboard", "unhealthy", "info", cause="redis"))
+    [opened] = clock.until(T0 + 1)
+    assert (opened.service, opened.severity) == ("dashboard", "warning")
+    clock.feed(ev(T0 + 10, "stack", "alert_firing", "info", "a note", fingerprint="rule:N:"))
+    [note] = clock.until(T0 + 11)
+    assert note.severity == "info"  # an info alert with no cause stays info
+
+
+def test_a_failure_at_the_very_end_of_the_window_opens_its_own_incident() -> None:
+    router = Router(CONFIG)
+    router.handle(ev(T0, "redis", "crashed"), T0)
+    router.handle(ev(T0 + WINDOW, "prometheus", "crashed", "warning"), T0 + WINDOW)
+    assert [n.title for n in router.due(T0 + WINDOW)] == ["redis crashed"]
+    assert [n.title for n in router.due(T0 + 2 * WINDOW)] == ["prometheus crashed"]
+
+
+# --- members, echoes and notes ---------------------------------------------------------
+
+
+def test_snapshot_records_roots_members_and_their_lines(clock: Clock) -> None:
+    events = [ev(T0, "redis", "crashed"),
+              ev(T0 + 0.1, "ml_engine", "hung", "info", cause="redis",
+                 incident="/var/log/incidents/ml_engine-1.txt"),
+              ev(T0 + 0.2, "dashboard", "unhealthy", "info", cause="redis")]
+    for event in events:
+        clock.router.handle(event, event["ts"])
+    [data] = clock.router.snapshot()["incidents"]
+    assert data["parts"] == {
+        "service:redis": {"fingerprint": "service:redis", "service": "redis",
+                          "kind": "crashed", "severity": "critical", "detail": "redis crashed",
+                          "root": True, "open": True, "incident_file": "", "next_step": "",
+                          "echo": False},
+        "service:ml_engine": {"fingerprint": "service:ml_engine", "service": "ml_engine",
+                              "kind": "hung", "severity": "info", "detail": "ml_engine hung",
+                              "root": False, "open": True,
+                              "incident_file": "/var/log/incidents/ml_engine-1.txt",
+                              "next_step": "", "echo": False},
+        "service:dashboard": {"fingerprint": "service:dashboard", "service": "dashboard",
+                              "kind": "unhealthy", "severity": "info",
+                              "detail": "dashboard unhealthy", "root": False, "open": True,
+                              "incident_file": "", "next_step": "", "echo": False}}
+    assert data["lines"] == [incident.line(event) for event in events]
+    clock.router.handle(ev(T0 + 0.3, "redis", "recovered", "info"), T0 + 0.3)
+    [data] = clock.router.snapshot()["incidents"]
+    assert data["parts"]["service:redis"]["open"] is False
+
+
+def test_a_repeated_prometheus_alert_is_recorded_as_an_info_echo(clock: Clock) -> None:
+    clock.feed(ev(T0, "stack", "resource", "warning", "free disk 8.0% (900 MiB) under /v: "
+                  "below 10%"))
+    clock.until(T0 + 1)
+    rule = "rule:UnistackDiskFreeLow:path=/v,service=stack"
+    firing = ev(T0 + 10, "stack", "alert_firing", "warning", "free disk on /v is 8%",
+                fingerprint=rule)
+    clock.feed(firing)
+    [data] = clock.router.snapshot()["incidents"]
+    assert data["parts"][rule] == {
+        "fingerprint": rule, "service": "stack", "kind": "alert_firing", "severity": "info",
+        "detail": "free disk on /v is 8%", "root": False, "open": True, "incident_file": "",
+        "next_step": "", "echo": True}
+    assert data["lines"] == [incident.line(firing)]
+    assert clock.router.open_parts("rule:") == [(rule, "stack")]
+    [view] = clock.router.open_incidents()
+    assert view.title == "stack: free disk 8.0% (900 MiB) under /v: below 10%"
+
+
+def test_a_member_stays_a_member_until_it_fails_on_its_own(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"),
+               ev(T0 + 0.1, "ml_engine", "unhealthy", "info", cause="redis"))
+    [opened] = clock.until(T0 + 1)
+    assert opened.members == ("ml_engine",)
+    # Worse, but still because of redis: folded in without a message.
+    clock.feed(ev(T0 + 2, "ml_engine", "crashed", "info", cause="redis"))
+    assert clock.until(T0 + 10) == []
+    assert [view.members for view in clock.router.open_incidents()] == [("ml_engine",)]
+    clock.feed(ev(T0 + 11, "ml_engine", "crashed", "critical"))  # no cause: its own
+    [update] = clock.until(T0 + 20)
+    assert (update.kind, update.members) == (UPDATED, ())
+    assert update.title == "2 services down: redis, ml_engine: ml_engine now failing on its own"
+
+
+def test_a_silenced_dependent_joining_sends_no_update(clock: Clock) -> None:
+    clock.router.silence("ml_engine", T0 + 1000, "rebuilding", T0)
+    clock.feed(ev(T0 + 1, "redis", "crashed"))
+    clock.until(T0 + 2)
+    clock.feed(ev(T0 + 3, "ml_engine", "crashed", "info", cause="redis"))
+    clock.until(T0 + 50)
+    assert kinds(clock.sent) == [SILENCED, OPENED]
+    assert [view.members for view in clock.router.open_incidents()] == [("ml_engine",)]
+
+
+def test_a_silenced_root_escalating_or_flapping_in_a_shared_incident_is_not_told(
+        clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"), ev(T0 + 0.1, "prometheus", "crashed", "warning"))
+    clock.until(T0 + 1)
+    clock.router.silence("prometheus", T0 + 1000, "upgrade", T0 + 2)
+    clock.feed(ev(T0 + 3, "prometheus", "looping", "warning"))
+    clock.until(T0 + 4)
+    for i in range(2):  # the second and third failures: flapping
+        clock.feed(ev(T0 + 4 + i, "prometheus", "recovered", "info"),
+                   ev(T0 + 4.1 + i, "prometheus", "crashed", "warning"))
+    clock.until(T0 + 50)
+    assert kinds(clock.sent) == [OPENED, SILENCED]
+    assert [view.title for view in clock.router.open_incidents()] == [
+        "2 services down: redis, prometheus, flapping"]
+
+
+def test_a_note_is_a_line_of_its_causes_incident(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"))
+    clock.until(T0 + 1)
+    note = ev(T0 + 2, "ml_engine", "restarted_with", "info", cause="redis")
+    recovered = ev(T0 + 5, "redis", "recovered", "info")
+    clock.feed(note, ev(T0 + 3, "hub", "started", "info"), recovered)
+    [resolved] = clock.until(T0 + 10)
+    assert resolved.what == (incident.line(note), incident.line(recovered))
+
+
+def test_a_relapse_adds_a_line_a_repeat_does_not(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"))
+    clock.until(T0 + 1)
+    clock.feed(ev(T0 + 2, "redis", "crashed"))  # the same failure again: nothing new
+    back = ev(T0 + 5, "redis", "recovered", "info")
+    again = ev(T0 + 5.2, "redis", "crashed")  # the same detail, but it had recovered
+    clock.feed(back, again)
+    assert [view.failing for view in clock.router.open_incidents()] == [("redis",)]
+    assert clock.router.snapshot()["failures"] == [["service:redis", [T0, T0 + 5.2]]]
+    last = ev(T0 + 6, "redis", "recovered", "info")
+    clock.feed(last)
+    [resolved] = clock.until(T0 + 10)
+    assert resolved.what == (incident.line(back), incident.line(again), incident.line(last))
+
+
+def test_the_latest_incident_file_and_next_step_are_kept(clock: Clock) -> None:
+    fp = "rule:MLLatencyHigh:service=ml_engine"
+    clock.feed(ev(T0, "ml_engine", "alert_firing", "warning", "p99 1.2 s", fingerprint=fp,
+                  incident="/i/a.txt", next_step="check batch size"))
+    clock.until(T0 + 1)
+    clock.feed(ev(T0 + 2, "ml_engine", "alert_firing", "warning", "p99 1.2 s", fingerprint=fp,
+                  incident="/i/b.txt", next_step="check the GPU"),
+               ev(T0 + 3, "ml_engine", "alert_firing", "warning", "p99 1.2 s", fingerprint=fp),
+               ev(T0 + 5, "ml_engine", "alert_resolved", "info", fingerprint=fp))
+    [resolved] = clock.until(T0 + 10)
+    assert resolved.incident_file == "/i/b.txt"
+    assert resolved.next_step == "read /i/b.txt; check the GPU; run scripts/diagnose_container.sh"
+
+
+# --- flapping ---------------------------------------------------------------------------
+
+
+def test_a_flapping_incident_says_so_once_and_sends_no_reminder_while_it_holds(
+        clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"), ev(T0 + 1, "redis", "recovered", "info"),
+               ev(T0 + 1.2, "redis", "crashed"), ev(T0 + 2, "redis", "recovered", "info"),
+               ev(T0 + 2.2, "redis", "crashed"), ev(T0 + 50, "redis", "recovered", "info"))
+    clock.until(T0 + 61)  # past the first reminder's time, inside the hold: none
+    clock.until(T0 + 100)
+    assert kinds(clock.sent) == [OPENED, UPDATED, RESOLVED]
+    update = clock.sent[1]
+    assert update.title == "redis crashed, flapping: redis flapping"
+    assert (f"{incident.clock(T0 + 2.2)} redis flapping: 3 failures within 600 s; resolved "
+            "only after 60 s without one") in update.what
+    assert clock.sent[2].ts == pytest.approx(T0 + 62.2)
+
+
+def test_failures_exactly_a_flap_window_apart_do_not_count_together(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"), ev(T0 + 1, "redis", "recovered", "info"),
+               ev(T0 + 300, "redis", "crashed"), ev(T0 + 301, "redis", "recovered", "info"))
+    clock.until(T0 + 600)
+    clock.feed(ev(T0 + 600, "redis", "crashed"))
+    assert [n.title for n in clock.until(T0 + 601)] == ["redis crashed"]
+    other = Router(CONFIG)
+    other.handle(ev(T0, "redis", "crashed"), T0)
+    other.due(T0 + 600)  # its failure is a flap window old: forgotten
+    assert other.snapshot()["failures"] == []
+
+
+# --- silences and incidents --------------------------------------------------------------
+
+
+def test_a_silence_ending_tells_only_its_own_services_incidents(clock: Clock) -> None:
+    clock.router.silence("redis", T0 + 10, "looking", T0)
+    clock.feed(ev(T0 + 1, "redis", "crashed"), ev(T0 + 2, "prometheus", "crashed", "warning"))
+    told = clock.until(T0 + 10)
+    assert [(n.kind, n.service) for n in told] == [
+        (SILENCED, "redis"), (OPENED, "prometheus"), (SILENCE_ENDED, "redis"),
+        (OPENED, "redis")]
+    assert (told[3].ts, told[3].title) == (T0 + 10, "redis crashed")
+    clock.feed(ev(T0 + 20, "redis", "recovered", "info"))
+    assert [(n.kind, n.service) for n in clock.until(T0 + 30)] == [(RESOLVED, "redis")]
+
+
+def test_lifting_a_silence_while_its_incident_is_resolving_tells_nothing(
+        clock: Clock) -> None:
+    clock.router.silence("redis", T0 + 100, "looking", T0)
+    clock.feed(ev(T0 + 1, "redis", "crashed"))
+    clock.until(T0 + 5)  # withheld
+    clock.feed(ev(T0 + 10, "redis", "recovered", "info"))
+    clock.router.unsilence("redis", T0 + 10.1)
+    clock.until(T0 + 200)
+    assert kinds(clock.sent) == [SILENCED, SILENCE_ENDED]
+    assert clock.router.open_incidents() == []
+
+
+def test_a_withheld_incident_resolving_after_its_silence_ended_is_never_told(
+        clock: Clock) -> None:
+    clock.router.silence("redis", T0 + 10, "looking", T0)
+    clock.feed(ev(T0 + 1, "redis", "crashed"), ev(T0 + 9.8, "redis", "recovered", "info"))
+    clock.until(T0 + 200)
+    assert kinds(clock.sent) == [SILENCED, SILENCE_ENDED]
+
+
+def test_an_announced_incident_resolving_while_silenced_sends_nothing(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"))
+    clock.until(T0 + 1)
+    clock.feed(ev(T0 + 2, "redis", "looping"))
+    clock.router.silence("redis", T0 + 1000, "looking", T0 + 2.1)  # before the update
+    clock.feed(ev(T0 + 5, "redis", "recovered", "info"))
+    clock.until(T0 + 100)
+    assert kinds(clock.sent) == [OPENED, SILENCED]
+    assert clock.router.open_incidents() == []
+
+
+def test_one_of_two_silenced_services_ending_tells_their_shared_incident(
+        clock: Clock) -> None:
+    clock.router.silence("prometheus", T0 + 1000, "upgrade", T0)
+    clock.router.silence("redis", T0 + 1000, "looking", T0)
+    clock.feed(ev(T0 + 1, "prometheus", "crashed", "warning"), ev(T0 + 1.1, "redis", "crashed"))
+    clock.until(T0 + 5)
+    assert [view.stage for view in clock.router.open_incidents()] == ["withheld"]
+    clock.router.unsilence("redis", T0 + 6)
+    assert [(n.kind, n.title) for n in clock.until(T0 + 7)] == [
+        (SILENCE_ENDED, "redis silence lifted"), (OPENED, "2 services down: prometheus, redis")]
+    assert [view.stage for view in clock.router.open_incidents()] == ["announced"]
+
+
+def test_a_silence_lifted_inside_the_window_sends_the_opened_once(clock: Clock) -> None:
+    clock.router.silence("redis", T0 + 100, "looking", T0)
+    clock.feed(ev(T0 + 1, "redis", "crashed"))
+    clock.router.unsilence("redis", T0 + 1.2)
+    assert kinds(clock.until(T0 + 1.2)) == [SILENCED, SILENCE_ENDED]
+    [opened] = clock.until(T0 + 2)
+    assert (opened.kind, opened.title) == (OPENED, "redis crashed")
+
+
+def test_a_lifted_silence_tells_the_open_incident_once_with_its_time(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"))
+    clock.until(T0 + 1)
+    clock.router.silence("redis", T0 + 1000, "looking into it", T0 + 2)
+    clock.feed(ev(T0 + 3, "redis", "looping"))
+    clock.until(T0 + 500)
+    clock.router.unsilence("redis", T0 + 501)
+    _ended, reminder = clock.until(T0 + 502)
+    assert (reminder.kind, reminder.ts, reminder.title) == (
+        REMINDER, T0 + 501, "redis in a restart loop: still unresolved after the silence ended")
+
+
+def test_a_service_silenced_before_its_failure_keeps_its_own_incident_id(
+        clock: Clock) -> None:
+    clock.router.silence("prometheus", T0 + 100, "upgrade", T0)
+    clock.feed(ev(T0 + 1, "redis", "crashed"), ev(T0 + 1.2, "prometheus", "crashed", "warning"))
+    clock.until(T0 + 100)
+    told = clock.sent[-1]
+    assert (told.kind, told.incident, told.since) == (
+        OPENED, "service:prometheus@1700000001.200", T0 + 1.2)
+
+
+def test_a_service_silenced_inside_the_window_gets_an_incident_of_its_own(
+        clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"), ev(T0 + 0.1, "prometheus", "crashed", "warning"))
+    clock.router.silence("prometheus", T0 + 100, "upgrade", T0 + 0.2)
+    clock.until(T0 + 5)
+    views = {view.service: view for view in clock.router.open_incidents()}
+    assert views["prometheus"].id == "service:prometheus@1700000000.000"
+    clock.feed(ev(T0 + 10, "prometheus", "recovered", "info"))  # closes the part set apart
+    clock.until(T0 + 200)
+    assert [k for k in kinds(clock.sent) if k != REMINDER] == [SILENCED, OPENED, SILENCE_ENDED]
+    assert [view.service for view in clock.router.open_incidents()] == ["redis"]
+
+
+# --- persistence and configuration ------------------------------------------------------
+
+
+def test_queued_notices_survive_a_snapshot(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"), ev(T0 + 0.1, "ml_engine", "crashed", "info",
+                                              cause="redis"))
+    clock.until(T0 + 1)
+    clock.router.silence("redis", T0 + 100, "looking", T0 + 2)
+    clock.router.handle(ev(T0 + 2, "stack", "audit", "info", "restart: done"), T0 + 2)
+    clock.router.unsilence("redis", T0 + 3)  # its end tells the open incident, queued
+    copy = Router.restore(CONFIG, json.loads(json.dumps(clock.router.snapshot())))
+    expected = clock.router.due(T0 + 4)
+    assert [n.kind for n in expected] == [SILENCED, OPENED, SILENCE_ENDED, REMINDER]
+    assert expected[3].members == ("ml_engine",)
+    assert copy.due(T0 + 4) == expected
+
+
+def test_restore_names_the_unknown_version() -> None:
+    with pytest.raises(ValueError, match="unknown router snapshot version 99"):
+        Router.restore(CONFIG, {"version": 99})
+
+
+def test_config_from_settings_takes_the_flap_guard(tmp_path: Path) -> None:
+    settings = load_settings(environ={"UNISTACK_HOME": str(tmp_path)})
+    config = RouterConfig.from_settings(settings)
+    assert (config.flap_failures, config.flap_window, config.flap_hold) == (
+        settings.flap_restarts, settings.flap_window, 60.0)
+
+
+def test_the_oldest_event_keys_are_forgotten_past_the_limit() -> None:
+    router = Router(CONFIG)
+    for i in range(2048):
+        router.handle(ev(T0 + i, "hub", "started", "info"), T0 + i)
+    seen = router.snapshot()["seen"]
+    assert len(seen) == 2048 and seen[0][0] == T0
+    router.handle(ev(T0 + 2048, "hub", "started", "info"), T0 + 2048)
+    seen = router.snapshot()["seen"]
+    assert len(seen) == 2048 and seen[0][0] == T0 + 1

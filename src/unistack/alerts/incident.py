@@ -155,10 +155,11 @@ class Part:
     kind: str  # the highest-ranked opening kind seen
     severity: str
     detail: str
-    root: bool  # False: a dependent folded in through its event's `cause`
+    root: bool  # False: a dependent folded in through its event's `cause`, or an echo
     open: bool = True
     incident_file: str = ""
     next_step: str = ""  # an alert's own `next_step` annotation
+    echo: bool = False  # a Prometheus alert repeating the incident's own warning: no member
 
     def title(self) -> str:
         alert = self.fingerprint.split(":")[1] if ":" in self.fingerprint else self.kind
@@ -192,7 +193,7 @@ class Incident:
         return [p for p in self.parts.values() if p.root] or list(self.parts.values())
 
     def members(self) -> tuple[str, ...]:
-        return tuple(p.service for p in self.parts.values() if not p.root)
+        return tuple(p.service for p in self.parts.values() if not p.root and not p.echo)
 
     def open_parts(self) -> list[Part]:
         return [p for p in self.parts.values() if p.open]

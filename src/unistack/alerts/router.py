@@ -125,7 +125,7 @@ class Router:
     def _echo(self, incident: Incident, fp: str, event: Event) -> None:
         """Fold the repeated alert in without a notice; it must resolve too."""
         incident.parts[fp] = Part(fp, event["service"], event["kind"], "info",
-                                  event["detail"], root=False)
+                                  event["detail"], root=False, echo=True)
         self._index[fp] = incident.id
         incident.add_line(inc.line(event))
 
@@ -158,9 +158,9 @@ class Router:
             if (candidate.stage == inc.PENDING and now < candidate.opened_until
                     and self._incident_silenced(candidate, now) == silenced):
                 return candidate
-        return self._new_incident(fp, ts, now, began)
+        return self._new_incident(fp, ts, began)
 
-    def _new_incident(self, fp: str, ts: float, now: float, began: float) -> Incident:
+    def _new_incident(self, fp: str, ts: float, began: float) -> Incident:
         new = Incident(f"{fp}@{ts:.3f}", ts, began + self._config.group_window,
                        self._config.group_window)
         self._incidents[new.id] = new  # -> pending
@@ -204,7 +204,7 @@ class Router:
     def _change(self, part: Part, event: Event) -> str:
         """Apply what EVENT changes in PART: why that is worth an UPDATED, or ""."""
         reason = ""
-        if not part.root and not event.get("cause"):
+        if not part.root and not part.echo and not event.get("cause"):
             part.root = True  # member -> root: failing on its own now
             reason = f"{part.service} now failing on its own"
         if inc.OPENING[event["kind"]] > inc.OPENING.get(part.kind, 0):
@@ -303,14 +303,14 @@ class Router:
         if self._incident_silenced(incident, now):
             incident.stage = inc.WITHHELD  # pending -> withheld: its services are silenced
             if not incident.open_parts():
-                self._close(incident, now)
+                self._close(incident)
             return []
         incident.stage = inc.ANNOUNCED  # pending -> announced
         if incident.open_parts():
             return [incident.notice(OPENED, incident.title(), now)]
         # It recovered inside its own window: one notice, already resolved.
         notice = incident.notice(OPENED, f"{incident.title()}, recovered", now, resolved=True)
-        self._close(incident, now)
+        self._close(incident)
         return [notice]
 
     def _set_apart_silenced(self, incident: Incident, now: float) -> None:
@@ -320,7 +320,7 @@ class Router:
         apart = [p for p in roots if self._silenced(p.service, now)]
         if not apart or len(apart) == len(roots):
             return
-        own = self._new_incident(apart[0].fingerprint, incident.since, now, incident.since)
+        own = self._new_incident(apart[0].fingerprint, incident.since, incident.since)
         services = {p.service for p in apart}
         for part in apart:
             own.parts[part.fingerprint] = incident.parts.pop(part.fingerprint)
@@ -337,7 +337,7 @@ class Router:
                  or not self._config.resolved_notice)
         title = f"{incident.title()}: resolved"
         notices = [] if quiet else [incident.notice(RESOLVED, title, now, resolved=True)]
-        self._close(incident, now)
+        self._close(incident)
         return notices
 
     def _update_due(self, incident: Incident, now: float) -> list[Notice]:
@@ -362,7 +362,7 @@ class Router:
         title = f"{incident.title()}: still unresolved{relapsed}"
         return [incident.notice(REMINDER, title, now)]
 
-    def _close(self, incident: Incident, now: float) -> None:
+    def _close(self, incident: Incident) -> None:
         del self._incidents[incident.id]  # -> closed
         for fp in incident.parts:
             self._index.pop(fp, None)
