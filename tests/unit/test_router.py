@@ -416,6 +416,17 @@ def test_a_restored_router_remembers_recent_failures(clock: Clock) -> None:
     assert [n.title for n in older.until(T0 + 21)] == ["redis crashed"]
 
 
+def test_a_snapshot_with_the_old_resolution_hold_restores(clock: Clock) -> None:
+    clock.feed(ev(T0, "redis", "crashed"))
+    clock.until(T0 + 1)
+    snapshot = json.loads(json.dumps(clock.router.snapshot()))
+    snapshot["incidents"][0]["hold"] = 8.0  # written before the hold became the window
+    copy = Clock(Router.restore(CONFIG, snapshot))
+    copy.feed(ev(T0 + 5, "redis", "recovered", "info"))
+    [resolved] = copy.until(T0 + 10)
+    assert resolved.kind == RESOLVED and resolved.ts == T0 + 5 + WINDOW
+
+
 def test_duplicate_event_is_ignored_also_after_restore(clock: Clock) -> None:
     crash = ev(T0, "redis", "crashed")
     clock.feed(crash, dict(crash))

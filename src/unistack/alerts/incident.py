@@ -175,7 +175,6 @@ class Incident:
     id: str
     since: float
     opened_until: float  # the grouping window ends: OPENED is due then
-    hold: float  # seconds a resolution waits for a relapse before RESOLVED (the window)
     parts: dict[str, Part] = field(default_factory=dict)
     stage: str = PENDING
     seq: int = 0  # of the next notice
@@ -183,7 +182,7 @@ class Incident:
     skipped: int = 0  # lines left out of `lines` (the middle of a long burst)
     reasons: list[str] = field(default_factory=list)  # of the pending UPDATED
     update_due: float | None = None
-    resolving_since: float | None = None  # every part closed: RESOLVED after `hold`
+    resolving_since: float | None = None  # every part closed: RESOLVED a window later
     reminders_sent: int = 0
     flaps: int = 0  # times it relapsed while resolving
     flapping: bool = False  # its failures came too often: it says so, and resolves ...
@@ -217,11 +216,6 @@ class Incident:
         if all(p.kind in SERVICE_KINDS for p in roots):
             return f"{len(roots)} services down: {', '.join(p.service for p in roots)}{flapping}"
         return f"{len(roots)} incidents: {'; '.join(p.title() for p in roots)}{flapping}"
-
-    def resolves_at(self) -> float:
-        """When RESOLVED is due, all its parts closed since `resolving_since`."""
-        assert self.resolving_since is not None
-        return max(self.resolving_since + self.hold, self.quiet_until)
 
     def done(self) -> str:
         roots = [p for p in self.roots() if p.kind in DONE]
@@ -266,7 +260,9 @@ class Incident:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Incident:
         parts = {fp: Part(**part) for fp, part in data["parts"].items()}
-        return cls(**{**data, "parts": parts})
+        # A snapshot from before resolutions waited just the window has each one's `hold`.
+        fields = {key: value for key, value in data.items() if key != "hold"}
+        return cls(**{**fields, "parts": parts})
 
 
 @dataclass

@@ -161,8 +161,7 @@ class Router:
         return self._new_incident(fp, ts, began)
 
     def _new_incident(self, fp: str, ts: float, began: float) -> Incident:
-        new = Incident(f"{fp}@{ts:.3f}", ts, began + self._config.group_window,
-                       self._config.group_window)
+        new = Incident(f"{fp}@{ts:.3f}", ts, began + self._config.group_window)
         self._incidents[new.id] = new  # -> pending
         return new
 
@@ -289,7 +288,7 @@ class Router:
         if incident.stage == inc.PENDING:
             return self._window_closed(incident, now) if now >= incident.opened_until else []
         resolving = incident.resolving_since
-        if resolving is not None and now >= incident.resolves_at():
+        if resolving is not None and now >= self._resolves_at(resolving, incident):
             return self._resolution_due(incident, now)
         if incident.update_due is not None and now >= incident.update_due:
             return self._update_due(incident, now)
@@ -340,6 +339,11 @@ class Router:
         self._close(incident)
         return notices
 
+    def _resolves_at(self, resolving_since: float, incident: Incident) -> float:
+        """RESOLVED: a window after every part closed (a relapse inside it folds in), and
+        for a flapping incident not before it has been quiet."""
+        return max(resolving_since + self._config.group_window, incident.quiet_until)
+
     def _update_due(self, incident: Incident, now: float) -> list[Notice]:
         reasons = "; ".join(incident.reasons)
         incident.update_due, incident.reasons = None, []
@@ -379,7 +383,7 @@ class Router:
         if incident.stage == inc.PENDING:
             return [incident.opened_until]
         if incident.resolving_since is not None:
-            return [incident.resolves_at()]
+            return [self._resolves_at(incident.resolving_since, incident)]
         times = [] if incident.update_due is None else [incident.update_due]
         if incident.stage == inc.ANNOUNCED:
             times.append(self._reminder_at(incident))
