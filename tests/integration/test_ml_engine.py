@@ -87,16 +87,21 @@ class Running:
                 self.errors.append(exc)
 
 
-@pytest.fixture
-def engine(redis_server: redis.Redis, registry: ModelRegistry, tmp_path: Path
-           ) -> Iterator[Running]:
+def idle_engine(server: redis.Redis, registry: ModelRegistry, tmp_path: Path) -> Engine:
+    """An engine whose steps the test takes itself."""
     store = ModelStore(registry, on_cpu)
     store.refresh()
     settings = load_settings(environ={"UNISTACK_HOME": str(tmp_path)})
-    worker = Engine(redis_server, store, engine_config(settings, "engine-1")._replace(
+    worker = Engine(server, store, engine_config(settings, "engine-1")._replace(
         block_ms=20, claim_idle_ms=100, claim_every_s=0.05))
     worker.ensure_group()
-    running = Running(worker)
+    return worker
+
+
+@pytest.fixture
+def engine(redis_server: redis.Redis, registry: ModelRegistry, tmp_path: Path
+           ) -> Iterator[Running]:
+    running = Running(idle_engine(redis_server, registry, tmp_path))
     running.thread.start()
     yield running
     running.stop.set()
@@ -304,3 +309,52 @@ def test_a_lone_client_costs_one_stream_read_per_request(
         list(pool.map(lambda n: [clients[n].predict(row, timeout=5) for _ in range(50)],
                       range(8)))
     assert engine.engine.counts["batches"] - batches < 400
+
+
+def submit(server: redis.Redis, request_id: str) -> str:
+    """XADD one single-row request; the key of its reply list."""
+    fields = protocol.encode_request(request_id, "default", np.zeros((1, 8)),
+                                     int(time.time() * 1000) + 60_000)
+    server.xadd(STREAM, fields)
+    return protocol.REPLY_PREFIX + request_id
+
+
+def pending(server: redis.Redis) -> int:
+    return int(server.xpending(STREAM, GROUP)["pending"])
+
+
+def test_a_stop_answers_what_the_read_sent_ahead_brings(
+    redis_server: redis.Redis, registry: ModelRegistry, tmp_path: Path
+) -> None:
+    """A commit leaves with the next read, so Redis may hand the engine a request while it
+    stops: finish() answers it, and sends no read after it."""
+    worker = idle_engine(redis_server, registry, tmp_path)
+    first = submit(redis_server, "ahead-1")
+    assert worker.step() == 1 and redis_server.llen(first) == 1
+    second = submit(redis_server, "ahead-2")  # delivered to the read sent with the commit
+    assert worker.finish() == 1
+    assert redis_server.llen(second) == 1 and pending(redis_server) == 0
+    submit(redis_server, "ahead-3")
+    time.sleep(0.05)  # more than block_ms: a read left behind would have taken it
+    assert pending(redis_server) == 0 and redis_server.xlen(STREAM) == 1
+    assert worker.finish() == 0
+
+
+def test_a_refused_commit_leaves_its_batch_pending_and_answers_it_later(
+    redis_server: redis.Redis, registry: ModelRegistry, tmp_path: Path
+) -> None:
+    """Redis refuses the commit (out of memory): the request stays pending, unanswered,
+    and once Redis takes writes again the engine reads its own pending entries first."""
+    worker = idle_engine(redis_server, registry, tmp_path)
+    reply = submit(redis_server, "refused-1")
+    redis_server.config_set("maxmemory", "1")  # noeviction: the commit script is refused
+    try:
+        with pytest.raises(redis.OutOfMemoryError):
+            worker.step()
+        assert pending(redis_server) == 1 and redis_server.llen(reply) == 0
+    finally:
+        redis_server.config_set("maxmemory", "0")
+    assert worker.step() == 1
+    header, _ = protocol.decode_reply(redis_server.lpop(reply))
+    assert header["status"] == "ok" and header["id"] == "refused-1"
+    assert pending(redis_server) == 0 and worker.counts["ok"] == 1

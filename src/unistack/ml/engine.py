@@ -8,6 +8,11 @@ entries first, and XAUTOCLAIM takes entries of dead consumers idle past a thresh
 An entry delivered MAX_DELIVERIES times (a poison request) goes to the dead-letter
 stream with the reason; an unparseable one goes there at once. Requests past their
 deadline get an `expired` reply and never reach the model. Bad input never ends the loop.
+
+The loop's stream commands go down a connection of its own (`Link`), so that a commit and
+the next read leave in one write: Redis holds the read while the engine updates its
+metrics, and hands it the next request the moment it arrives, instead of a round trip
+after the commit's reply.
 """
 
 from __future__ import annotations
@@ -94,9 +99,37 @@ class Outcome(NamedTuple):
     status: str
 
 
+class Link:
+    """The loop's own connection to Redis: several commands sent in one write, each reply
+    read when it is wanted (a redis-py pipeline reads them all before it returns). A
+    failed command leaves replies unread: the caller drops the connection (`drop`), and
+    the next command connects again."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        pool = client.connection_pool
+        self._connection = pool.connection_class(**pool.connection_kwargs)
+
+    def send(self, *commands: tuple[Any, ...]) -> None:
+        self._connection.send_packed_command(self._connection.pack_commands(commands))
+
+    def reply(self) -> Any:
+        """The next reply, as Redis sent it (an error reply raises redis.ResponseError)."""
+        return self._connection.read_response()
+
+    def call(self, *command: Any) -> Any:
+        self.send(command)
+        return self.reply()
+
+    def drop(self) -> None:
+        self._connection.disconnect()
+
+
 class Engine:
     def __init__(self, client: redis.Redis, models: ModelStore, config: EngineConfig) -> None:
         self._redis = client
+        self._link = Link(client)
+        self._ahead = False  # a read was sent behind the last commit: its reply is next
+        self._closing = False  # finish(): no read is sent ahead any more
         self._models = models
         self._config = config
         self._clock: Callable[[], float] = time.time
@@ -150,16 +183,37 @@ class Engine:
         """Read, answer and acknowledge one batch; the number of entries handled."""
         self.progress = time.monotonic()
         try:
-            entries, suspects = self._read()
+            return self._step()
         except redis.ResponseError as exc:
+            self._lost()
             if not stream_gone(exc):
                 raise
             self.ensure_group(why=str(exc))
             return 0
+        except BaseException:
+            self._lost()
+            raise
+
+    def finish(self) -> int:
+        """On a stop: answer what the read sent ahead brings (it waits at most block_ms),
+        so that no request is left delivered to this engine and unanswered."""
+        self._closing = True
+        return self.step() if self._ahead else 0
+
+    def _lost(self) -> None:
+        """A command failed: replies may be left unread on the link, and entries read but
+        not answered stay pending in the group. Drop the connection, and read this
+        consumer's pending entries first when serving resumes."""
+        self._link.drop()
+        self._ahead = False
+        self._own_pending = True
+
+    def _step(self) -> int:
+        entries, suspects = self._read()
         if not entries:
             return 0
         read_at, rows_before, self._predict_s = self._clock(), self.counts["rows"], 0.0
-        self._answer(entries, suspects)
+        self._commit(self._answer(entries, suspects))
         self.progress = time.monotonic()
         enqueued = [int(entry_id.split(b"-", 1)[0]) for entry_id, _ in entries]
         self.on_batch(BatchTiming(enqueued, read_at, self._clock(),
@@ -168,30 +222,36 @@ class Engine:
 
     def _read(self) -> tuple[list[Entry], set[bytes]]:
         """Entries to handle, and those delivered before (their counts need a look)."""
+        if self._ahead:  # the read sent behind the last commit
+            self._ahead = False
+            return self._batch(_entries(self._link.reply())), set()
         if self._own_pending:
             mine = self._group_read("0", block=None)
             self._own_pending = bool(mine)
             if mine:
                 return mine, {entry_id for entry_id, _ in mine}
-        if time.monotonic() >= self._next_claim:
+        if self._claim_due():
             self._next_claim = time.monotonic() + self._config.claim_every_s
             claimed = self._claim()
             if claimed:
                 return claimed, {entry_id for entry_id, _ in claimed}
-        return self._batch(), set()
+        return self._batch(self._group_read(">", block=self._config.block_ms)), set()
+
+    def _claim_due(self) -> bool:
+        return time.monotonic() >= self._next_claim
+
+    def _read_command(self, start: str, block: int | None) -> tuple[Any, ...]:
+        waiting = ("BLOCK", block) if block is not None else ()
+        return ("XREADGROUP", "GROUP", GROUP, self._config.consumer,
+                "COUNT", self._config.max_batch_rows, *waiting, "STREAMS", STREAM, start)
 
     def _group_read(self, start: str, block: int | None) -> list[Entry]:
-        reply: Any = self._redis.xreadgroup(GROUP, self._config.consumer, {STREAM: start},
-                                            count=self._config.max_batch_rows, block=block)
-        if not reply:
-            return []
-        return [(entry_id, fields) for entry_id, fields in reply[0][1] if fields]
+        return _entries(self._link.call(*self._read_command(start, block)))
 
-    def _batch(self) -> list[Entry]:
-        """Block for the first entries, then gather more for at most max_wait_us, unless
-        they already hold enough rows to amortise a predict call, or one request came alone
-        and requests have been coming alone (see _crowded)."""
-        entries = self._group_read(">", block=self._config.block_ms)
+    def _batch(self, entries: list[Entry]) -> list[Entry]:
+        """To the first ENTRIES, gather more for at most max_wait_us, unless they already
+        hold enough rows to amortise a predict call, or one request came alone and
+        requests have been coming alone (see _crowded)."""
         if not entries or _rows(entries) >= min(_ENOUGH_ROWS, self._config.max_batch_rows):
             return entries
         if len(entries) > 1:
@@ -230,7 +290,7 @@ class Engine:
 
     # --- answering ----------------------------------------------------------------
 
-    def _answer(self, entries: list[Entry], suspects: set[bytes]) -> None:
+    def _answer(self, entries: list[Entry], suspects: set[bytes]) -> list[Outcome]:
         deliveries = self._deliveries(suspects)
         outcomes: list[Outcome] = []
         valid: list[tuple[bytes, Request]] = []
@@ -241,8 +301,7 @@ class Engine:
                 outcomes.append(outcome)
             elif request:
                 valid.append((entry_id, request))
-        outcomes += self._predict(valid)
-        self._commit(outcomes)
+        return outcomes + self._predict(valid)
 
     def _screen(self, entry_id: bytes, fields: dict[bytes, bytes], delivered: int,
                 now_ms: int) -> tuple[Outcome | None, Request | None]:
@@ -323,15 +382,35 @@ class Engine:
         return Outcome(entry_id, request_id, None, "dead")
 
     def _commit(self, outcomes: list[Outcome]) -> None:
-        """Replies and their acknowledgement in one script: all or nothing, one command."""
-        for outcome in outcomes:
-            self.counts[outcome.status] += 1
+        """Replies and their acknowledgement in one script: all or nothing, one command.
+        The next read goes in the same write when it would be a plain blocking one (no
+        pending entries of this consumer to read again, no claim due)."""
         replies = [o for o in outcomes if o.payload is not None]
         keys = [protocol.REPLY_PREFIX + o.request_id for o in replies]
         args: list[Any] = [GROUP, self._config.reply_ttl_s, len(replies)]
         args += [o.payload for o in replies]
         args += [o.entry_id for o in outcomes]
-        self._redis.eval(_COMMIT, 1 + len(keys), STREAM, *keys, *args)
+        commit = ("EVAL", _COMMIT, 1 + len(keys), STREAM, *keys, *args)
+        ahead = not (self._closing or self._own_pending or self._claim_due())
+        if ahead:
+            self._link.send(commit, self._read_command(">", self._config.block_ms))
+        else:
+            self._link.send(commit)
+        self._link.reply()  # the commit's; a refusal raises, and step() drops the link
+        self._ahead = ahead
+        for outcome in outcomes:  # answered: a refused commit answered nothing
+            self.counts[outcome.status] += 1
+
+
+def _entries(reply: Any) -> list[Entry]:
+    """The entries of an XREADGROUP reply on one stream, as Redis sent it (RESP3: a map
+    of stream to entries; RESP2: a list of pairs); an entry deleted while pending has no
+    fields and is left out."""
+    if not reply:
+        return []
+    found = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+    return [(entry_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+            for entry_id, flat in found if flat]
 
 
 def stream_gone(exc: redis.ResponseError) -> bool:

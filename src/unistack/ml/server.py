@@ -10,6 +10,7 @@ GPU health from NVML). The loop reconnects to Redis with capped backoff and neve
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import json
 import logging
@@ -157,6 +158,8 @@ class EngineService:
                 self.waiting = f"waiting for redis: {reason}"
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
+        with contextlib.suppress(redis.RedisError):
+            self.engine.finish()
 
 
 def _refusing_writes(exc: redis.ResponseError) -> bool:
