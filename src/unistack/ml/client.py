@@ -138,7 +138,7 @@ class MLClient:
                     ("BLPOP", key, max(timeout, 0.01))]
         connection = self._fresh_connection()
         try:
-            connection.send_packed_command(connection.pack_commands(commands))
+            connection.send_packed_command([protocol.packed(commands)])
             connection.read_response()  # the script's answer; an error reply raises
             reply: Any = connection.read_response()
         except redis.ResponseError as exc:

@@ -110,7 +110,7 @@ class Link:
         self._connection = pool.connection_class(**pool.connection_kwargs)
 
     def send(self, *commands: tuple[Any, ...]) -> None:
-        self._connection.send_packed_command(self._connection.pack_commands(commands))
+        self._connection.send_packed_command([protocol.packed(commands)])
 
     def reply(self) -> Any:
         """The next reply, as Redis sent it (an error reply raises redis.ResponseError)."""

@@ -2,23 +2,24 @@
 histograms, the stream's backlog, pending and dead letters, served model versions, GPU
 memory, and the engine's own events (model load failures, GPU memory steps).
 
-Histograms take a whole batch at once (`BulkHistogram.observe_many`: one searchsorted
-and one bincount per batch), so metrics cost the hot path O(1) calls per batch, not per
-request. Times come from the entry id (Redis's millisecond clock on this machine), so
+Histograms take a whole batch at once (`BulkHistogram.observe_many`: one lock and a
+bisect per value), so metrics cost the hot path a few microseconds per batch of one
+request (numpy's per-call overhead cost 18 µs) and well under one per request of a large
+batch. Times come from the entry id (Redis's millisecond clock on this machine), so
 queue wait and duration are exact to about a millisecond.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import redis
-from numpy.typing import NDArray
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -38,23 +39,23 @@ class BulkHistogram(Collector):
 
     def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
         self._name, self._doc = name, documentation
-        self._bounds = np.asarray(buckets, dtype=np.float64)
-        self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # the last: +Inf
+        self._bounds = tuple(float(bound) for bound in buckets)
+        self._counts = [0] * (len(self._bounds) + 1)  # the last: +Inf
         self._sum = 0.0
         self._lock = threading.Lock()
 
-    def observe_many(self, values: NDArray[np.float64]) -> None:
-        slots = np.searchsorted(self._bounds, values, side="left")  # le is inclusive
-        counts = np.bincount(slots, minlength=len(self._counts))
+    def observe_many(self, values: Iterable[float]) -> None:
+        bounds, counts = self._bounds, self._counts
         with self._lock:
-            self._counts += counts
-            self._sum += float(values.sum())
+            for value in values:
+                counts[bisect.bisect_left(bounds, value)] += 1  # le is inclusive
+                self._sum += value
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         with self._lock:
-            cumulative = np.cumsum(self._counts).tolist()
+            cumulative = list(itertools.accumulate(self._counts))
             total = self._sum
-        labels = [_go_float(bound) for bound in self._bounds.tolist()] + ["+Inf"]
+        labels = [_go_float(bound) for bound in self._bounds] + ["+Inf"]
         family = HistogramMetricFamily(self._name, self._doc)
         family.add_metric([], list(zip(labels, cumulative, strict=True)), total)
         yield family
@@ -119,13 +120,13 @@ class EngineMetrics:
     # --- fed by the engine and its service -------------------------------------------
 
     def batch(self, timing: BatchTiming) -> None:
-        """One answered batch: O(1) histogram calls whatever its size."""
-        enqueued = np.asarray(timing.enqueued_ms, dtype=np.float64) / 1000.0
-        self.queue_wait.observe_many(np.maximum(timing.read_at - enqueued, 0.0))
-        self.duration.observe_many(np.maximum(timing.committed_at - enqueued, 0.0))
+        """One answered batch: one histogram call each, whatever its size."""
+        enqueued = [ms / 1000.0 for ms in timing.enqueued_ms]
+        self.queue_wait.observe_many([max(timing.read_at - at, 0.0) for at in enqueued])
+        self.duration.observe_many([max(timing.committed_at - at, 0.0) for at in enqueued])
         if timing.rows:
-            self.predict.observe_many(np.array([timing.predict_s]))
-            self.batch_rows.observe_many(np.array([float(timing.rows)]))
+            self.predict.observe_many((timing.predict_s,))
+            self.batch_rows.observe_many((float(timing.rows),))
 
     def event(self, kind: str, severity: str, detail: str) -> None:
         self._events.labels(kind, severity).inc()

@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+import hiredis
 import numpy as np
 from numpy.typing import NDArray
 
@@ -223,3 +225,9 @@ def decode_reply(payload: bytes) -> tuple[dict[str, Any], NDArray[np.float32] | 
     if "predictions" in header:
         return header, np.asarray(header["predictions"], dtype=np.float32).reshape(shape)
     return header, np.frombuffer(body, dtype="<f4").reshape(shape)
+
+
+def packed(commands: Iterable[tuple[Any, ...]]) -> bytes:
+    """COMMANDS in the Redis protocol, packed by hiredis (redis-py's own packing costs
+    about 7 µs more per command: it re-encodes every argument in Python)."""
+    return b"".join(map(hiredis.pack_command, commands))
