@@ -451,7 +451,7 @@ def engine_alone(stack: EngineStack, rows: Matrix, backlog: int) -> dict[str, An
 
 def idle_spin(model_file: Path, singles: Sequence[Matrix]) -> Record:
     """CPU per single-row predict with a short idle gap after each call, for nthread=1
-    and for XGBoost's default nthread (what the engine's backend gets)."""
+    (what the engine sets) and for XGBoost's default nthread (its threads spin)."""
     result: Record = {}
     for tag, params in (("nthread1", {"nthread": 1}), ("default", {})):
         booster = xgboost.Booster(model_file=str(model_file))
@@ -650,8 +650,9 @@ def diagnostics(report: dict[str, Any]) -> list[str]:
     spin, profile = report["spin"], report["profile"]
     return [f"In-process single-row predict with {IDLE_GAP * 1e3:g} ms idle after each call "
             f"(ms per call, {DIAGNOSTIC_CALLS} calls): nthread=1 CPU {spin['nthread1_cpu']:.3f} "
-            f"(wall {spin['nthread1_wall']:.3f}); XGBoost's default nthread, as the engine "
-            f"loads it, CPU {spin['default_cpu']:.3f} (wall {spin['default_wall']:.3f}).", "",
+            f"(wall {spin['nthread1_wall']:.3f}), as the engine loads it; XGBoost's default "
+            f"nthread, one thread per core, CPU {spin['default_cpu']:.3f} "
+            f"(wall {spin['default_wall']:.3f}).", "",
             f"Client cProfile, {PROFILE_REQUESTS} batch-1 requests (ms per request, the "
             f"profiler inflates Python time): total {profile.get('total', 0):.3f}; "
             f"`_round_trip` (the submit script and BLPOP: one send, two replies) "

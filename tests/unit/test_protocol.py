@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis
 
 from unistack.ml.protocol import (
     DEFAULT_LIMITS,
@@ -19,6 +20,7 @@ from unistack.ml.protocol import (
     encode_reply,
     encode_request,
     ok_prefix,
+    packed,
     parse,
 )
 
@@ -297,3 +299,11 @@ def test_encode_ok_is_byte_for_byte_what_encode_reply_makes() -> None:
     assert header == {"status": "ok", "model": "alpha", "version": 3, "id": "r-1.a:b_c",
                       "shape": [2, 1]}
     np.testing.assert_array_equal(values, predictions.astype(np.float32))
+
+
+def test_packed_commands_are_byte_for_byte_what_redis_py_sends() -> None:
+    commands = [("EVAL", "return 1", 1, "ml:requests", b"\x00\xff", 60),
+                ("BLPOP", "ml:reply:a-1", 5.0)]
+    expected = b"".join(redis.Connection().pack_commands(commands))
+    assert packed(commands) == expected
+    assert packed([]) == b""
