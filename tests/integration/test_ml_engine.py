@@ -20,7 +20,7 @@ import xgboost as xgb
 
 from harness.fetch import Labels, metric_samples
 from harness.ports import free_ports
-from harness.waiting import poll, wait_for
+from harness.waiting import wait_for
 from unistack.config import load_settings
 from unistack.ml import protocol
 from unistack.ml.client import (
@@ -358,35 +358,3 @@ def test_a_refused_commit_leaves_its_batch_pending_and_answers_it_later(
     header, _ = protocol.decode_reply(redis_server.lpop(reply))
     assert header["status"] == "ok" and header["id"] == "refused-1"
     assert pending(redis_server) == 0 and worker.counts["ok"] == 1
-
-
-def test_a_large_request_is_committed_before_the_next_one_is_predicted(
-    redis_server: redis.Redis, registry: ModelRegistry, tmp_path: Path
-) -> None:
-    """Two 100-row requests in one read: the first's reply is out while the model works
-    on the second, so its client can send again; single rows share one predict call."""
-    worker = idle_engine(redis_server, registry, tmp_path)
-    loaded = worker._models.get("default")
-    assert loaded is not None
-    predict = loaded.backend.predict
-    seen: list[tuple[int, bool]] = []
-
-    def watched(rows: Any) -> Any:
-        first_out = poll(lambda: redis_server.llen(protocol.REPLY_PREFIX + "big-1"), 0.5, 0.005)
-        seen.append((rows.shape[0], bool(first_out)))
-        return predict(rows)
-
-    loaded.backend.predict = watched
-    deadline = int(time.time() * 1000) + 60_000
-    for name in ("big-1", "big-2"):
-        redis_server.xadd(STREAM, protocol.encode_request(name, "default", np.zeros((100, 8)),
-                                                          deadline))
-    assert worker.step() == 2
-    assert seen == [(100, False), (100, True)]
-    seen.clear()
-    for index in range(5):
-        submit(redis_server, f"small-{index}")
-    assert worker.step() == 5
-    assert [rows for rows, _ in seen] == [5]
-    assert all(redis_server.llen(protocol.REPLY_PREFIX + f"small-{i}") for i in range(5))
-

@@ -1,28 +1,25 @@
 """The engine's worker: reads requests from a Redis stream consumer group, micro-batches
 them, predicts once per model and answers each request on its reply list.
 
-No request is lost: an entry stays in the group's pending list until the script that
-pushes its reply also XACKs it (one script: all or nothing), so a worker killed
-mid-batch leaves its entries pending; the next worker (the same consumer name) reads its
-own pending entries first, and XAUTOCLAIM takes entries of dead consumers idle past a
-threshold. An entry delivered MAX_DELIVERIES times (a poison request) goes to the
-dead-letter stream with the reason; an unparseable one goes there at once. Requests past
-their deadline get an `expired` reply and never reach the model. Bad input never ends
-the loop.
+No request is lost: an entry stays in the group's pending list until the transaction
+that pushes its reply also XACKs it (MULTI/EXEC), so a worker killed mid-batch leaves
+its entries pending; the next worker (the same consumer name) reads its own pending
+entries first, and XAUTOCLAIM takes entries of dead consumers idle past a threshold.
+An entry delivered MAX_DELIVERIES times (a poison request) goes to the dead-letter
+stream with the reason; an unparseable one goes there at once. Requests past their
+deadline get an `expired` reply and never reach the model. Bad input never ends the loop.
 
-The loop's stream commands go down a connection of its own (`Link`), and no command
-waits for the one before: each commit is sent as soon as its part of the batch is
-predicted (a large request's client sends again while the next part is predicted), the
-last with the next read in one write, and their replies are read after (`_settle`).
-Redis holds that read while the engine updates its metrics, and hands it the next
-request the moment it arrives, not a round trip after the commit's reply.
+The loop's stream commands go down a connection of its own (`Link`), so that a commit and
+the next read leave in one write: Redis holds the read while the engine updates its
+metrics, and hands it the next request the moment it arrives, instead of a round trip
+after the commit's reply.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -31,7 +28,7 @@ import redis
 
 from unistack.ml import protocol
 from unistack.ml.keys import DEAD_LETTERS, GROUP, STREAM, STREAM_RESET
-from unistack.ml.models import Loaded, ModelStore
+from unistack.ml.models import ModelStore
 from unistack.ml.protocol import Request, RequestError
 
 log = logging.getLogger("unistack.ml")
@@ -55,9 +52,8 @@ for first = 4 + n, #ARGV, 1000 do
 end
 return n
 """
-# A batch this large already amortises the fixed cost of a predict call (~0.2 ms):
-# waiting for more would only add a round trip, and a part this large is worth
-# committing before the next part is predicted.
+# A batch this large already amortises the fixed cost of a predict call (~0.3 ms):
+# waiting for more would only add a round trip.
 _ENOUGH_ROWS = 64
 _PROBE_EVERY = 32
 
@@ -91,7 +87,7 @@ class BatchTiming(NamedTuple):
 
     enqueued_ms: Sequence[int]  # per entry: the millisecond part of its stream id
     read_at: float  # epoch seconds the batch was read
-    committed_at: float  # epoch seconds its last commit was sent (Redis runs it at once)
+    committed_at: float  # epoch seconds its replies were committed
     rows: int  # rows predicted (0 when nothing reached a model)
     predict_s: float  # seconds spent in the model
 
@@ -132,9 +128,7 @@ class Engine:
     def __init__(self, client: redis.Redis, models: ModelStore, config: EngineConfig) -> None:
         self._redis = client
         self._link = Link(client)
-        # The replies due on the link, in order: a commit's (its outcomes) or a read's (None).
-        self._unread: deque[list[Outcome] | None] = deque()
-        self._queued: list[tuple[Any, ...]] = []  # commands for the next write
+        self._ahead = False  # a read was sent behind the last commit: its reply is next
         self._closing = False  # finish(): no read is sent ahead any more
         self._models = models
         self._config = config
@@ -201,19 +195,17 @@ class Engine:
             raise
 
     def finish(self) -> int:
-        """On a stop: answer what a read in flight brings (it waits at most block_ms) and
-        collect the last commits, so that no request is left delivered to this engine and
-        unanswered; no read is sent after it."""
+        """On a stop: answer what the read sent ahead brings (it waits at most block_ms),
+        so that no request is left delivered to this engine and unanswered."""
         self._closing = True
-        return self.step()
+        return self.step() if self._ahead else 0
 
     def _lost(self) -> None:
         """A command failed: replies may be left unread on the link, and entries read but
         not answered stay pending in the group. Drop the connection, and read this
         consumer's pending entries first when serving resumes."""
         self._link.drop()
-        self._queued.clear()
-        self._unread.clear()
+        self._ahead = False
         self._own_pending = True
 
     def _step(self) -> int:
@@ -221,51 +213,18 @@ class Engine:
         if not entries:
             return 0
         read_at, rows_before, self._predict_s = self._clock(), self.counts["rows"], 0.0
-        self._answer(entries, suspects)
-        committed_at = self._clock()
-        if self._may_read_ahead():  # in the last commit's write; Redis holds it behind
-            self._queue(self._read_command(">", self._config.block_ms))
-        self._flush()
-        self._settle()
+        self._commit(self._answer(entries, suspects))
         self.progress = time.monotonic()
         enqueued = [int(entry_id.split(b"-", 1)[0]) for entry_id, _ in entries]
-        self.on_batch(BatchTiming(enqueued, read_at, committed_at,
+        self.on_batch(BatchTiming(enqueued, read_at, self._clock(),
                                   self.counts["rows"] - rows_before, self._predict_s))
         return len(entries)
 
-    def _may_read_ahead(self) -> bool:
-        """A plain read may go out before it is needed: not stopping, no pending entries
-        of this consumer to read again, no claim due."""
-        return not (self._closing or self._own_pending or self._claim_due())
-
-    def _queue(self, command: tuple[Any, ...], commit: list[Outcome] | None = None) -> None:
-        """COMMAND goes out with the next _flush(); noted is whose reply will be due: a
-        commit's (its outcomes) or a read's (None)."""
-        self._queued.append(command)
-        self._unread.append(commit)
-
-    def _flush(self) -> None:
-        if self._queued:
-            self._link.send(*self._queued)
-            self._queued.clear()
-
-    def _settle(self) -> None:
-        """Read the replies of the commits sent before any read in flight: a refusal
-        raises; the outcomes of the others are counted."""
-        while self._unread and (outcomes := self._unread[0]) is not None:
-            self._unread.popleft()
-            self._link.reply()
-            for outcome in outcomes:  # answered: a refused commit answered nothing
-                self.counts[outcome.status] += 1
-
     def _read(self) -> tuple[list[Entry], set[bytes]]:
         """Entries to handle, and those delivered before (their counts need a look)."""
-        self._settle()
-        if self._unread:  # the read sent behind the last commits
-            self._unread.popleft()
+        if self._ahead:  # the read sent behind the last commit
+            self._ahead = False
             return self._batch(_entries(self._link.reply())), set()
-        if self._closing:
-            return [], set()
         if self._own_pending:
             mine = self._group_read("0", block=None)
             self._own_pending = bool(mine)
@@ -331,40 +290,18 @@ class Engine:
 
     # --- answering ----------------------------------------------------------------
 
-    def _answer(self, entries: list[Entry], suspects: set[bytes]) -> None:
-        """Screen, predict and commit ENTRIES: the refusals at once, then each part as soon
-        as it is predicted, while the model works on the next (see _parts). The last
-        commit is left queued for the caller to send with the next read."""
+    def _answer(self, entries: list[Entry], suspects: set[bytes]) -> list[Outcome]:
         deliveries = self._deliveries(suspects)
-        refused: list[Outcome] = []
-        groups: dict[tuple[str, int | None], list[tuple[bytes, Request]]] = defaultdict(list)
+        outcomes: list[Outcome] = []
+        valid: list[tuple[bytes, Request]] = []
         now_ms = int(self._clock() * 1000)
         for entry_id, fields in entries:
             outcome, request = self._screen(entry_id, fields, deliveries.get(entry_id, 1), now_ms)
             if outcome:
-                refused.append(outcome)
+                outcomes.append(outcome)
             elif request:
-                groups[(request.model, request.version)].append((entry_id, request))
-        parts: list[tuple[Loaded, list[tuple[bytes, Request]]]] = []
-        for (model, version), members in groups.items():
-            loaded = self._models.get(model, version)
-            if loaded is None:
-                refused += self._unknown(model, version, members)
-                continue
-            fit: list[tuple[bytes, Request]] = []
-            for entry_id, request in members:
-                try:
-                    protocol.check_features(request, loaded.n_features)
-                    fit.append((entry_id, request))
-                except RequestError as exc:
-                    refused.append(self._reject(entry_id, request.id, protocol.INVALID,
-                                                str(exc)))
-            parts += [(loaded, part) for part in _parts(fit)]
-        if refused:
-            self._commit(refused)
-        for loaded, part in parts:
-            self._flush()  # the commit before goes now: its clients need not wait for this
-            self._commit(self._predict(loaded, part))
+                valid.append((entry_id, request))
+        return outcomes + self._predict(valid)
 
     def _screen(self, entry_id: bytes, fields: dict[bytes, bytes], delivered: int,
                 now_ms: int) -> tuple[Outcome | None, Request | None]:
@@ -384,30 +321,46 @@ class Engine:
                                 f"deadline passed {late} ms before the engine read it"), None
         return None, request
 
-    def _unknown(self, model: str, version: int | None,
-                 members: list[tuple[bytes, Request]]) -> list[Outcome]:
-        known = ", ".join(self._models.names()) or "none loaded"
-        pinned = f" version {version}" if version is not None else ""
-        why = f"unknown model {model!r}{pinned} (serving: {known})"
-        return [self._reject(e, r.id, protocol.INVALID, why) for e, r in members]
-
-    def _predict(self, loaded: Loaded, part: list[tuple[bytes, Request]]) -> list[Outcome]:
-        started = time.perf_counter()
-        rows = [request.rows for _, request in part]
-        predictions = loaded.backend.predict(rows[0] if len(rows) == 1 else np.concatenate(rows))
-        self._predict_s += time.perf_counter() - started
-        model, version = loaded.version.name, loaded.version.version
-        header = {"status": protocol.OK, "model": model, "version": version}
-        prefix = protocol.ok_prefix(model, version)
+    def _predict(self, valid: list[tuple[bytes, Request]]) -> list[Outcome]:
+        groups: dict[tuple[str, int | None], list[tuple[bytes, Request]]] = defaultdict(list)
+        for entry_id, request in valid:
+            groups[(request.model, request.version)].append((entry_id, request))
         outcomes: list[Outcome] = []
+        for (model, version), members in groups.items():
+            outcomes += self._predict_group(model, version, members)
+        return outcomes
+
+    def _predict_group(self, model: str, version: int | None,
+                       members: list[tuple[bytes, Request]]) -> list[Outcome]:
+        loaded = self._models.get(model, version)
+        if loaded is None:
+            known = ", ".join(self._models.names()) or "none loaded"
+            pinned = f" version {version}" if version is not None else ""
+            why = f"unknown model {model!r}{pinned} (serving: {known})"
+            return [self._reject(e, r.id, protocol.INVALID, why) for e, r in members]
+        fit: list[tuple[bytes, Request]] = []
+        outcomes: list[Outcome] = []
+        for entry_id, request in members:
+            try:
+                protocol.check_features(request, loaded.n_features)
+                fit.append((entry_id, request))
+            except RequestError as exc:
+                outcomes.append(self._reject(entry_id, request.id, protocol.INVALID, str(exc)))
+        if not fit:
+            return outcomes
+        started = time.perf_counter()
+        predictions = loaded.backend.predict(np.concatenate([r.rows for _, r in fit]))
+        self._predict_s += time.perf_counter() - started
+        header = {"status": protocol.OK, "model": model, "version": loaded.version.version}
+        prefix = protocol.ok_prefix(model, loaded.version.version)
         offset = 0
-        for entry_id, request in part:
-            count = request.rows.shape[0]
-            values = predictions[offset:offset + count]
+        for entry_id, request in fit:
+            rows = request.rows.shape[0]
+            values = predictions[offset:offset + rows]
             payload = (protocol.encode_reply({**header, "id": request.id}, values, True)
                        if request.as_json else protocol.encode_ok(prefix, request.id, values))
             outcomes.append(Outcome(entry_id, request.id, payload, protocol.OK))
-            offset += count
+            offset += rows
         self.counts["batches"] += 1
         self.counts["rows"] += offset
         return outcomes
@@ -429,29 +382,24 @@ class Engine:
         return Outcome(entry_id, request_id, None, "dead")
 
     def _commit(self, outcomes: list[Outcome]) -> None:
-        """Queue the replies and their acknowledgement in one script (all or nothing); its
-        reply is read after it is sent (_settle)."""
+        """Replies and their acknowledgement in one script: all or nothing, one command.
+        The next read goes in the same write when it would be a plain blocking one (no
+        pending entries of this consumer to read again, no claim due)."""
         replies = [o for o in outcomes if o.payload is not None]
         keys = [protocol.REPLY_PREFIX + o.request_id for o in replies]
         args: list[Any] = [GROUP, self._config.reply_ttl_s, len(replies)]
         args += [o.payload for o in replies]
         args += [o.entry_id for o in outcomes]
-        self._queue(("EVAL", _COMMIT, 1 + len(keys), STREAM, *keys, *args), commit=outcomes)
-
-
-def _parts(members: list[tuple[bytes, Request]]) -> list[list[tuple[bytes, Request]]]:
-    """MEMBERS in parts of at least _ENOUGH_ROWS rows (the last may hold fewer): small
-    requests share one predict call, and a large one is committed as soon as it is
-    predicted, so its client sends again while the next part is predicted."""
-    parts: list[list[tuple[bytes, Request]]] = [[]]
-    rows = 0
-    for member in members:
-        if rows >= _ENOUGH_ROWS:
-            parts.append([])
-            rows = 0
-        parts[-1].append(member)
-        rows += member[1].rows.shape[0]
-    return [part for part in parts if part]
+        commit = ("EVAL", _COMMIT, 1 + len(keys), STREAM, *keys, *args)
+        ahead = not (self._closing or self._own_pending or self._claim_due())
+        if ahead:
+            self._link.send(commit, self._read_command(">", self._config.block_ms))
+        else:
+            self._link.send(commit)
+        self._link.reply()  # the commit's; a refusal raises, and step() drops the link
+        self._ahead = ahead
+        for outcome in outcomes:  # answered: a refused commit answered nothing
+            self.counts[outcome.status] += 1
 
 
 def _entries(reply: Any) -> list[Entry]:
