@@ -1,8 +1,8 @@
 """The engine's worker: reads requests from a Redis stream consumer group, micro-batches
 them, predicts once per model and answers each request on its reply list.
 
-No request is lost: an entry stays in the group's pending list until the transaction
-that pushes its reply also XACKs it (MULTI/EXEC), so a worker killed mid-batch leaves
+No request is lost: an entry stays in the group's pending list until the script that
+pushes its reply also XACKs it (all or nothing), so a worker killed mid-batch leaves
 its entries pending; the next worker (the same consumer name) reads its own pending
 entries first, and XAUTOCLAIM takes entries of dead consumers idle past a threshold.
 An entry delivered MAX_DELIVERIES times (a poison request) goes to the dead-letter
