@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 from harness.alertmanager import AM_WEBHOOK, RULE, Baseline, baseline_programs, start_baseline
 from harness.debian import version
-from harness.faults import FAULT_LABELS, FAULTS, NO_LOOPS, PHASE, SETTLE, inject
+from harness.faults import FAULT_LABELS, FAULT_TRIALS, FAULTS, PHASE, SETTLE, inject
 from harness.figures import figure_cell, machine_figures, ratio_text, trial_figures
 from harness.processes import end_process, processes_of
 from harness.redisping import answering_pid, settled_redis
@@ -232,9 +232,9 @@ def unistack_trial(stack: Stack, slack: SlackStandIn, fault: str) -> Trial:
 def unistack_trials(root: Path, slack: SlackStandIn, trials: int, samples: Samples) -> None:
     home = root / "t"
     write_env_file(home, SLACK_WEBHOOK_URL=slack.webhook_url)  # a secret: never in argv
-    progress(f"unistack: starting a stack in {home} (FLAP_RESTARTS="
-             f"{NO_LOOPS['FLAP_RESTARTS']}, SLACK_WEBHOOK_URL → stand-in) ...")
-    stack = Stack.start(home, NO_LOOPS, STACK_START_LIMIT)
+    progress(f"unistack: starting a stack in {home} ({FAULT_TRIALS}, SLACK_WEBHOOK_URL → "
+             "stand-in) ...")
+    stack = Stack.start(home, FAULT_TRIALS, STACK_START_LIMIT)
     if stack.settings.slack_mode != "webhook":
         raise BenchmarkError(f"the stack's slack mode is {stack.settings.slack_mode!r}, "
                              "not webhook: SLACK_WEBHOOK_URL was not read from .env")

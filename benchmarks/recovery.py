@@ -31,7 +31,7 @@ import psutil
 import redis
 
 from harness.debian import program
-from harness.faults import FAULT_LABELS, FAULTS, NO_LOOPS, PHASE, SETTLE, inject
+from harness.faults import FAULT_LABELS, FAULT_TRIALS, FAULTS, PHASE, SETTLE, inject
 from harness.figures import figure_cell, machine_figures, ratio_text, trial_figures
 from harness.monit import MONIT_SETTLE, MonitRun
 from harness.processes import busy_loop, cpu_seconds, end_process
@@ -42,6 +42,7 @@ from harness.supervisord import baseline_settings, run_supervisord, stop_baselin
 from harness.tables import acceptance_lines, machine_line, markdown_table, trials_json
 from harness.waiting import Watch, poll, wait_for
 from unistack.config import Settings
+from unistack.event import Kind
 from unistack.policy import READY
 
 POLL = 0.005  # seconds between two polls of /status or PING
@@ -56,8 +57,10 @@ VALUE_BYTES = 100_000
 LOAD_BATCH = 50  # keys per pipeline while loading (5 MB)
 OVERWRITE_KEYS = 10  # keys rewritten every OVERWRITE_PAUSE during the soak (10 MB/s)
 OVERWRITE_PAUSE = 0.1
-QUIET_KINDS = ("ready", "started")  # events that are not a restart or a warning
-INFO_KINDS = ("resource", "resource_ok")  # resource warnings: an event, never a restart
+QUIET_KINDS = (Kind.READY, Kind.STARTED)  # not worth listing under "other events"
+# The events that come with a restart (a scheduled backup's backup_ok, a resource
+# warning or a busy service left running are listed, never counted as restarts).
+RESTART_KINDS = (Kind.CRASHED, Kind.HUNG, Kind.FAILED, Kind.LOOPING, Kind.RESTARTED_WITH)
 
 SYSTEM_LABELS = {"unistack": "unistack hub", "supervisord": "plain supervisord",
                  "monit": "Monit `set daemon 1`"}
@@ -109,7 +112,7 @@ def hub_trial(stack: Stack, name: str, fault: str) -> Trial:
 
 def unistack_trials(home: Path, trials: int, samples: Samples) -> None:
     progress(f"unistack: starting a stack in {home} (FLAP_RESTARTS=1000) ...")
-    stack = Stack.start(home, NO_LOOPS, START_LIMIT)
+    stack = Stack.start(home, FAULT_TRIALS, START_LIMIT)
     for fault in FAULTS:
         for name in SERVICES:
             run_trials(trials, partial(hub_trial, stack, name, fault),
@@ -265,7 +268,7 @@ def soak(stack: Stack, seconds: float) -> dict[str, Any]:
 def restarts_between(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]],
                      events: list[dict[str, Any]], since: float) -> dict[str, Any]:
     noisy = [e for e in events if e["ts"] >= since and e["kind"] not in QUIET_KINDS]
-    restart_events = [e for e in noisy if e["kind"] not in INFO_KINDS]
+    restart_events = [e for e in noisy if e["kind"] in RESTART_KINDS]
     status = sum(after[n]["restarts"] - before[n]["restarts"] for n in after)
     return {"status_restarts": status, "restart_events": len(restart_events),
             "restarts": status + len(restart_events),
@@ -275,7 +278,7 @@ def restarts_between(before: dict[str, dict[str, Any]], after: dict[str, dict[st
 
 def cpu_and_soak(home: Path, cpu_window_s: float, soak_s: float) -> dict[str, Any]:
     progress(f"unistack: a fresh stack in {home} for the CPU window and the soak ...")
-    stack = Stack.start(home, NO_LOOPS, START_LIMIT)
+    stack = Stack.start(home, FAULT_TRIALS, START_LIMIT)
     time.sleep(CPU_SETTLE)  # first scrapes and event persistence are start-up work
     hub_pid = wait_for(lambda: stack.get("/status").get("hub", {}).get("pid"), 10.0, WAIT,
                        "hub pid")

@@ -17,7 +17,7 @@ import pytest
 from harness.slack import SlackStandIn
 from harness.stacks import Stack, write_env_file
 from harness.waiting import wait_for
-from tests.chaos.test_chaos import NO_LOOPS, events, services, settle_past_startsecs, start
+from tests.chaos.test_chaos import FAULT_TRIALS, events, services, settle_past_startsecs, start
 from unistack.config import load_settings
 
 pytestmark = pytest.mark.chaos
@@ -32,7 +32,7 @@ def slack() -> Iterator[SlackStandIn]:
 def with_webhook(stack: Stack, slack: SlackStandIn) -> None:
     """The operator's step: the webhook URL (a secret) goes into .env, mode 0600."""
     write_env_file(stack.home, SLACK_WEBHOOK_URL=slack.webhook_url)
-    start(stack, **NO_LOOPS)
+    start(stack, **FAULT_TRIALS)
     wait_for(lambda: about(slack, "startup complete"), timeout=10)  # one message per start
 
 
@@ -183,7 +183,7 @@ def test_no_secret_reaches_slack_or_the_logs(stack: Stack, slack: SlackStandIn) 
 
 
 def test_without_slack_incidents_are_recorded_and_the_hub_says_so_once(stack: Stack) -> None:
-    start(stack, **NO_LOOPS)
+    start(stack, **FAULT_TRIALS)
     os.kill(settle_past_startsecs(stack, "prometheus"), signal.SIGKILL)
     wait_for(lambda: events(stack, "recovered", "prometheus"), timeout=10)
     assert events(stack, "crashed", "prometheus")

@@ -18,7 +18,7 @@ import psutil
 import pytest
 import redis
 
-from harness.faults import NO_LOOPS
+from harness.faults import FAULT_TRIALS
 from harness.processes import busy_loop, process_age
 from harness.slack import SlackStandIn
 from harness.stacks import Stack, write_env_file
@@ -73,7 +73,7 @@ def settle_past_startsecs(stack: Stack, name: str) -> int:
 
 @pytest.mark.parametrize("name", ["redis", "prometheus", "ml_engine"])
 def test_kill_9_repeatedly_is_ready_again_every_time(stack: Stack, name: str) -> None:
-    start(stack, **NO_LOOPS)
+    start(stack, **FAULT_TRIALS)
     for _ in range(3):
         pid = settle_past_startsecs(stack, name)
         killed = time.monotonic()
@@ -86,7 +86,7 @@ def test_kill_9_repeatedly_is_ready_again_every_time(stack: Stack, name: str) ->
 
 @pytest.mark.parametrize("name", ["redis", "prometheus", "ml_engine"])
 def test_sigstop_is_detected_captured_and_recovered(stack: Stack, name: str) -> None:
-    start(stack, **NO_LOOPS)
+    start(stack, **FAULT_TRIALS)
     pid = settle_past_startsecs(stack, name)
     stopped = time.monotonic()
     os.kill(pid, signal.SIGSTOP)
@@ -108,7 +108,7 @@ def test_sigstop_is_detected_captured_and_recovered(stack: Stack, name: str) -> 
 
 def test_a_hung_service_delays_no_other_probe(stack: Stack) -> None:
     """A SIGSTOPped Redis accepts TCP (the kernel's backlog) and never answers."""
-    start(stack, **NO_LOOPS, REDIS_LIVENESS_THRESHOLD="1000", REDIS_READINESS_THRESHOLD="1")
+    start(stack, **FAULT_TRIALS, REDIS_LIVENESS_THRESHOLD="1000", REDIS_READINESS_THRESHOLD="1")
     pid = settle_past_startsecs(stack, "redis")
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -196,7 +196,7 @@ def writer(client: redis.Redis, acknowledged: list[int], stop: threading.Event) 
 
 
 def test_kill_9_redis_under_write_load_loses_no_acknowledged_write(stack: Stack) -> None:
-    start(stack, **NO_LOOPS)
+    start(stack, **FAULT_TRIALS)
     pid = settle_past_startsecs(stack, "redis")
     client = redis.Redis(port=stack.port("REDIS_PORT"), password=password(stack),
                          socket_timeout=1)
@@ -341,7 +341,7 @@ def test_kill_9_engine_under_load_answers_every_request_exactly_once(stack: Stac
     from tests.chaos.ml_load import RequestLoad
     from unistack.config import load_settings
 
-    start(stack, **NO_LOOPS)
+    start(stack, **FAULT_TRIALS)
     pid = settle_past_startsecs(stack, "ml_engine")
     with RequestLoad(load_settings(environ=stack.env), producers=4, rows=1,
                      timeout=15) as load:

@@ -19,7 +19,7 @@ from harness.slack import SlackStandIn
 from harness.stacks import Stack, write_env_file
 from harness.waiting import wait_for
 from tests.chaos.test_alerts import about, slack  # noqa: F401 -- the stand-in fixture
-from tests.chaos.test_chaos import NO_LOOPS, events, services, start
+from tests.chaos.test_chaos import FAULT_TRIALS, events, services, start
 from tests.chaos.test_redis_faults import fill_disk
 
 pytestmark = pytest.mark.chaos
@@ -53,7 +53,7 @@ def test_a_full_disk_is_survived_reported_once_and_recovered(
 ) -> None:
     with tmpfs_home(stack):
         write_env_file(stack.home, SLACK_WEBHOOK_URL=slack.webhook_url)
-        start(stack, **NO_LOOPS, RESOURCE_INTERVAL="0.5")
+        start(stack, **FAULT_TRIALS, RESOURCE_INTERVAL="0.5")
         hub_pid = services(stack)["hub"]["pid"]
         filler = fill_disk(stack.home)
         warnings = wait_for(lambda: [w for w in status(stack)["warnings"]

@@ -14,7 +14,7 @@ import redis
 from harness.stacks import Stack
 from harness.waiting import wait_for
 from tests.chaos.ml_load import RequestLoad
-from tests.chaos.test_chaos import NO_LOOPS, services, start
+from tests.chaos.test_chaos import FAULT_TRIALS, services, start
 from unistack.config import load_settings
 from unistack.ml.client import MLClient, PredictionTimeout, Unavailable
 
@@ -50,7 +50,7 @@ def test_ml_predict_from_the_command_line(stack: Stack) -> None:
 
 
 def test_redis_restarted_under_a_blocked_engine_is_survived(stack: Stack) -> None:
-    start(stack, **NO_LOOPS)
+    start(stack, **FAULT_TRIALS)
     engine_pid = services(stack)["ml_engine"]["pid"]
     client = MLClient(load_settings(environ=stack.env))
     assert client.predict(np.zeros((1, 8)), timeout=5).shape == (1,)
@@ -83,7 +83,7 @@ def test_a_new_model_version_is_swapped_in_under_load_without_a_failed_request(
 
 def test_flushall_under_load_is_survived_without_a_crash(stack: Stack) -> None:
     """An operator's FLUSHALL deletes the request stream and its group under the engine."""
-    start(stack, **NO_LOOPS)
+    start(stack, **FAULT_TRIALS)
     engine_pid = services(stack)["ml_engine"]["pid"]
     settings = load_settings(environ=stack.env)
     raw = redis.Redis(port=settings.redis_port, password=settings.redis_password)
@@ -114,7 +114,7 @@ def hub_events(stack: Stack) -> list[dict]:  # type: ignore[type-arg]
 
 
 def test_a_corrupt_model_is_degraded_with_the_fix_and_never_restart_looped(stack: Stack) -> None:
-    start(stack, **NO_LOOPS, SERVICE_READY_TIMEOUT="2", START_TIMEOUT="6")
+    start(stack, **FAULT_TRIALS, SERVICE_READY_TIMEOUT="2", START_TIMEOUT="6")
     assert stack.cli("stop").returncode == 0
     [model] = (stack.home / "var/models/default/1").glob("*.ubj")
     model.write_bytes(model.read_bytes() + b"!")  # the metadata's sha256 no longer matches
@@ -142,7 +142,7 @@ def test_redis_restarted_with_a_slow_load_under_the_engine_restarts_no_engine(
     stack: Stack,
 ) -> None:
     """The engine backs off while Redis loads its dataset: waiting, not hung."""
-    start(stack, **NO_LOOPS)
+    start(stack, **FAULT_TRIALS)
     settings = load_settings(environ=stack.env)
     raw = redis.Redis(port=settings.redis_port, password=settings.redis_password,
                       socket_timeout=30)
@@ -164,7 +164,7 @@ def test_redis_restarted_with_a_slow_load_under_the_engine_restarts_no_engine(
 
 def test_redis_restarted_empty_under_load_is_survived(stack: Stack) -> None:
     """A restore that replaces Redis's data with an empty dataset, under request load."""
-    start(stack, **NO_LOOPS)
+    start(stack, **FAULT_TRIALS)
     engine_pid = services(stack)["ml_engine"]["pid"]
     settings = load_settings(environ=stack.env)
     with RequestLoad(settings, producers=2, rows=4, timeout=2) as load:

@@ -18,7 +18,7 @@ import redis
 from harness.stacks import Stack
 from harness.waiting import wait_for
 from tests.chaos.test_chaos import (
-    NO_LOOPS,
+    FAULT_TRIALS,
     events,
     password,
     services,
@@ -63,7 +63,7 @@ def lost(stack: Stack, acknowledged: list[int]) -> int:
 
 
 def test_a_long_script_makes_redis_busy_not_hung(stack: Stack) -> None:
-    start(stack, **NO_LOOPS)
+    start(stack, **FAULT_TRIALS)
     pid = settle_past_startsecs(stack, "redis")
     states: list[str] = []
     with write_load(stack) as acknowledged:
@@ -88,7 +88,7 @@ POPULATE = "for i = ARGV[1], ARGV[2] do redis.call('SET', 'bulk:' .. i, i) end r
 def test_a_large_flushall_is_busy_not_hung(stack: Stack) -> None:
     """FLUSHALL of 3 million keys holds Redis's main thread for about a second here:
     longer than the hub's hang detection, so only CPU evidence keeps Redis alive."""
-    start(stack, **NO_LOOPS)
+    start(stack, **FAULT_TRIALS)
     pid = settle_past_startsecs(stack, "redis")
     big = client(stack, timeout=60)
     for first in range(1, 3_000_001, 250_000):
@@ -142,7 +142,7 @@ def test_an_unwritable_data_directory_is_degraded_never_killed_and_recovers(
     """A full filesystem under var/data/redis (a read-only remount is refused while Redis
     holds its AOF open for writing: the same save error, made for real)."""
     with tmpfs(stack.home / "var" / "data" / "redis") as data:
-        start(stack, **NO_LOOPS)
+        start(stack, **FAULT_TRIALS)
         pid = settle_past_startsecs(stack, "redis")
         fill(stack, 10000)
         filler = fill_disk(data)
@@ -166,7 +166,7 @@ def test_an_unwritable_data_directory_is_degraded_never_killed_and_recovers(
 
 
 def test_a_removed_data_directory_is_rescued_and_nothing_is_lost(stack: Stack) -> None:
-    start(stack, **NO_LOOPS)
+    start(stack, **FAULT_TRIALS)
     pid = settle_past_startsecs(stack, "redis")
     fill(stack, 10000)
     data = stack.home / "var" / "data" / "redis"
