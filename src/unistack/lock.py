@@ -3,7 +3,7 @@ control lock), one backup, prune or restore at a time (the backup lock).
 
 An fcntl.flock on var/run/control.lock: the kernel drops it when its holder exits, even
 by kill -9, so a stale lock cannot exist. The holder writes "pid command since" into the
-file, so a second caller can say whom it waits for.
+file, so a second caller can say whom it waits for, and empties it when it is done.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 Report = Callable[[str], None]
+_LINE_WAIT = 0.5  # seconds a caller waits for a new holder to write its line
 
 
 class Busy(Exception):
@@ -48,13 +49,28 @@ def control_lock(home: Path, command: str, wait: bool, report: Report,
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = describe(os.pread(fd, 200, 0).decode(errors="replace"))
+            holder = _holder(fd)
             if not wait:
                 raise Busy(f"busy: another {holder} holds {path}; try again later") from None
             report(f"another {holder} is running; waiting")
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {command} {time.time():.3f}\n".encode(), 0)
-        yield
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # empty: free, or its next holder is writing its line
     finally:
         os.close(fd)  # closing drops the lock
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, from its line. The holder writes the line just after it takes
+    the lock, so a caller that looks in between finds the file empty: it looks again
+    for up to _LINE_WAIT seconds (found under load: "another command (holder unknown)")."""
+    deadline = time.monotonic() + _LINE_WAIT
+    text = os.pread(fd, 200, 0).decode(errors="replace")
+    while not text.strip() and time.monotonic() < deadline:
+        time.sleep(0.005)
+        text = os.pread(fd, 200, 0).decode(errors="replace")
+    return describe(text)

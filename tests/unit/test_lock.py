@@ -68,3 +68,30 @@ def test_a_holder_killed_with_sigkill_leaves_no_stale_lock(tmp_path: Path) -> No
 def test_describe_reads_the_holder_line() -> None:
     assert describe("42 restart-redis 0\n") == "restart-redis (pid 42, since 00:00:00 UTC)"
     assert describe("") == "command (holder unknown)"
+
+
+def test_a_caller_that_looks_before_the_holder_wrote_its_line_still_names_it(
+        tmp_path: Path) -> None:
+    """The holder takes the lock, then writes its line: a caller looking in between saw an
+    empty file and said "holder unknown" (found in CI). It looks again."""
+    path = lock_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    slow = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(0.1)\n"
+         "os.pwrite(fd, f'{os.getpid()} start 0\\n'.encode(), 0); sys.stdin.readline()",
+         str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert slow.stdout is not None and slow.stdout.readline() == "locked\n"
+        with pytest.raises(Busy, match=rf"another start \(pid {slow.pid}, since"), \
+                control_lock(tmp_path, "stop", False, print):
+            pass
+    finally:
+        slow.communicate("\n", timeout=5)
+
+
+def test_a_released_lock_names_nobody(tmp_path: Path) -> None:
+    with control_lock(tmp_path, "start", False, print):
+        assert lock_path(tmp_path).read_text().split()[1] == "start"
+    assert lock_path(tmp_path).read_text() == ""
