@@ -107,7 +107,8 @@ class Link:
 
     def __init__(self, client: redis.Redis) -> None:
         pool = client.connection_pool
-        self._connection = pool.connection_class(**pool.connection_kwargs)
+        # RESP3 always, whatever the client was given: one reply shape to read (_entries).
+        self._connection = pool.connection_class(**{**pool.connection_kwargs, "protocol": 3})
 
     def send(self, *commands: tuple[Any, ...]) -> None:
         self._connection.send_packed_command([protocol.packed(commands)])
@@ -403,12 +404,12 @@ class Engine:
 
 
 def _entries(reply: Any) -> list[Entry]:
-    """The entries of an XREADGROUP reply on one stream, as Redis sent it (RESP3: a map
-    of stream to entries; RESP2: a list of pairs); an entry deleted while pending has no
-    fields and is left out."""
+    """The entries of an XREADGROUP reply on one stream, as Redis sends it in RESP3 (a
+    map of stream to entries); an entry deleted while pending has no fields and is left
+    out."""
     if not reply:
         return []
-    found = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+    (found,) = reply.values()
     return [(entry_id, dict(zip(flat[::2], flat[1::2], strict=True)))
             for entry_id, flat in found if flat]
 
